@@ -1,0 +1,1 @@
+//! Shared helpers for logcache's benchmark harnesses.

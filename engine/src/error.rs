@@ -1,0 +1,147 @@
+//! The engine's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine. No operation panics on bad input: it returns one
+/// of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error from the operating system, with what the engine was doing.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk (or quota) is full. Nothing already stored is lost; writes may resume once
+    /// space is freed.
+    #[error("no space left on the device while {context}")]
+    StorageFull {
+        /// What the engine was doing.
+        context: &'static str,
+    },
+    /// Another `Store` (in this process or another one) holds the directory open.
+    #[error("store directory {0} is locked by another open store")]
+    Locked(PathBuf),
+    /// The path exists but is not a directory.
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// A record or header failed validation (bad checksum, impossible length, unknown flags)
+    /// somewhere other than the torn tail of the newest segment.
+    #[error("corrupt data in segment {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        /// Id of the segment file.
+        segment: u64,
+        /// Byte offset of the bad record (or header) in that file.
+        offset: u64,
+        /// What failed.
+        reason: &'static str,
+    },
+    /// A segment file was written by a newer (or unknown) on-disk format version.
+    #[error("segment {segment} has format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// Id of the segment file.
+        segment: u64,
+        /// The version found in its header.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+    /// A key is longer than `Options::max_key_size`.
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the key.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A value is longer than `Options::max_value_size`.
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the value.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A write batch encodes to more bytes than one segment can address.
+    #[error("write batch of {len} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The options are inconsistent or out of range.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// An earlier write or fsync failed in a way that leaves the on-disk state uncertain, so the
+    /// store refuses further writes. Reads still work; reopen the store to recover.
+    #[error("store refuses writes after an earlier failure: {0}")]
+    WritesDisabled(String),
+}
+
+/// Result alias for engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with context, mapping "disk full" to [`Error::StorageFull`].
+    pub(crate) fn io(context: &'static str, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::StorageFull
+            || source.kind() == io::ErrorKind::QuotaExceeded
+        {
+            Error::StorageFull { context }
+        } else {
+            Error::Io { context, source }
+        }
+    }
+}
+
+/// Adds context to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    /// Converts the error with [`Error::io`].
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| Error::io(context, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_maps_to_storage_full() {
+        let e = Error::io("appending", io::Error::from(io::ErrorKind::StorageFull));
+        assert!(matches!(
+            e,
+            Error::StorageFull {
+                context: "appending"
+            }
+        ));
+        let e = Error::io(
+            "appending",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert!(matches!(e, Error::Io { .. }));
+    }
+
+    #[test]
+    fn messages_name_the_place() {
+        let e = Error::Corrupt {
+            segment: 3,
+            offset: 120,
+            reason: "checksum mismatch",
+        };
+        assert_eq!(
+            e.to_string(),
+            "corrupt data in segment 3 at offset 120: checksum mismatch"
+        );
+    }
+}

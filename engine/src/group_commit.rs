@@ -1,0 +1,72 @@
+//! Group commit: concurrent `Durability::Sync` writers share one fdatasync.
+//!
+//! Every writer hands its record to the OS under the writer lock and notes the log position
+//! after it. It then asks for that position to be durable. The first to ask becomes the
+//! leader: it flushes, takes the current end of the log, and runs one fdatasync covering every
+//! write up to there, while later writers wait. When it is done, every waiter whose position
+//! is covered returns without an fsync of its own; the rest elect the next leader.
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::writer::Writer;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Log position known durable.
+    synced: u64,
+    /// Whether a leader is syncing now.
+    syncing: bool,
+}
+
+/// Shared by all writers of one store.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+impl GroupCommit {
+    /// Returns once every write up to log position `lsn` is on disk. Takes the writer lock
+    /// only briefly, never while holding its own lock.
+    pub fn sync_to(&self, lsn: u64, writer: &Mutex<Writer>) -> Result<()> {
+        let mut state = self.state.lock();
+        loop {
+            if state.synced >= lsn {
+                return Ok(());
+            }
+            if !state.syncing {
+                break;
+            }
+            self.done.wait(&mut state);
+        }
+        state.syncing = true;
+        drop(state);
+
+        let result = Self::sync_log(writer);
+
+        let mut state = self.state.lock();
+        state.syncing = false;
+        if let Ok(target) = result {
+            state.synced = state.synced.max(target);
+        }
+        self.done.notify_all();
+        result.map(|_| ())
+    }
+
+    /// Flushes and fsyncs the active segment; returns the log position now durable.
+    fn sync_log(writer: &Mutex<Writer>) -> Result<u64> {
+        let (segment, target) = writer.lock().sync_target()?;
+        if let Some(segment) = segment
+            && let Err(e) = segment.sync_data()
+        {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing written
+            // since the last good sync can be trusted, so refuse further writes.
+            writer
+                .lock()
+                .disable(format!("fsync of segment {} failed: {e}", segment.id()));
+            return Err(Error::io("syncing a segment", e));
+        }
+        Ok(target)
+    }
+}

@@ -1,0 +1,176 @@
+//! The in-memory index: every live key and where its newest record lies, plus how many live
+//! and dead bytes each segment holds (what compaction needs to choose its work).
+
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
+/// Where a key's newest record lies. 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// Segment id.
+    pub segment: u64,
+    /// Offset of the record in the segment file.
+    pub offset: u32,
+    /// Length of the whole record.
+    pub len: u32,
+    /// Expiry in unix milliseconds, 0 for never.
+    pub expires_at: u64,
+}
+
+impl Location {
+    /// Whether the record has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        is_expired(self.expires_at, now_ms)
+    }
+}
+
+/// Whether a record with this expiry has expired at `now_ms` (0 never expires).
+pub(crate) fn is_expired(expires_at: u64, now_ms: u64) -> bool {
+    expires_at != 0 && expires_at <= now_ms
+}
+
+/// Bytes of one segment, live and dead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SegmentUsage {
+    /// Bytes of records appended to the segment (header excluded).
+    pub record_bytes: u64,
+    /// Bytes of records that are overwritten, deleted, tombstones or expired on open.
+    pub dead_bytes: u64,
+}
+
+/// The index. Not synchronized: the store wraps it in a lock.
+#[derive(Debug, Default)]
+pub(crate) struct KeyDir {
+    map: HashMap<Box<[u8]>, Location, RandomState>,
+    usage: HashMap<u64, SegmentUsage, RandomState>,
+    /// How many entries have an expiry, so `len` can skip the scan when none do.
+    expiring: usize,
+}
+
+impl KeyDir {
+    /// The location of `key`, expired or not.
+    pub fn get(&self, key: &[u8]) -> Option<Location> {
+        self.map.get(key).copied()
+    }
+
+    /// Number of entries not expired at `now_ms`.
+    pub fn live_len(&self, now_ms: u64) -> usize {
+        if self.expiring == 0 {
+            return self.map.len();
+        }
+        self.map.values().filter(|l| !l.is_expired(now_ms)).count()
+    }
+
+    /// Keys not expired at `now_ms`, in no particular order.
+    pub fn live_keys(&self, now_ms: u64) -> Vec<Vec<u8>> {
+        self.map
+            .iter()
+            .filter(|(_, l)| !l.is_expired(now_ms))
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    /// Records that `key` now lives at `loc`; the record it replaces (if any) becomes dead.
+    pub fn insert(&mut self, key: &[u8], loc: Location) {
+        self.usage_mut(loc.segment).record_bytes += u64::from(loc.len);
+        self.expiring += usize::from(loc.expires_at != 0);
+        let old = match self.map.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, loc)),
+            None => {
+                self.map.insert(key.into(), loc);
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.retire(old);
+        }
+    }
+
+    /// Records a record that removes `key` (a tombstone, or a record already expired when
+    /// found on open): the record itself and the one it replaces are dead.
+    pub fn remove(&mut self, key: &[u8], segment: u64, record_len: u32) {
+        let usage = self.usage_mut(segment);
+        usage.record_bytes += u64::from(record_len);
+        usage.dead_bytes += u64::from(record_len);
+        if let Some(old) = self.map.remove(key) {
+            self.retire(old);
+        }
+    }
+
+    /// Live and dead bytes per segment.
+    pub fn usage(&self) -> &HashMap<u64, SegmentUsage, RandomState> {
+        &self.usage
+    }
+
+    fn retire(&mut self, old: Location) {
+        self.expiring -= usize::from(old.expires_at != 0);
+        self.usage_mut(old.segment).dead_bytes += u64::from(old.len);
+    }
+
+    fn usage_mut(&mut self, segment: u64) -> &mut SegmentUsage {
+        self.usage.entry(segment).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(segment: u64, offset: u32, len: u32, expires_at: u64) -> Location {
+        Location {
+            segment,
+            offset,
+            len,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn location_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Location>(), 24);
+    }
+
+    #[test]
+    fn overwrites_and_removals_account_dead_bytes() {
+        let mut kd = KeyDir::default();
+        kd.insert(b"a", loc(1, 20, 30, 0));
+        kd.insert(b"b", loc(1, 50, 30, 0));
+        kd.insert(b"a", loc(2, 20, 40, 0));
+        kd.remove(b"b", 2, 22);
+        assert_eq!(kd.get(b"a"), Some(loc(2, 20, 40, 0)));
+        assert_eq!(kd.get(b"b"), None);
+        assert_eq!(kd.live_len(0), 1);
+        assert_eq!(
+            kd.usage()[&1],
+            SegmentUsage {
+                record_bytes: 60,
+                dead_bytes: 60
+            }
+        );
+        assert_eq!(
+            kd.usage()[&2],
+            SegmentUsage {
+                record_bytes: 62,
+                dead_bytes: 22
+            }
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_not_counted_or_listed() {
+        let mut kd = KeyDir::default();
+        kd.insert(b"forever", loc(1, 20, 30, 0));
+        kd.insert(b"short", loc(1, 50, 30, 100));
+        kd.insert(b"long", loc(1, 80, 30, 1_000));
+        assert_eq!(kd.live_len(99), 3);
+        assert_eq!(kd.live_len(100), 2);
+        let mut keys = kd.live_keys(500);
+        keys.sort();
+        assert_eq!(keys, vec![b"forever".to_vec(), b"long".to_vec()]);
+        kd.insert(b"short", loc(1, 110, 30, 0));
+        kd.insert(b"long", loc(1, 140, 30, 0));
+        assert_eq!(kd.expiring, 0);
+        assert_eq!(kd.live_len(u64::MAX), 3);
+    }
+}

@@ -1,0 +1,42 @@
+//! `logcache-engine`: the log-structured, append-only storage engine behind logcache.
+//!
+//! A store is a directory of segment files. Every write appends a CRC-checked record to the
+//! newest (active) segment; an in-memory hash index maps each live key to its newest record.
+//! Reads are one index lookup and one read of the record, verified before it is returned.
+//! Opening a store rebuilds the index from the segments and cuts off a write torn by a crash.
+//! See `docs/format.md` for the on-disk format and `docs/guarantees.md` for what survives what.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use logcache_engine::{Durability, Options, Store};
+//! let store = Store::open(dir.path(), Options::default().durability(Durability::Sync))?;
+//! store.put(b"answer", b"42")?;
+//! drop(store);
+//! let store = Store::open(dir.path(), Options::default())?;
+//! assert_eq!(store.get(b"answer")?, Some(b"42".to_vec()));
+//! # Ok::<(), logcache_engine::Error>(())
+//! ```
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod batch;
+mod clock;
+mod error;
+mod group_commit;
+mod keydir;
+mod lock;
+mod options;
+mod record;
+mod recovery;
+mod segment;
+mod store;
+mod writer;
+
+pub use batch::WriteBatch;
+pub use error::{Error, Result};
+pub use options::{Durability, Options};
+pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use recovery::{RecoveryReport, TornTail};
+pub use segment::FORMAT_VERSION;
+pub use store::{Keys, Store, StoreStats};

@@ -1,0 +1,123 @@
+//! Store configuration.
+
+use crate::error::{Error, Result};
+use crate::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN};
+
+/// When a write is handed to the operating system and to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Writes wait in an in-process buffer until it fills, or until `flush`, `sync`, rotation
+    /// or close. Fastest; a process crash loses the buffered writes (never more than a suffix).
+    None,
+    /// Every write is handed to the OS before it returns: it survives a crash of the process,
+    /// not of the machine.
+    #[default]
+    Flush,
+    /// Every write is on disk (fdatasync) before it returns. Concurrent writers share one
+    /// fdatasync (group commit).
+    Sync,
+}
+
+/// Options for [`Store::open`](crate::Store::open).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The active segment is sealed and a new one started once it would grow past this many
+    /// bytes. A single record or batch larger than this gets a segment of its own.
+    pub max_segment_size: u64,
+    /// Largest accepted key, in bytes.
+    pub max_key_size: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_size: usize,
+    /// When writes reach the OS and the disk.
+    pub durability: Durability,
+    /// Size of the in-process write buffer used with [`Durability::None`].
+    pub write_buffer_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_segment_size: 64 << 20,
+            max_key_size: 64 << 10,
+            max_value_size: 64 << 20,
+            durability: Durability::default(),
+            write_buffer_size: 256 << 10,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`Options::max_segment_size`].
+    pub fn max_segment_size(mut self, bytes: u64) -> Self {
+        self.max_segment_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_key_size`].
+    pub fn max_key_size(mut self, bytes: usize) -> Self {
+        self.max_key_size = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_value_size`].
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// Checks that the options are within what the format can address.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidOptions(msg));
+        if self.max_segment_size <= SEGMENT_HEADER_LEN as u64
+            || self.max_segment_size > MAX_SEGMENT_LEN
+        {
+            return bad(format!(
+                "max_segment_size must be in {}..={MAX_SEGMENT_LEN}, got {}",
+                SEGMENT_HEADER_LEN + 1,
+                self.max_segment_size
+            ));
+        }
+        if self.max_key_size > MAX_KEY_LEN {
+            return bad(format!(
+                "max_key_size must be at most {MAX_KEY_LEN}, got {}",
+                self.max_key_size
+            ));
+        }
+        if self.max_value_size > MAX_VALUE_LEN {
+            return bad(format!(
+                "max_value_size must be at most {MAX_VALUE_LEN}, got {}",
+                self.max_value_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Options::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_rejected() {
+        for opts in [
+            Options::default().max_segment_size(0),
+            Options::default().max_segment_size(MAX_SEGMENT_LEN + 1),
+            Options::default().max_key_size(MAX_KEY_LEN + 1),
+            Options::default().max_value_size(MAX_VALUE_LEN + 1),
+        ] {
+            assert!(matches!(opts.validate(), Err(Error::InvalidOptions(_))));
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Opening a store directory: find the segments, validate them, rebuild the index, and cut a
+//! torn tail off the newest segment.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::keydir::{KeyDir, Location, is_expired};
+use crate::record::{self, Record};
+use crate::segment::{self, MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
+
+/// What opening the store found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files loaded.
+    pub segments: usize,
+    /// Valid records scanned.
+    pub records: u64,
+    /// The torn tail cut off the newest segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+    /// Newest segment files removed because they held no record (a crash while creating one,
+    /// or a store opened for writing that wrote nothing).
+    pub empty_segments_removed: usize,
+}
+
+/// Bytes at the end of the newest segment that did not form whole, valid records (a write cut
+/// by a crash) and were truncated on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub segment: u64,
+    /// Where the valid records ended and the cut began.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
+    /// Why the first discarded record was invalid.
+    pub reason: &'static str,
+}
+
+/// The state rebuilt from disk.
+pub(crate) struct Recovered {
+    /// Sealed segments, ascending by id.
+    pub segments: Vec<Segment>,
+    pub keydir: KeyDir,
+    /// The id for the next segment created.
+    pub next_segment_id: u64,
+    pub report: RecoveryReport,
+}
+
+/// Where a scan of a segment's records stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// End of the last complete record (or complete batch).
+    pub valid_len: u64,
+    /// Offset and reason of the first invalid record, if the scan did not reach the end.
+    pub invalid: Option<(u64, &'static str)>,
+}
+
+/// Visits every valid record of a segment's bytes in order. The records of a batch are visited
+/// only once the batch is complete. Stops at the first invalid record.
+pub(crate) fn scan_records<'a>(bytes: &'a [u8], mut visit: impl FnMut(u64, Record<'a>)) -> ScanEnd {
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut committed = offset;
+    let mut batch: Vec<(u64, Record<'a>)> = Vec::new();
+    while offset < bytes.len() {
+        match record::decode(&bytes[offset..]) {
+            Ok(rec) => {
+                batch.push((offset as u64, rec));
+                offset += rec.encoded_len();
+                if !rec.batch_continues() {
+                    for (at, rec) in batch.drain(..) {
+                        visit(at, rec);
+                    }
+                    committed = offset;
+                }
+            }
+            Err(e) => {
+                return ScanEnd {
+                    valid_len: committed as u64,
+                    invalid: Some((offset as u64, e.reason())),
+                };
+            }
+        }
+    }
+    ScanEnd {
+        valid_len: committed as u64,
+        invalid: (!batch.is_empty()).then_some((committed as u64, "batch without its last record")),
+    }
+}
+
+/// Applies one recovered record to the index.
+fn apply(keydir: &mut KeyDir, segment: u64, offset: u64, rec: Record<'_>, now_ms: u64) {
+    let len = rec.encoded_len() as u32;
+    if rec.is_tombstone() || is_expired(rec.expires_at, now_ms) {
+        keydir.remove(rec.key, segment, len);
+    } else {
+        keydir.insert(
+            rec.key,
+            Location {
+                segment,
+                offset: offset as u32,
+                len,
+                expires_at: rec.expires_at,
+            },
+        );
+    }
+}
+
+/// Segment ids found in `dir`, ascending. Other files are ignored.
+fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).context("listing the store directory")? {
+        let entry = entry.context("listing the store directory")?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_file_name)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Whether the newest segment file is what a crash during its creation leaves: no complete,
+/// valid header (the header is synced before any record is appended).
+fn is_torn_creation(path: &Path, id: u64) -> Result<bool> {
+    let bytes = fs::read(path).context("reading a segment header")?;
+    Ok(bytes.len() <= SEGMENT_HEADER_LEN && segment::check_header(&bytes, id).is_err())
+}
+
+fn remove_segment(dir: &Path, id: u64) -> Result<()> {
+    fs::remove_file(segment::path(dir, id)).context("removing an empty segment")?;
+    segment::sync_dir(dir)
+}
+
+/// Loads segment `id` and applies its records to `keydir`. Returns the mapped segment and how
+/// far its valid records reach.
+fn load_segment(
+    dir: &Path,
+    id: u64,
+    keydir: &mut KeyDir,
+    now_ms: u64,
+) -> Result<(Segment, ScanEnd, u64)> {
+    let file = File::open(segment::path(dir, id)).context("opening a segment")?;
+    let len = file.metadata().context("reading segment metadata")?.len();
+    if len > MAX_SEGMENT_LEN {
+        return Err(Error::Corrupt {
+            segment: id,
+            offset: MAX_SEGMENT_LEN,
+            reason: "segment longer than the format allows",
+        });
+    }
+    if len < SEGMENT_HEADER_LEN as u64 {
+        return Err(Error::Corrupt {
+            segment: id,
+            offset: 0,
+            reason: "segment header cut short",
+        });
+    }
+    let seg = Segment::sealed(id, file, len)?;
+    let bytes = seg.read(0, len as usize)?;
+    segment::check_header(&bytes, id)?;
+    let mut records = 0u64;
+    let end = scan_records(&bytes, |offset, rec| {
+        records += 1;
+        apply(keydir, id, offset, rec, now_ms);
+    });
+    drop(bytes);
+    Ok((seg, end, records))
+}
+
+/// Cuts segment `id` to `len` bytes and makes the cut durable.
+fn truncate_segment(dir: &Path, id: u64, len: u64) -> Result<Segment> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment::path(dir, id))
+        .context("opening a segment to cut its torn tail")?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .context("cutting a torn tail")?;
+    Segment::sealed(id, file, len)
+}
+
+/// Rebuilds the store state from the segment files in `dir` (which the caller has locked).
+pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
+    let mut ids = segment_ids(dir)?;
+    let next_segment_id = ids.last().map_or(1, |&id| id.saturating_add(1));
+    let mut report = RecoveryReport::default();
+    if let Some(&last) = ids.last()
+        && is_torn_creation(&segment::path(dir, last), last)?
+    {
+        remove_segment(dir, last)?;
+        report.empty_segments_removed += 1;
+        ids.pop();
+    }
+
+    let mut keydir = KeyDir::default();
+    let mut segments = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let is_newest = i + 1 == ids.len();
+        let (mut seg, end, records) = load_segment(dir, id, &mut keydir, now_ms)?;
+        report.records += records;
+        if let Some((offset, reason)) = end.invalid {
+            if !is_newest {
+                return Err(Error::Corrupt {
+                    segment: id,
+                    offset,
+                    reason,
+                });
+            }
+            // Only the newest segment can end in a write that a crash cut short.
+            let file_len = seg.file_len();
+            drop(seg);
+            seg = truncate_segment(dir, id, end.valid_len)?;
+            report.torn_tail = Some(TornTail {
+                segment: id,
+                offset: end.valid_len,
+                bytes: file_len - end.valid_len,
+                reason,
+            });
+        }
+        if is_newest && records == 0 {
+            drop(seg);
+            remove_segment(dir, id)?;
+            report.empty_segments_removed += 1;
+            continue;
+        }
+        segments.push(seg);
+    }
+    report.segments = segments.len();
+    Ok(Recovered {
+        segments,
+        keydir,
+        next_segment_id,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FLAG_BATCH_CONTINUES, encode_into};
+
+    fn segment_bytes(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
+        let mut out = segment::encode_header(1).to_vec();
+        for &(flags, key, value) in records {
+            encode_into(&mut out, flags, 0, key, value);
+        }
+        out
+    }
+
+    fn visited(bytes: &[u8]) -> (Vec<Vec<u8>>, ScanEnd) {
+        let mut keys = Vec::new();
+        let end = scan_records(bytes, |_, rec| keys.push(rec.key.to_vec()));
+        (keys, end)
+    }
+
+    #[test]
+    fn scan_visits_all_records_in_order() {
+        let bytes = segment_bytes(&[(0, b"a", b"1"), (0, b"b", b"2")]);
+        let (keys, end) = visited(&bytes);
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(end.valid_len, bytes.len() as u64);
+        assert_eq!(end.invalid, None);
+    }
+
+    #[test]
+    fn an_incomplete_batch_is_not_visited() {
+        let bytes = segment_bytes(&[
+            (0, b"a", b"1"),
+            (FLAG_BATCH_CONTINUES, b"b", b"2"),
+            (FLAG_BATCH_CONTINUES, b"c", b"3"),
+        ]);
+        let (keys, end) = visited(&bytes);
+        assert_eq!(keys, vec![b"a".to_vec()]);
+        let after_a = (SEGMENT_HEADER_LEN + record::encoded_len(1, 1)) as u64;
+        assert_eq!(end.valid_len, after_a);
+        assert_eq!(
+            end.invalid,
+            Some((after_a, "batch without its last record"))
+        );
+    }
+
+    #[test]
+    fn a_complete_batch_is_visited() {
+        let bytes = segment_bytes(&[(FLAG_BATCH_CONTINUES, b"b", b"2"), (0, b"c", b"3")]);
+        let (keys, end) = visited(&bytes);
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(end.invalid, None);
+    }
+
+    #[test]
+    fn scan_stops_at_a_corrupt_record() {
+        let mut bytes = segment_bytes(&[(0, b"a", b"1"), (0, b"b", b"2"), (0, b"c", b"3")]);
+        let second = SEGMENT_HEADER_LEN + record::encoded_len(1, 1);
+        bytes[second + 22] ^= 0xff;
+        let (keys, end) = visited(&bytes);
+        assert_eq!(keys, vec![b"a".to_vec()]);
+        assert_eq!(end.invalid, Some((second as u64, "checksum mismatch")));
+    }
+}

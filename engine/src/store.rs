@@ -1,0 +1,434 @@
+//! The public [`Store`]: ties the index, the segments, the writer and group commit together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::batch::{BatchOp, WriteBatch};
+use crate::clock::{expiry_after, now_ms};
+use crate::error::{Error, IoContext, Result};
+use crate::group_commit::GroupCommit;
+use crate::keydir::{KeyDir, Location};
+use crate::lock::DirLock;
+use crate::options::{Durability, Options};
+use crate::record::{self, FLAG_BATCH_CONTINUES, FLAG_TOMBSTONE};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN};
+use crate::writer::{SegmentMap, Writer};
+
+/// An embedded, persistent key-value store: an append-only log of segment files with an
+/// in-memory index of every live key.
+///
+/// `Store` is `Send + Sync`: share it between threads with an `Arc`. Reads run in parallel;
+/// writes are serialized. Dropping the store flushes and syncs it, like [`Store::close`]
+/// without the error report.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use logcache_engine::{Options, Store};
+/// let store = Store::open(dir.path(), Options::default())?;
+/// store.put(b"user:jason", b"{\"age\": 42}")?;
+/// assert_eq!(store.get(b"user:jason")?, Some(b"{\"age\": 42}".to_vec()));
+/// assert!(store.delete(b"user:jason")?);
+/// assert_eq!(store.get(b"user:jason")?, None);
+/// store.close()?;
+/// # Ok::<(), logcache_engine::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    keydir: RwLock<KeyDir>,
+    segments: SegmentMap,
+    writer: Mutex<Writer>,
+    commit: GroupCommit,
+    report: RecoveryReport,
+    _lock: DirLock,
+}
+
+/// Space and key counts of a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live (unexpired) keys.
+    pub keys: usize,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Bytes of the records that hold current values.
+    pub live_bytes: u64,
+    /// Bytes of overwritten, deleted and tombstone records: what compaction can reclaim.
+    pub dead_bytes: u64,
+}
+
+/// Iterator over a snapshot of the live keys, in no particular order.
+#[derive(Debug)]
+pub struct Keys(std::vec::IntoIter<Vec<u8>>);
+
+impl Iterator for Keys {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Keys {}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory if needed.
+    ///
+    /// Takes an exclusive lock on the directory ([`Error::Locked`] if another open store holds
+    /// it, in this process or another), then rebuilds the index from the segment files. A torn
+    /// tail of the newest segment (a write cut by a crash) is truncated and reported in
+    /// [`Store::recovery_report`]; invalid data anywhere else is [`Error::Corrupt`].
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        match std::fs::metadata(&dir) {
+            Ok(meta) if !meta.is_dir() => return Err(Error::NotADirectory(dir)),
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir_all(&dir).context("creating the store directory")?,
+        }
+        let lock = DirLock::acquire(&dir)?;
+        let recovered = recovery::recover(&dir, now_ms())?;
+        let segments = recovered
+            .segments
+            .into_iter()
+            .map(|s| (s.id(), Arc::new(s)))
+            .collect::<BTreeMap<_, _>>();
+        let writer = Writer::new(dir.clone(), &options, recovered.next_segment_id);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir,
+                options,
+                keydir: RwLock::new(recovered.keydir),
+                segments: RwLock::new(segments),
+                writer: Mutex::new(writer),
+                commit: GroupCommit::default(),
+                report: recovered.report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// What opening the store found and repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired. The record's checksum and key
+    /// are verified on every read; a mismatch is [`Error::Corrupt`], never a wrong value.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(loc) = self.inner.keydir.read().get(key) else {
+            return Ok(None);
+        };
+        if loc.is_expired(now_ms()) {
+            return Ok(None);
+        }
+        let corrupt = |reason| Error::Corrupt {
+            segment: loc.segment,
+            offset: u64::from(loc.offset),
+            reason,
+        };
+        let value = self.inner.with_record(&loc, |bytes| {
+            let rec = record::decode(bytes).map_err(|e| corrupt(e.reason()))?;
+            if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
+                return Err(corrupt("index points at another record"));
+            }
+            Ok(rec.value.to_vec())
+        })??;
+        Ok(Some(value))
+    }
+
+    /// Whether `key` holds an unexpired value. Answers from the index, without I/O.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.inner
+            .keydir
+            .read()
+            .get(key)
+            .is_some_and(|loc| !loc.is_expired(now_ms()))
+    }
+
+    /// Number of live (unexpired) keys.
+    pub fn len(&self) -> usize {
+        self.inner.keydir.read().live_len(now_ms())
+    }
+
+    /// Whether the store holds no live key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the live keys, in no particular order. Writes after the call do not
+    /// affect it.
+    pub fn keys(&self) -> Keys {
+        Keys(self.inner.keydir.read().live_keys(now_ms()).into_iter())
+    }
+
+    /// Stores `value` under `key`, replacing any earlier value.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_expiring_at(key, value, 0)
+    }
+
+    /// Stores `value` under `key`; it reads as absent once `ttl` has passed.
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        self.put_expiring_at(key, value, expiry_after(ttl))
+    }
+
+    /// Stores `value` under `key` until `expires_at` (unix milliseconds; 0 never expires).
+    pub fn put_expiring_at(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<()> {
+        self.inner.check_key(key)?;
+        self.inner.check_value(value)?;
+        let len = record::encoded_len(key.len(), value.len());
+        let mut writer = self.inner.writer.lock();
+        let at = writer.append(len, &self.inner.segments, |buf| {
+            record::encode_into(buf, 0, expires_at, key, value)
+        })?;
+        self.inner.keydir.write().insert(
+            key,
+            Location {
+                segment: at.segment,
+                offset: at.offset as u32,
+                len: len as u32,
+                expires_at,
+            },
+        );
+        self.inner.finish_write(writer)
+    }
+
+    /// Deletes `key`. Returns whether it held an unexpired value.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.inner.check_key(key)?;
+        let mut writer = self.inner.writer.lock();
+        // Only the writer changes the index, so this answer holds until the lock is released.
+        let Some(old) = self.inner.keydir.read().get(key) else {
+            return Ok(false);
+        };
+        let len = record::encoded_len(key.len(), 0);
+        let at = writer.append(len, &self.inner.segments, |buf| {
+            record::encode_into(buf, FLAG_TOMBSTONE, 0, key, &[])
+        })?;
+        self.inner
+            .keydir
+            .write()
+            .remove(key, at.segment, len as u32);
+        self.inner.finish_write(writer)?;
+        Ok(!old.is_expired(now_ms()))
+    }
+
+    /// Applies every operation of `batch` atomically: readers see all of them or none, and
+    /// after a crash the store holds all of them or none.
+    pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
+        let mut total: u64 = 0;
+        for op in &batch.ops {
+            self.inner.check_key(op.key())?;
+            if let BatchOp::Put { value, .. } = op {
+                self.inner.check_value(value)?;
+            }
+            total += op.encoded_len() as u64;
+        }
+        let max = MAX_SEGMENT_LEN - SEGMENT_HEADER_LEN as u64;
+        if total > max {
+            return Err(Error::BatchTooLarge { len: total, max });
+        }
+        let Some(last) = batch.ops.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let mut writer = self.inner.writer.lock();
+        let at = writer.append(total as usize, &self.inner.segments, |buf| {
+            for (i, op) in batch.ops.iter().enumerate() {
+                let more = if i < last { FLAG_BATCH_CONTINUES } else { 0 };
+                match op {
+                    BatchOp::Put {
+                        key,
+                        value,
+                        expires_at,
+                    } => record::encode_into(buf, more, *expires_at, key, value),
+                    BatchOp::Delete { key } => {
+                        record::encode_into(buf, more | FLAG_TOMBSTONE, 0, key, &[])
+                    }
+                }
+            }
+        })?;
+        let mut keydir = self.inner.keydir.write();
+        let mut offset = at.offset;
+        for op in &batch.ops {
+            let len = op.encoded_len() as u32;
+            match op {
+                BatchOp::Put {
+                    key, expires_at, ..
+                } => keydir.insert(
+                    key,
+                    Location {
+                        segment: at.segment,
+                        offset: offset as u32,
+                        len,
+                        expires_at: *expires_at,
+                    },
+                ),
+                BatchOp::Delete { key } => keydir.remove(key, at.segment, len),
+            }
+            offset += u64::from(len);
+        }
+        drop(keydir);
+        self.inner.finish_write(writer)
+    }
+
+    /// Hands buffered writes to the OS (they then survive a crash of this process).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.writer.lock().flush()
+    }
+
+    /// Makes every write so far durable (flush, then fdatasync; shared with concurrent
+    /// `Durability::Sync` writers).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Flushes and syncs, then closes the store and releases its directory lock, reporting
+    /// any error that dropping would swallow.
+    pub fn close(self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Key counts and space use.
+    pub fn stats(&self) -> StoreStats {
+        let (keys, live_bytes, dead_bytes) = {
+            let keydir = self.inner.keydir.read();
+            let (records, dead) = keydir
+                .usage()
+                .values()
+                .fold((0, 0), |(r, d), u| (r + u.record_bytes, d + u.dead_bytes));
+            (keydir.live_len(now_ms()), records - dead, dead)
+        };
+        let segments = self.inner.segments.read();
+        StoreStats {
+            keys,
+            segments: segments.len(),
+            disk_bytes: segments.values().map(|s| s.file_len()).sum(),
+            live_bytes,
+            dead_bytes,
+        }
+    }
+}
+
+impl Inner {
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.options.max_key_size;
+        if key.len() > max {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.options.max_value_size;
+        if value.len() > max {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Releases the writer after an append and, with `Durability::Sync`, waits until the
+    /// append is on disk.
+    fn finish_write(&self, writer: parking_lot::MutexGuard<'_, Writer>) -> Result<()> {
+        if self.options.durability != Durability::Sync {
+            return Ok(());
+        }
+        let lsn = writer.written();
+        drop(writer);
+        self.commit.sync_to(lsn, &self.writer)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let lsn = {
+            let mut writer = self.writer.lock();
+            writer.flush()?;
+            writer.written()
+        };
+        self.commit.sync_to(lsn, &self.writer)
+    }
+
+    /// Runs `f` on the bytes of the record at `loc`, from the writer's buffer, the active
+    /// segment's file or a sealed segment's map (without a copy).
+    fn with_record<R>(&self, loc: &Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let segment = self
+            .segments
+            .read()
+            .get(&loc.segment)
+            .cloned()
+            .ok_or(Error::Corrupt {
+                segment: loc.segment,
+                offset: u64::from(loc.offset),
+                reason: "index points at a missing segment",
+            })?;
+        let (offset, len) = (u64::from(loc.offset), loc.len as usize);
+        if offset + len as u64 > segment.file_len()
+            && let Some(bytes) = self.writer.lock().read_buffered(loc.segment, offset, len)
+        {
+            return Ok(f(&bytes));
+        }
+        Ok(f(&segment.read(offset, len)?))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: `Store::close` reports these errors.
+        let _ = self.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn store_is_send_and_sync() {
+        assert_send_sync::<Store>();
+    }
+
+    #[test]
+    fn read_right_after_put_sees_the_buffered_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), Options::default().durability(Durability::None)).unwrap();
+        store.put(b"k", b"v1").unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v1".to_vec()));
+        store.put(b"k", b"v2").unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v2".to_vec()));
+        store.flush().unwrap();
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v2".to_vec()));
+    }
+}
