@@ -19,15 +19,10 @@ pub(crate) struct Location {
 }
 
 impl Location {
-    /// Whether the record has expired at `now_ms`.
+    /// Whether the record has expired at `now_ms` (an expiry of 0 never expires).
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        is_expired(self.expires_at, now_ms)
+        self.expires_at != 0 && self.expires_at <= now_ms
     }
-}
-
-/// Whether a record with this expiry has expired at `now_ms` (0 never expires).
-pub(crate) fn is_expired(expires_at: u64, now_ms: u64) -> bool {
-    expires_at != 0 && expires_at <= now_ms
 }
 
 /// Bytes of one segment, live and dead.
@@ -95,6 +90,16 @@ impl KeyDir {
         usage.dead_bytes += u64::from(record_len);
         if let Some(old) = self.map.remove(key) {
             self.retire(old);
+        }
+    }
+
+    /// Records the record at `loc` for `key`: a tombstone, or a value already expired at
+    /// `now_ms`, removes the key; anything else becomes its current value.
+    pub fn apply(&mut self, key: &[u8], loc: Location, tombstone: bool, now_ms: u64) {
+        if tombstone || loc.is_expired(now_ms) {
+            self.remove(key, loc.segment, loc.len);
+        } else {
+            self.insert(key, loc);
         }
     }
 

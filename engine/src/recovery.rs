@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::keydir::{KeyDir, Location, is_expired};
+use crate::keydir::{KeyDir, Location};
 use crate::record::{self, Record};
 use crate::segment::{self, MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
 
@@ -88,24 +88,6 @@ pub(crate) fn scan_records<'a>(bytes: &'a [u8], mut visit: impl FnMut(u64, Recor
     }
 }
 
-/// Applies one recovered record to the index.
-fn apply(keydir: &mut KeyDir, segment: u64, offset: u64, rec: Record<'_>, now_ms: u64) {
-    let len = rec.encoded_len() as u32;
-    if rec.is_tombstone() || is_expired(rec.expires_at, now_ms) {
-        keydir.remove(rec.key, segment, len);
-    } else {
-        keydir.insert(
-            rec.key,
-            Location {
-                segment,
-                offset: offset as u32,
-                len,
-                expires_at: rec.expires_at,
-            },
-        );
-    }
-}
-
 /// Segment ids found in `dir`, ascending. Other files are ignored.
 fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     let mut ids = Vec::new();
@@ -165,7 +147,13 @@ fn load_segment(
     let mut records = 0u64;
     let end = scan_records(&bytes, |offset, rec| {
         records += 1;
-        apply(keydir, id, offset, rec, now_ms);
+        let loc = Location {
+            segment: id,
+            offset: offset as u32,
+            len: rec.encoded_len() as u32,
+            expires_at: rec.expires_at,
+        };
+        keydir.apply(rec.key, loc, rec.is_tombstone(), now_ms);
     });
     drop(bytes);
     Ok((seg, end, records))

@@ -207,15 +207,13 @@ impl Store {
         let at = writer.append(len, &self.inner.segments, |buf| {
             record::encode_into(buf, 0, expires_at, key, value)
         })?;
-        self.inner.keydir.write().insert(
-            key,
-            Location {
-                segment: at.segment,
-                offset: at.offset as u32,
-                len: len as u32,
-                expires_at,
-            },
-        );
+        let loc = Location {
+            segment: at.segment,
+            offset: at.offset as u32,
+            len: len as u32,
+            expires_at,
+        };
+        self.inner.keydir.write().apply(key, loc, false, now_ms());
         self.inner.finish_write(writer)
     }
 
@@ -273,25 +271,22 @@ impl Store {
                 }
             }
         })?;
+        let now = now_ms();
         let mut keydir = self.inner.keydir.write();
         let mut offset = at.offset;
         for op in &batch.ops {
-            let len = op.encoded_len() as u32;
-            match op {
-                BatchOp::Put {
-                    key, expires_at, ..
-                } => keydir.insert(
-                    key,
-                    Location {
-                        segment: at.segment,
-                        offset: offset as u32,
-                        len,
-                        expires_at: *expires_at,
-                    },
-                ),
-                BatchOp::Delete { key } => keydir.remove(key, at.segment, len),
-            }
-            offset += u64::from(len);
+            let (expires_at, tombstone) = match op {
+                BatchOp::Put { expires_at, .. } => (*expires_at, false),
+                BatchOp::Delete { .. } => (0, true),
+            };
+            let loc = Location {
+                segment: at.segment,
+                offset: offset as u32,
+                len: op.encoded_len() as u32,
+                expires_at,
+            };
+            keydir.apply(op.key(), loc, tombstone, now);
+            offset += u64::from(loc.len);
         }
         drop(keydir);
         self.inner.finish_write(writer)

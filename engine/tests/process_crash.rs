@@ -1,0 +1,279 @@
+//! Tests with real processes: a child writing with `Durability::Sync` is killed with SIGKILL
+//! at random moments, and after every kill each acknowledged write must be in the store; and
+//! the directory lock holds across processes.
+//!
+//! This file has its own `main` (harness = false): the test binary re-invokes itself as the
+//! child, chosen by the `LOGCACHE_CHILD_ROLE` environment variable.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use logcache_engine::{Durability, Error, Options, Store, WriteBatch};
+
+const ROLE: &str = "LOGCACHE_CHILD_ROLE";
+const DIR: &str = "LOGCACHE_CHILD_DIR";
+const ROUND: &str = "LOGCACHE_CHILD_ROUND";
+const WRITER_THREADS: u32 = 2;
+const KILL_ROUNDS: u32 = 24;
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("writer") => child_writer(),
+        Ok("hold_lock") => child_hold_lock(),
+        _ => run_tests(),
+    }
+}
+
+fn run_tests() {
+    let tests: [(&str, fn()); 3] = [
+        (
+            "sigkill_during_sync_writes_loses_no_acknowledged_write",
+            sigkill_during_sync_writes,
+        ),
+        (
+            "lock_is_exclusive_across_processes",
+            lock_is_exclusive_across_processes,
+        ),
+        (
+            "lock_is_released_when_the_holder_is_killed",
+            lock_is_released_when_the_holder_is_killed,
+        ),
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let ok = std::panic::catch_unwind(test).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn writer_options() -> Options {
+    Options::default()
+        .durability(Durability::Sync)
+        .max_segment_size(4096)
+}
+
+fn key(round: u32, thread: u32, i: u64, part: &str) -> Vec<u8> {
+    format!("{round}/{thread}/{i:08}{part}").into_bytes()
+}
+
+fn value(round: u32, thread: u32, i: u64) -> Vec<u8> {
+    format!("<{round}:{thread}:{i}>")
+        .repeat(1 + (i % 13) as usize)
+        .into_bytes()
+}
+
+/// Every tenth write of a thread is a two-key batch; the others are single puts.
+fn is_batch(i: u64) -> bool {
+    i % 10 == 9
+}
+
+/// Child: writes until killed, printing `THREAD I` after each acknowledged write.
+fn child_writer() {
+    let dir = std::env::var(DIR).unwrap();
+    let round: u32 = std::env::var(ROUND).unwrap().parse().unwrap();
+    let store = Arc::new(Store::open(&dir, writer_options()).unwrap());
+    let threads: Vec<_> = (0..WRITER_THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                for i in 0..1_000_000u64 {
+                    if is_batch(i) {
+                        let mut batch = WriteBatch::new();
+                        batch
+                            .put(&key(round, t, i, "a"), &value(round, t, i))
+                            .put(&key(round, t, i, "b"), &value(round, t, i));
+                        store.write_batch(&batch).unwrap();
+                    } else {
+                        store
+                            .put(&key(round, t, i, ""), &value(round, t, i))
+                            .unwrap();
+                    }
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{t} {i}").and_then(|()| out.flush()).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Child: opens the store, says so, and holds it until its stdin closes.
+fn child_hold_lock() {
+    let dir = std::env::var(DIR).unwrap();
+    let store = Store::open(&dir, Options::default()).unwrap();
+    store.put(b"held", b"by child").unwrap();
+    println!("opened");
+    let mut line = String::new();
+    while std::io::stdin()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
+    drop(store);
+}
+
+fn spawn_child(role: &str, dir: &Path, round: u32) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .env(ROUND, round.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's acknowledgements until its stdout closes: the highest acknowledged
+/// write of each thread.
+fn collect_acks(stdout: ChildStdout) -> thread::JoinHandle<BTreeMap<u32, u64>> {
+    thread::spawn(move || {
+        let mut acked = BTreeMap::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let (t, i) = line.split_once(' ').unwrap();
+            let (t, i): (u32, u64) = (t.parse().unwrap(), i.parse().unwrap());
+            let prev = acked.insert(t, i);
+            assert!(
+                prev.is_none_or(|p| p + 1 == i),
+                "acks of a thread come in order"
+            );
+        }
+        acked
+    })
+}
+
+/// Checks one round: per thread, the writes in the store are exactly writes `0..n` with
+/// their exact values, and `n` covers every acknowledged write.
+fn check_round(store: &Store, round: u32, acked: &BTreeMap<u32, u64>) -> u64 {
+    let mut present = 0;
+    for t in 0..WRITER_THREADS {
+        let mut i = 0u64;
+        loop {
+            let found = if is_batch(i) {
+                let a = store.get(&key(round, t, i, "a")).unwrap();
+                let b = store.get(&key(round, t, i, "b")).unwrap();
+                assert_eq!(
+                    a.is_some(),
+                    b.is_some(),
+                    "round {round} thread {t} batch {i} is torn"
+                );
+                a.inspect(|a| assert_eq!(Some(a), b.as_ref()))
+            } else {
+                store.get(&key(round, t, i, "")).unwrap()
+            };
+            match found {
+                Some(v) => assert_eq!(v, value(round, t, i), "round {round} thread {t} write {i}"),
+                None => break,
+            }
+            i += 1;
+        }
+        if let Some(&last) = acked.get(&t) {
+            assert!(
+                i > last,
+                "round {round} thread {t}: acknowledged write {last} lost (store has 0..{i})"
+            );
+        }
+        // Nothing after the first gap: the store holds a prefix of each thread's writes.
+        let keys: BTreeSet<Vec<u8>> = store.keys().collect();
+        for j in i..i + 50 {
+            for part in ["", "a", "b"] {
+                assert!(
+                    !keys.contains(&key(round, t, j, part)),
+                    "write {j} present after a gap at {i}"
+                );
+            }
+        }
+        present += i;
+    }
+    present
+}
+
+fn sigkill_during_sync_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = common::Rng::from_clock("sigkill_during_sync_writes");
+    let mut history: Vec<BTreeMap<u32, u64>> = Vec::new();
+    let mut torn_tails = 0;
+    for round in 0..KILL_ROUNDS {
+        let mut child = spawn_child("writer", dir.path(), round);
+        let acks = collect_acks(child.stdout.take().unwrap());
+        thread::sleep(Duration::from_millis(rng.range(5, 120)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        history.push(acks.join().unwrap());
+
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        torn_tails += usize::from(store.recovery_report().torn_tail.is_some());
+        for (r, acked) in history.iter().enumerate() {
+            check_round(&store, r as u32, acked);
+        }
+    }
+    let acked: u64 = history.iter().flat_map(|h| h.values()).map(|i| i + 1).sum();
+    eprintln!(
+        "{KILL_ROUNDS} kills, {acked} acknowledged writes checked, {torn_tails} torn tails cut"
+    );
+    assert!(acked > 0, "the children wrote something");
+}
+
+fn wait_for_line(stdout: ChildStdout, expect: &str) {
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), expect);
+}
+
+fn lock_is_exclusive_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("hold_lock", dir.path(), 0);
+    wait_for_line(child.stdout.take().unwrap(), "opened");
+    let started = Instant::now();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a locked open fails at once, it does not wait"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.get(b"held").unwrap(), Some(b"by child".to_vec()));
+}
+
+fn lock_is_released_when_the_holder_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("hold_lock", dir.path(), 0);
+    wait_for_line(child.stdout.take().unwrap(), "opened");
+    assert!(matches!(
+        Store::open(dir.path(), Options::default()),
+        Err(Error::Locked(_))
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.get(b"held").unwrap(), Some(b"by child".to_vec()));
+}
