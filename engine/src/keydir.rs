@@ -1,9 +1,8 @@
 //! The in-memory index: every live key and where its newest record lies, plus how many live
 //! and dead bytes each segment holds (what compaction needs to choose its work).
 
-use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
+use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 /// Where a key's newest record lies. 24 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +36,8 @@ pub(crate) struct SegmentUsage {
 /// The index. Not synchronized: the store wraps it in a lock.
 #[derive(Debug, Default)]
 pub(crate) struct KeyDir {
-    map: HashMap<Box<[u8]>, Location, RandomState>,
-    usage: HashMap<u64, SegmentUsage, RandomState>,
+    map: HashMap<Box<[u8]>, Location>,
+    usage: HashMap<u64, SegmentUsage>,
     /// How many entries have an expiry, so `len` can skip the scan when none do.
     expiring: usize,
 }
@@ -70,15 +69,15 @@ impl KeyDir {
     pub fn insert(&mut self, key: &[u8], loc: Location) {
         self.usage_mut(loc.segment).record_bytes += u64::from(loc.len);
         self.expiring += usize::from(loc.expires_at != 0);
-        let old = match self.map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, loc)),
-            None => {
-                self.map.insert(key.into(), loc);
-                None
+        // One hash and probe; the key is copied to the heap only when it is new.
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(mut slot) => {
+                let old = slot.insert(loc);
+                self.retire(old);
             }
-        };
-        if let Some(old) = old {
-            self.retire(old);
+            EntryRef::Vacant(slot) => {
+                slot.insert(loc);
+            }
         }
     }
 
@@ -104,7 +103,7 @@ impl KeyDir {
     }
 
     /// Live and dead bytes per segment.
-    pub fn usage(&self) -> &HashMap<u64, SegmentUsage, RandomState> {
+    pub fn usage(&self) -> &HashMap<u64, SegmentUsage> {
         &self.usage
     }
 

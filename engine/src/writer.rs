@@ -93,8 +93,7 @@ impl Writer {
         let before = self.buf.len();
         encode(&mut self.buf);
         debug_assert_eq!(self.buf.len() - before, len);
-        let must_flush =
-            self.durability != Durability::None || self.buf.len() >= self.buffer_size;
+        let must_flush = self.durability != Durability::None || self.buf.len() >= self.buffer_size;
         if must_flush && let Err(e) = self.flush() {
             self.buf.truncate(before);
             return Err(e);
