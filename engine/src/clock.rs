@@ -9,6 +9,12 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The current time where a record with this expiry needs it to decide whether it expired;
+/// 0 (and no clock read) for records that never expire.
+pub(crate) fn now_ms_for(expires_at: u64) -> u64 {
+    if expires_at == 0 { 0 } else { now_ms() }
+}
+
 /// The expiry timestamp for a time-to-live starting now. Never 0, which means "no expiry".
 pub(crate) fn expiry_after(ttl: Duration) -> u64 {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::batch::{BatchOp, WriteBatch};
-use crate::clock::{expiry_after, now_ms};
+use crate::clock::{expiry_after, now_ms, now_ms_for};
 use crate::error::{Error, IoContext, Result};
 use crate::group_commit::GroupCommit;
 use crate::keydir::{KeyDir, Location};
@@ -67,6 +67,8 @@ pub struct StoreStats {
     pub live_bytes: u64,
     /// Bytes of overwritten, deleted and tombstone records: what compaction can reclaim.
     pub dead_bytes: u64,
+    /// fdatasync calls for writes since open (group commit shares one among many writers).
+    pub syncs: u64,
 }
 
 /// Iterator over a snapshot of the live keys, in no particular order.
@@ -145,7 +147,7 @@ impl Store {
         let Some(loc) = self.inner.keydir.read().get(key) else {
             return Ok(None);
         };
-        if loc.is_expired(now_ms()) {
+        if loc.is_expired(now_ms_for(loc.expires_at)) {
             return Ok(None);
         }
         let corrupt = |reason| Error::Corrupt {
@@ -169,7 +171,7 @@ impl Store {
             .keydir
             .read()
             .get(key)
-            .is_some_and(|loc| !loc.is_expired(now_ms()))
+            .is_some_and(|loc| !loc.is_expired(now_ms_for(loc.expires_at)))
     }
 
     /// Number of live (unexpired) keys.
@@ -213,7 +215,8 @@ impl Store {
             len: len as u32,
             expires_at,
         };
-        self.inner.keydir.write().apply(key, loc, false, now_ms());
+        let now = now_ms_for(expires_at);
+        self.inner.keydir.write().apply(key, loc, false, now);
         self.inner.finish_write(writer)
     }
 
@@ -234,7 +237,7 @@ impl Store {
             .write()
             .remove(key, at.segment, len as u32);
         self.inner.finish_write(writer)?;
-        Ok(!old.is_expired(now_ms()))
+        Ok(!old.is_expired(now_ms_for(old.expires_at)))
     }
 
     /// Applies every operation of `batch` atomically: readers see all of them or none, and
@@ -326,6 +329,7 @@ impl Store {
             disk_bytes: segments.values().map(|s| s.file_len()).sum(),
             live_bytes,
             dead_bytes,
+            syncs: self.inner.commit.syncs(),
         }
     }
 }
