@@ -78,6 +78,10 @@ pub enum Error {
     /// The options are inconsistent or out of range.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// The store is closing; a compaction in progress stopped without changing anything it
+    /// had not finished.
+    #[error("the store is closing")]
+    Closed,
     /// An earlier write or fsync failed in a way that leaves the on-disk state uncertain, so the
     /// store refuses further writes. Reads still work; reopen the store to recover.
     #[error("store refuses writes after an earlier failure: {0}")]

@@ -102,6 +102,72 @@ impl KeyDir {
         }
     }
 
+    /// Points `key` at `to` if it still points at `from` (compaction copied the record);
+    /// otherwise a newer write won, and the copy at `to` is dead from the start.
+    pub fn relocate(&mut self, key: &[u8], from: &Location, to: Location) {
+        let moved = match self.map.get_mut(key) {
+            Some(loc) if loc.segment == from.segment && loc.offset == from.offset => {
+                *loc = to;
+                true
+            }
+            _ => false,
+        };
+        let usage = self.usage_mut(to.segment);
+        usage.record_bytes += u64::from(to.len);
+        if !moved {
+            usage.dead_bytes += u64::from(to.len);
+        }
+    }
+
+    /// Removes `key` if it still points at `at` (an expired record compaction dropped).
+    pub fn remove_if_at(&mut self, key: &[u8], at: &Location) {
+        if self
+            .map
+            .get(key)
+            .is_some_and(|l| l.segment == at.segment && l.offset == at.offset)
+        {
+            let old = self.map.remove(key).expect("present");
+            self.retire(old);
+        }
+    }
+
+    /// Accounts `bytes` of records in `segment` that are dead from the start (tombstones
+    /// compaction had to keep).
+    pub fn add_dead_records(&mut self, segment: u64, bytes: u64) {
+        let usage = self.usage_mut(segment);
+        usage.record_bytes += bytes;
+        usage.dead_bytes += bytes;
+    }
+
+    /// Forgets the byte counts of segments that no longer exist.
+    pub fn forget_segments<'a>(&mut self, ids: impl IntoIterator<Item = &'a u64>) {
+        for id in ids {
+            self.usage.remove(id);
+        }
+    }
+
+    /// Checks that no key points into the given segments (before they are deleted).
+    #[cfg(debug_assertions)]
+    pub fn assert_nothing_in(&self, ids: &std::collections::BTreeSet<u64>) {
+        if let Some((key, loc)) = self.map.iter().find(|(_, l)| ids.contains(&l.segment)) {
+            panic!(
+                "key {key:?} still points into segment {} being removed",
+                loc.segment
+            );
+        }
+    }
+
+    /// Bytes of entries expired at `now_ms`, per segment (empty when nothing can expire).
+    pub fn expired_bytes(&self, now_ms: u64) -> HashMap<u64, u64> {
+        let mut out = HashMap::new();
+        if self.expiring > 0 {
+            for loc in self.map.values().filter(|l| l.is_expired(now_ms)) {
+                *out.entry(loc.segment).or_default() += u64::from(loc.len);
+            }
+        }
+        out
+    }
+
     /// Live and dead bytes per segment.
     pub fn usage(&self) -> &HashMap<u64, SegmentUsage> {
         &self.usage

@@ -22,8 +22,10 @@
 
 mod batch;
 mod clock;
+mod compaction;
 mod error;
 mod group_commit;
+mod hint;
 mod keydir;
 mod lock;
 mod options;
@@ -31,9 +33,11 @@ mod record;
 mod recovery;
 mod segment;
 mod store;
+mod worker;
 mod writer;
 
 pub use batch::WriteBatch;
+pub use compaction::CompactionStats;
 pub use error::{Error, Result};
 pub use options::{Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};

@@ -1,5 +1,7 @@
 //! Store configuration.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 use crate::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN};
@@ -33,6 +35,17 @@ pub struct Options {
     pub durability: Durability,
     /// Size of the in-process write buffer used with [`Durability::None`].
     pub write_buffer_size: usize,
+    /// Compact automatically in a background thread (and write hint files for sealed
+    /// segments). [`Store::compact`](crate::Store::compact) works either way.
+    pub auto_compaction: bool,
+    /// A sealed segment is compacted once this share of its bytes is dead (overwritten,
+    /// deleted or expired). In `(0, 1]`.
+    pub compaction_dead_ratio: f64,
+    /// Once this many bytes of sealed segments are dead in all, every sealed segment up to
+    /// the newest one with dead bytes is compacted.
+    pub compaction_dead_bytes: u64,
+    /// How often the background thread checks whether to compact.
+    pub compaction_interval: Duration,
 }
 
 impl Default for Options {
@@ -43,6 +56,10 @@ impl Default for Options {
             max_value_size: 64 << 20,
             durability: Durability::default(),
             write_buffer_size: 256 << 10,
+            auto_compaction: true,
+            compaction_dead_ratio: 0.5,
+            compaction_dead_bytes: 256 << 20,
+            compaction_interval: Duration::from_secs(1),
         }
     }
 }
@@ -72,6 +89,30 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::auto_compaction`].
+    pub fn auto_compaction(mut self, on: bool) -> Self {
+        self.auto_compaction = on;
+        self
+    }
+
+    /// Sets [`Options::compaction_dead_ratio`].
+    pub fn compaction_dead_ratio(mut self, ratio: f64) -> Self {
+        self.compaction_dead_ratio = ratio;
+        self
+    }
+
+    /// Sets [`Options::compaction_dead_bytes`].
+    pub fn compaction_dead_bytes(mut self, bytes: u64) -> Self {
+        self.compaction_dead_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::compaction_interval`].
+    pub fn compaction_interval(mut self, every: Duration) -> Self {
+        self.compaction_interval = every;
+        self
+    }
+
     /// Checks that the options are within what the format can address.
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidOptions(msg));
@@ -96,6 +137,15 @@ impl Options {
                 self.max_value_size
             ));
         }
+        if !(self.compaction_dead_ratio > 0.0 && self.compaction_dead_ratio <= 1.0) {
+            return bad(format!(
+                "compaction_dead_ratio must be in (0, 1], got {}",
+                self.compaction_dead_ratio
+            ));
+        }
+        if self.compaction_interval.is_zero() {
+            return bad("compaction_interval must not be zero".into());
+        }
         Ok(())
     }
 }
@@ -116,6 +166,10 @@ mod tests {
             Options::default().max_segment_size(MAX_SEGMENT_LEN + 1),
             Options::default().max_key_size(MAX_KEY_LEN + 1),
             Options::default().max_value_size(MAX_VALUE_LEN + 1),
+            Options::default().compaction_dead_ratio(0.0),
+            Options::default().compaction_dead_ratio(f64::NAN),
+            Options::default().compaction_dead_ratio(1.5),
+            Options::default().compaction_interval(Duration::ZERO),
         ] {
             assert!(matches!(opts.validate(), Err(Error::InvalidOptions(_))));
         }

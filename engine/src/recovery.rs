@@ -1,13 +1,17 @@
 //! Opening a store directory: find the segments, validate them, rebuild the index, and cut a
 //! torn tail off the newest segment.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::hint;
 use crate::keydir::{KeyDir, Location};
 use crate::record::{self, Record};
-use crate::segment::{self, MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
+use crate::segment::{
+    self, FileKind, MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment, WRITER_ID_STRIDE, next_writer_id,
+};
 
 /// What opening the store found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +25,12 @@ pub struct RecoveryReport {
     /// Newest segment files removed because they held no record (a crash while creating one,
     /// or a store opened for writing that wrote nothing).
     pub empty_segments_removed: usize,
+    /// Segments whose index entries came from their hint file instead of a scan.
+    pub hints_used: usize,
+    /// Hint files found invalid (then removed, and their segments scanned).
+    pub hints_rejected: usize,
+    /// Temporary files of an interrupted compaction or hint write, removed.
+    pub temp_files_removed: usize,
 }
 
 /// Bytes at the end of the newest segment that did not form whole, valid records (a write cut
@@ -88,43 +98,75 @@ pub(crate) fn scan_records<'a>(bytes: &'a [u8], mut visit: impl FnMut(u64, Recor
     }
 }
 
-/// Segment ids found in `dir`, ascending. Other files are ignored.
-fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
-    let mut ids = Vec::new();
+/// The files of ours found in a store directory.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Data segment ids, ascending.
+    data: Vec<u64>,
+    /// Segment ids that have a hint file.
+    hints: BTreeSet<u64>,
+    /// Files still under a temporary name: an interrupted compaction or hint write.
+    temps: Vec<PathBuf>,
+}
+
+fn list(dir: &Path) -> Result<Listing> {
+    let mut listing = Listing::default();
     for entry in fs::read_dir(dir).context("listing the store directory")? {
         let entry = entry.context("listing the store directory")?;
-        if let Some(id) = entry
+        let Some(parsed) = entry
             .file_name()
             .to_str()
             .and_then(segment::parse_file_name)
-        {
-            ids.push(id);
+        else {
+            continue;
+        };
+        match parsed {
+            (_, _, true) => listing.temps.push(entry.path()),
+            (id, FileKind::Data, false) => listing.data.push(id),
+            (id, FileKind::Hint, false) => {
+                listing.hints.insert(id);
+            }
         }
     }
-    ids.sort_unstable();
-    Ok(ids)
+    listing.data.sort_unstable();
+    Ok(listing)
+}
+
+fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for p in paths {
+        fs::remove_file(p).context("removing a leftover file")?;
+    }
+    segment::sync_dir(dir)
 }
 
 /// Whether the newest segment file is what a crash during its creation leaves: no complete,
 /// valid header (the header is synced before any record is appended).
 fn is_torn_creation(path: &Path, id: u64) -> Result<bool> {
     let bytes = fs::read(path).context("reading a segment header")?;
-    Ok(bytes.len() <= SEGMENT_HEADER_LEN && segment::check_header(&bytes, id).is_err())
+    Ok(bytes.len() <= SEGMENT_HEADER_LEN
+        && segment::check_header(&bytes, id, FileKind::Data).is_err())
 }
 
-fn remove_segment(dir: &Path, id: u64) -> Result<()> {
-    fs::remove_file(segment::path(dir, id)).context("removing an empty segment")?;
-    segment::sync_dir(dir)
+/// How a segment's records were found.
+enum Loaded {
+    /// From its hint file, which lists `records` records.
+    Hint { records: u64 },
+    /// By scanning the segment.
+    Scan { records: u64, end: ScanEnd },
 }
 
-/// Loads segment `id` and applies its records to `keydir`. Returns the mapped segment and how
-/// far its valid records reach.
+/// Loads segment `id` and applies its records to `keydir`, from its hint file if it has a
+/// valid one, else by scanning it. A rejected hint file is removed.
 fn load_segment(
     dir: &Path,
     id: u64,
+    has_hint: bool,
     keydir: &mut KeyDir,
     now_ms: u64,
-) -> Result<(Segment, ScanEnd, u64)> {
+) -> Result<(Segment, Loaded)> {
     let file = File::open(segment::path(dir, id)).context("opening a segment")?;
     let len = file.metadata().context("reading segment metadata")?.len();
     if len > MAX_SEGMENT_LEN {
@@ -143,7 +185,27 @@ fn load_segment(
     }
     let seg = Segment::sealed(id, file, len)?;
     let bytes = seg.read(0, len as usize)?;
-    segment::check_header(&bytes, id)?;
+    segment::check_header(&bytes, id, FileKind::Data)?;
+    if has_hint {
+        let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
+        let hint = fs::read(&hint_path).context("reading a hint file")?;
+        let loaded = hint::load(&hint, id, len, |e| {
+            let loc = Location {
+                segment: id,
+                offset: e.offset,
+                len: e.len,
+                expires_at: e.expires_at,
+            };
+            keydir.apply(e.key, loc, e.tombstone, now_ms);
+        });
+        match loaded {
+            Ok(records) => {
+                drop(bytes);
+                return Ok((seg, Loaded::Hint { records }));
+            }
+            Err(_) => remove_files(dir, &[hint_path])?,
+        }
+    }
     let mut records = 0u64;
     let end = scan_records(&bytes, |offset, rec| {
         records += 1;
@@ -156,7 +218,7 @@ fn load_segment(
         keydir.apply(rec.key, loc, rec.is_tombstone(), now_ms);
     });
     drop(bytes);
-    Ok((seg, end, records))
+    Ok((seg, Loaded::Scan { records, end }))
 }
 
 /// Cuts segment `id` to `len` bytes and makes the cut durable.
@@ -174,24 +236,55 @@ fn truncate_segment(dir: &Path, id: u64, len: u64) -> Result<Segment> {
 
 /// Rebuilds the store state from the segment files in `dir` (which the caller has locked).
 pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
-    let mut ids = segment_ids(dir)?;
-    let next_segment_id = ids.last().map_or(1, |&id| id.saturating_add(1));
+    let listing = list(dir)?;
     let mut report = RecoveryReport::default();
+    // Temporary files were never complete, and nothing refers to them.
+    remove_files(dir, &listing.temps)?;
+    report.temp_files_removed = listing.temps.len();
+    let mut ids = listing.data;
+    let next_segment_id = ids
+        .last()
+        .map_or(WRITER_ID_STRIDE, |&id| next_writer_id(id));
     if let Some(&last) = ids.last()
         && is_torn_creation(&segment::path(dir, last), last)?
     {
-        remove_segment(dir, last)?;
+        fs::remove_file(segment::path(dir, last)).context("removing an empty segment")?;
+        segment::sync_dir(dir)?;
         report.empty_segments_removed += 1;
         ids.pop();
     }
+    // A hint without its segment is left from a deletion cut short.
+    let orphans: Vec<PathBuf> = listing
+        .hints
+        .iter()
+        .filter(|id| ids.binary_search(id).is_err())
+        .map(|&id| dir.join(segment::file_name(id, FileKind::Hint)))
+        .collect();
+    remove_files(dir, &orphans)?;
 
     let mut keydir = KeyDir::default();
     let mut segments = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
-        let (mut seg, end, records) = load_segment(dir, id, &mut keydir, now_ms)?;
+        let has_hint = listing.hints.contains(&id);
+        let (mut seg, loaded) = load_segment(dir, id, has_hint, &mut keydir, now_ms)?;
+        let hinted = matches!(loaded, Loaded::Hint { .. });
+        let (records, end) = match loaded {
+            Loaded::Hint { records } => {
+                report.hints_used += 1;
+                (records, None)
+            }
+            Loaded::Scan { records, end } => {
+                report.hints_rejected += usize::from(has_hint);
+                (records, Some(end))
+            }
+        };
         report.records += records;
-        if let Some((offset, reason)) = end.invalid {
+        if let Some(ScanEnd {
+            valid_len,
+            invalid: Some((offset, reason)),
+        }) = end
+        {
             if !is_newest {
                 return Err(Error::Corrupt {
                     segment: id,
@@ -202,20 +295,22 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             // Only the newest segment can end in a write that a crash cut short.
             let file_len = seg.file_len();
             drop(seg);
-            seg = truncate_segment(dir, id, end.valid_len)?;
+            seg = truncate_segment(dir, id, valid_len)?;
             report.torn_tail = Some(TornTail {
                 segment: id,
-                offset: end.valid_len,
-                bytes: file_len - end.valid_len,
+                offset: valid_len,
+                bytes: file_len - valid_len,
                 reason,
             });
         }
         if is_newest && records == 0 {
             drop(seg);
-            remove_segment(dir, id)?;
+            fs::remove_file(segment::path(dir, id)).context("removing an empty segment")?;
+            segment::sync_dir(dir)?;
             report.empty_segments_removed += 1;
             continue;
         }
+        seg.set_has_hint(hinted);
         segments.push(seg);
     }
     report.segments = segments.len();
@@ -233,7 +328,7 @@ mod tests {
     use crate::record::{FLAG_BATCH_CONTINUES, encode_into};
 
     fn segment_bytes(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
-        let mut out = segment::encode_header(1).to_vec();
+        let mut out = segment::encode_header(1, FileKind::Data).to_vec();
         for &(flags, key, value) in records {
             encode_into(&mut out, flags, 0, key, value);
         }

@@ -8,71 +8,126 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Magic bytes at the start of every segment file.
-pub(crate) const SEGMENT_MAGIC: &[u8; 5] = b"LCSEG";
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u16 = 1;
-/// `kind` byte of a data segment.
-const KIND_DATA: u8 = 1;
-/// Length of the segment header: magic, version u16, kind u8, segment id u64, crc32.
+/// Length of a file header: magic (5), version u16, kind u8, segment id u64, crc32.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 20;
 /// Record locations are 32-bit offsets, so no segment may be longer.
 pub(crate) const MAX_SEGMENT_LEN: u64 = u32::MAX as u64;
-const SEGMENT_SUFFIX: &str = ".data";
+/// Segments the writer creates have ids that are multiples of this; compaction output takes
+/// ids in the gaps, so that it sorts after its inputs and before any newer write.
+pub(crate) const WRITER_ID_STRIDE: u64 = 1 << 20;
 
-/// File name of segment `id`: twelve or more decimal digits and `.data`.
-pub(crate) fn file_name(id: u64) -> String {
-    format!("{id:012}{SEGMENT_SUFFIX}")
+/// The two kinds of files that belong to a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    /// `ID.data`: the records.
+    Data,
+    /// `ID.hint`: the index entries of a sealed segment, for fast open.
+    Hint,
 }
 
-/// Path of segment `id` inside `dir`.
-pub(crate) fn path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(file_name(id))
-}
-
-/// The segment id of a file name, if it is one of ours.
-pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+impl FileKind {
+    fn magic(self) -> &'static [u8; 5] {
+        match self {
+            FileKind::Data => b"LCSEG",
+            FileKind::Hint => b"LCHNT",
+        }
     }
-    digits.parse().ok()
+
+    fn kind_byte(self) -> u8 {
+        match self {
+            FileKind::Data => 1,
+            FileKind::Hint => 2,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            FileKind::Data => ".data",
+            FileKind::Hint => ".hint",
+        }
+    }
 }
 
-/// The header that starts segment `id`.
-pub(crate) fn encode_header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
+/// The id the writer gives the first segment it creates after segment `id`.
+pub(crate) fn next_writer_id(id: u64) -> u64 {
+    (id / WRITER_ID_STRIDE)
+        .saturating_add(1)
+        .saturating_mul(WRITER_ID_STRIDE)
+}
+
+/// File name of segment `id`'s file of `kind`: the id in sixteen lowercase hex digits.
+pub(crate) fn file_name(id: u64, kind: FileKind) -> String {
+    format!("{id:016x}{}", kind.suffix())
+}
+
+/// Path of segment `id`'s data file inside `dir`.
+pub(crate) fn path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(file_name(id, FileKind::Data))
+}
+
+/// Path of segment `id`'s file of `kind` inside `dir`, under its temporary name (`.tmp`
+/// appended) while it is being written.
+pub(crate) fn temp_path(dir: &Path, id: u64, kind: FileKind) -> PathBuf {
+    dir.join(format!("{}.tmp", file_name(id, kind)))
+}
+
+/// The segment id and kind of a file name, if it is one of ours; `temp` tells whether it
+/// carries the temporary `.tmp` suffix.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind, bool)> {
+    let (name, temp) = match name.strip_suffix(".tmp") {
+        Some(n) => (n, true),
+        None => (name, false),
+    };
+    [FileKind::Data, FileKind::Hint]
+        .into_iter()
+        .find_map(|kind| {
+            let digits = name.strip_suffix(kind.suffix())?;
+            let hex = digits.len() == 16
+                && digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            hex.then(|| u64::from_str_radix(digits, 16).ok())
+                .flatten()
+                .map(|id| (id, kind, temp))
+        })
+}
+
+/// The header that starts segment `id`'s file of `kind`.
+pub(crate) fn encode_header(id: u64, kind: FileKind) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
-    h[..5].copy_from_slice(SEGMENT_MAGIC);
+    h[..5].copy_from_slice(kind.magic());
     h[5..7].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[7] = KIND_DATA;
+    h[7] = kind.kind_byte();
     h[8..16].copy_from_slice(&id.to_le_bytes());
     let crc = crc32fast::hash(&h[..16]);
     h[16..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Validates the header of segment `id` at the start of `buf`.
-pub(crate) fn check_header(buf: &[u8], id: u64) -> Result<()> {
+/// Validates the header of segment `id`'s file of `kind` at the start of `buf`.
+pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
     let corrupt = |reason| Error::Corrupt {
         segment: id,
         offset: 0,
         reason,
     };
     if buf.len() < SEGMENT_HEADER_LEN {
-        return Err(corrupt("segment header cut short"));
+        return Err(corrupt("file header cut short"));
     }
-    if &buf[..5] != SEGMENT_MAGIC {
-        return Err(corrupt("not a logcache segment (bad magic)"));
+    if &buf[..5] != kind.magic() {
+        return Err(corrupt("not a logcache file of this kind (bad magic)"));
     }
     let crc = u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes"));
     if crc32fast::hash(&buf[..16]) != crc {
-        return Err(corrupt("segment header checksum mismatch"));
+        return Err(corrupt("file header checksum mismatch"));
     }
     let version = u16::from_le_bytes([buf[5], buf[6]]);
     if version != FORMAT_VERSION {
@@ -82,11 +137,11 @@ pub(crate) fn check_header(buf: &[u8], id: u64) -> Result<()> {
             supported: FORMAT_VERSION,
         });
     }
-    if buf[7] != KIND_DATA {
-        return Err(corrupt("segment header has an unknown kind"));
+    if buf[7] != kind.kind_byte() {
+        return Err(corrupt("file header has an unknown kind"));
     }
     if u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")) != id {
-        return Err(corrupt("segment header names another segment id"));
+        return Err(corrupt("file header names another segment id"));
     }
     Ok(())
 }
@@ -107,6 +162,8 @@ pub(crate) struct Segment {
     /// How many bytes of this segment the file holds (handed to the OS). Bytes past this may
     /// still sit in the writer's buffer.
     file_len: AtomicU64,
+    /// Whether a valid hint file exists for this (sealed) segment.
+    has_hint: AtomicBool,
 }
 
 impl Segment {
@@ -122,7 +179,7 @@ impl Segment {
             .open(&path)
             .context("creating a segment file")?;
         let written = file
-            .write_all(&encode_header(id))
+            .write_all(&encode_header(id, FileKind::Data))
             .and_then(|()| file.sync_all())
             .context("writing a segment header")
             .and_then(|()| sync_dir(dir));
@@ -136,6 +193,7 @@ impl Segment {
             file,
             map: None,
             file_len: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            has_hint: AtomicBool::new(false),
         })
     }
 
@@ -159,6 +217,7 @@ impl Segment {
             file,
             map: Some(map),
             file_len: AtomicU64::new(len),
+            has_hint: AtomicBool::new(false),
         })
     }
 
@@ -166,6 +225,21 @@ impl Segment {
     pub fn seal(&self) -> Result<Segment> {
         let file = self.file.try_clone().context("reopening a segment")?;
         Segment::sealed(self.id, file, self.file_len())
+    }
+
+    /// Whether a valid hint file exists for this segment.
+    pub fn has_hint(&self) -> bool {
+        self.has_hint.load(Ordering::Acquire)
+    }
+
+    /// Records whether a valid hint file exists for this segment.
+    pub fn set_has_hint(&self, has_hint: bool) {
+        self.has_hint.store(has_hint, Ordering::Release);
+    }
+
+    /// Whether the segment is sealed (immutable and memory-mapped).
+    pub fn is_sealed(&self) -> bool {
+        self.map.is_some()
     }
 
     /// The segment id.
@@ -229,39 +303,63 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_foreign_names_are_ignored() {
-        assert_eq!(file_name(7), "000000000007.data");
-        assert_eq!(parse_file_name(&file_name(7)), Some(7));
-        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            file_name(0x10_0000, FileKind::Data),
+            "0000000000100000.data"
+        );
+        assert_eq!(file_name(7, FileKind::Hint), "0000000000000007.hint");
+        for kind in [FileKind::Data, FileKind::Hint] {
+            for id in [7, u64::MAX] {
+                assert_eq!(
+                    parse_file_name(&file_name(id, kind)),
+                    Some((id, kind, false))
+                );
+                let temp = temp_path(Path::new(""), id, kind);
+                let temp = temp.to_str().unwrap();
+                assert_eq!(parse_file_name(temp), Some((id, kind, true)));
+            }
+        }
         for name in [
             "LOCK",
             ".data",
-            "x1.data",
-            "000000000007.hint",
-            "1.data.tmp",
-            "-1.data",
+            "7.data",
+            "000000000007.data",
+            "000000000000000A.data",
+            "0000000000000007.data.bak",
+            "0000000000000007.datax",
+            "-000000000000007.data",
         ] {
             assert_eq!(parse_file_name(name), None, "{name}");
         }
     }
 
     #[test]
+    fn writer_ids_leave_gaps_for_compaction() {
+        assert_eq!(next_writer_id(0), WRITER_ID_STRIDE);
+        assert_eq!(next_writer_id(WRITER_ID_STRIDE), 2 * WRITER_ID_STRIDE);
+        assert_eq!(next_writer_id(WRITER_ID_STRIDE + 5), 2 * WRITER_ID_STRIDE);
+    }
+
+    #[test]
     fn header_round_trip_and_rejections() {
-        let h = encode_header(9);
-        check_header(&h, 9).unwrap();
-        assert!(matches!(check_header(&h, 8), Err(Error::Corrupt { .. })));
-        assert!(matches!(
-            check_header(&h[..10], 9),
-            Err(Error::Corrupt { .. })
-        ));
+        let h = encode_header(9, FileKind::Data);
+        check_header(&h, 9, FileKind::Data).unwrap();
+        let wrong_kind = check_header(&h, 9, FileKind::Hint);
+        assert!(matches!(wrong_kind, Err(Error::Corrupt { .. })));
+        let wrong_id = check_header(&h, 8, FileKind::Data);
+        assert!(matches!(wrong_id, Err(Error::Corrupt { .. })));
+        let short = check_header(&h[..10], 9, FileKind::Data);
+        assert!(matches!(short, Err(Error::Corrupt { .. })));
         let mut bad = h;
         bad[0] = b'X';
-        assert!(matches!(check_header(&bad, 9), Err(Error::Corrupt { .. })));
+        let bad_magic = check_header(&bad, 9, FileKind::Data);
+        assert!(matches!(bad_magic, Err(Error::Corrupt { .. })));
         let mut newer = h;
         newer[5..7].copy_from_slice(&2u16.to_le_bytes());
         let crc = crc32fast::hash(&newer[..16]);
         newer[16..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
-            check_header(&newer, 9),
+            check_header(&newer, 9, FileKind::Data),
             Err(Error::UnsupportedVersion { found: 2, .. })
         ));
     }

@@ -3,21 +3,28 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::clock::{expiry_after, now_ms, now_ms_for};
+use crate::compaction::{self, CompactionStats};
 use crate::error::{Error, IoContext, Result};
 use crate::group_commit::GroupCommit;
+use crate::hint;
 use crate::keydir::{KeyDir, Location};
 use crate::lock::DirLock;
 use crate::options::{Durability, Options};
 use crate::record::{self, FLAG_BATCH_CONTINUES, FLAG_TOMBSTONE};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN};
+use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
+use crate::worker::Worker;
 use crate::writer::{SegmentMap, Writer};
+
+/// How often a read retries when compaction removed the segment it was about to read.
+const MISSING_SEGMENT_RETRIES: usize = 8;
 
 /// An embedded, persistent key-value store: an append-only log of segment files with an
 /// in-memory index of every live key.
@@ -40,17 +47,24 @@ use crate::writer::{SegmentMap, Writer};
 #[derive(Debug)]
 pub struct Store {
     inner: Arc<Inner>,
+    worker: Option<Worker>,
 }
 
+/// The state shared by a store's handle and its background thread.
 #[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
-    options: Options,
-    keydir: RwLock<KeyDir>,
-    segments: SegmentMap,
-    writer: Mutex<Writer>,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) keydir: RwLock<KeyDir>,
+    pub(crate) segments: SegmentMap,
+    pub(crate) writer: Mutex<Writer>,
     commit: GroupCommit,
     report: RecoveryReport,
+    /// One compaction (or hint-writing pass) at a time.
+    compaction_lock: Mutex<()>,
+    closing: AtomicBool,
+    compactions: AtomicU64,
+    compaction_errors: AtomicU64,
     _lock: DirLock,
 }
 
@@ -69,6 +83,10 @@ pub struct StoreStats {
     pub dead_bytes: u64,
     /// fdatasync calls for writes since open (group commit shares one among many writers).
     pub syncs: u64,
+    /// Compactions completed since open, explicit and automatic.
+    pub compactions: u64,
+    /// Automatic compactions or hint writes that failed since open (they are retried).
+    pub compaction_errors: u64,
 }
 
 /// Iterator over a snapshot of the live keys, in no particular order.
@@ -112,18 +130,28 @@ impl Store {
             .map(|s| (s.id(), Arc::new(s)))
             .collect::<BTreeMap<_, _>>();
         let writer = Writer::new(dir.clone(), &options, recovered.next_segment_id);
-        Ok(Store {
-            inner: Arc::new(Inner {
-                dir,
-                options,
-                keydir: RwLock::new(recovered.keydir),
-                segments: RwLock::new(segments),
-                writer: Mutex::new(writer),
-                commit: GroupCommit::default(),
-                report: recovered.report,
-                _lock: lock,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            keydir: RwLock::new(recovered.keydir),
+            segments: RwLock::new(segments),
+            writer: Mutex::new(writer),
+            commit: GroupCommit::default(),
+            report: recovered.report,
+            compaction_lock: Mutex::new(()),
+            closing: AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
+            compaction_errors: AtomicU64::new(0),
+            _lock: lock,
+        });
+        let worker = if inner.options.auto_compaction {
+            let worker =
+                Worker::spawn(Arc::clone(&inner)).context("starting the compaction thread")?;
+            Some(worker)
+        } else {
+            None
+        };
+        Ok(Store { inner, worker })
     }
 
     /// The store directory.
@@ -144,25 +172,36 @@ impl Store {
     /// The value of `key`, or `None` if it is absent or expired. The record's checksum and key
     /// are verified on every read; a mismatch is [`Error::Corrupt`], never a wrong value.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(loc) = self.inner.keydir.read().get(key) else {
-            return Ok(None);
-        };
-        if loc.is_expired(now_ms_for(loc.expires_at)) {
-            return Ok(None);
-        }
-        let corrupt = |reason| Error::Corrupt {
-            segment: loc.segment,
-            offset: u64::from(loc.offset),
-            reason,
-        };
-        let value = self.inner.with_record(&loc, |bytes| {
-            let rec = record::decode(bytes).map_err(|e| corrupt(e.reason()))?;
-            if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
-                return Err(corrupt("index points at another record"));
+        // A compaction can remove a segment between the index lookup and the read; the index
+        // then already points at the copy, so look again.
+        for _ in 0..MISSING_SEGMENT_RETRIES {
+            let Some(loc) = self.inner.keydir.read().get(key) else {
+                return Ok(None);
+            };
+            if loc.is_expired(now_ms_for(loc.expires_at)) {
+                return Ok(None);
             }
-            Ok(rec.value.to_vec())
-        })??;
-        Ok(Some(value))
+            let corrupt = |reason| Error::Corrupt {
+                segment: loc.segment,
+                offset: u64::from(loc.offset),
+                reason,
+            };
+            let value = self.inner.with_record(&loc, |bytes| {
+                let rec = record::decode(bytes).map_err(|e| corrupt(e.reason()))?;
+                if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
+                    return Err(corrupt("index points at another record"));
+                }
+                Ok(rec.value.to_vec())
+            })?;
+            if let Some(value) = value {
+                return value.map(Some);
+            }
+        }
+        Err(Error::Corrupt {
+            segment: 0,
+            offset: 0,
+            reason: "index keeps pointing at a missing segment",
+        })
     }
 
     /// Whether `key` holds an unexpired value. Answers from the index, without I/O.
@@ -306,10 +345,43 @@ impl Store {
         self.inner.sync()
     }
 
-    /// Flushes and syncs, then closes the store and releases its directory lock, reporting
-    /// any error that dropping would swallow.
-    pub fn close(self) -> Result<()> {
+    /// Stops background work, flushes and syncs, then closes the store and releases its
+    /// directory lock, reporting any error that dropping would swallow.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
         self.inner.sync()
+    }
+
+    /// Compacts now: seals the active segment, then rewrites every segment up to the newest
+    /// one holding dead bytes (overwritten, deleted or expired records) with only its live
+    /// records, and deletes the old files. Reads and writes go on meanwhile; a write that
+    /// lands during the compaction wins over the copy. Waits for a background compaction in
+    /// progress to finish first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use logcache_engine::{Options, Store};
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// for i in 0..100u32 {
+    ///     store.put(b"counter", &i.to_le_bytes())?;
+    /// }
+    /// let stats = store.compact()?;
+    /// assert_eq!(stats.records_copied, 1);
+    /// assert_eq!(store.stats().dead_bytes, 0);
+    /// # Ok::<(), logcache_engine::Error>(())
+    /// ```
+    pub fn compact(&self) -> Result<CompactionStats> {
+        let _guard = self.inner.compaction_lock.lock();
+        self.inner.writer.lock().seal_active(&self.inner.segments)?;
+        let inputs = Inner::select_all_dirty(&self.inner.sealed_usage());
+        self.inner.run_compaction(&inputs)
+    }
+
+    fn stop_background(&mut self) {
+        self.inner.closing.store(true, Ordering::Release);
+        if let Some(mut worker) = self.worker.take() {
+            worker.stop();
+        }
     }
 
     /// Key counts and space use.
@@ -330,6 +402,8 @@ impl Store {
             live_bytes,
             dead_bytes,
             syncs: self.inner.commit.syncs(),
+            compactions: self.inner.compactions.load(AtomicOrdering::Relaxed),
+            compaction_errors: self.inner.compaction_errors.load(AtomicOrdering::Relaxed),
         }
     }
 }
@@ -378,25 +452,117 @@ impl Inner {
     }
 
     /// Runs `f` on the bytes of the record at `loc`, from the writer's buffer, the active
-    /// segment's file or a sealed segment's map (without a copy).
-    fn with_record<R>(&self, loc: &Location, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let segment = self
-            .segments
-            .read()
-            .get(&loc.segment)
-            .cloned()
-            .ok_or(Error::Corrupt {
-                segment: loc.segment,
-                offset: u64::from(loc.offset),
-                reason: "index points at a missing segment",
-            })?;
+    /// segment's file or a sealed segment's map (without a copy). `None` if the segment is
+    /// gone (compacted away since the index was read).
+    fn with_record<R>(&self, loc: &Location, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let Some(segment) = self.segments.read().get(&loc.segment).cloned() else {
+            return Ok(None);
+        };
         let (offset, len) = (u64::from(loc.offset), loc.len as usize);
         if offset + len as u64 > segment.file_len()
             && let Some(bytes) = self.writer.lock().read_buffered(loc.segment, offset, len)
         {
-            return Ok(f(&bytes));
+            return Ok(Some(f(&bytes)));
         }
-        Ok(f(&segment.read(offset, len)?))
+        Ok(Some(f(&segment.read(offset, len)?)))
+    }
+
+    /// Whether the store is closing (background work should stop).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Sealed segments with their total and dead bytes (expired entries counted as dead),
+    /// ascending by id.
+    fn sealed_usage(&self) -> Vec<(Arc<Segment>, u64, u64)> {
+        let segments: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.is_sealed())
+            .cloned()
+            .collect();
+        let keydir = self.keydir.read();
+        let expired = keydir.expired_bytes(now_ms());
+        segments
+            .into_iter()
+            .map(|s| {
+                let usage = keydir.usage().get(&s.id()).copied().unwrap_or_default();
+                let dead = usage.dead_bytes + expired.get(&s.id()).copied().unwrap_or(0);
+                (s, usage.record_bytes, dead.min(usage.record_bytes))
+            })
+            .collect()
+    }
+
+    /// Every sealed segment up to the newest one with dead bytes: a prefix of the log, so
+    /// every tombstone in it can be dropped.
+    fn select_all_dirty(usage: &[(Arc<Segment>, u64, u64)]) -> Vec<Arc<Segment>> {
+        let Some(last_dirty) = usage.iter().rposition(|(_, _, dead)| *dead > 0) else {
+            return Vec::new();
+        };
+        usage[..=last_dirty]
+            .iter()
+            .map(|(s, _, _)| Arc::clone(s))
+            .collect()
+    }
+
+    /// What automatic compaction should compact now, if anything.
+    fn select_auto(&self) -> Vec<Arc<Segment>> {
+        let usage = self.sealed_usage();
+        let total_dead: u64 = usage.iter().map(|(_, _, dead)| dead).sum();
+        if total_dead >= self.options.compaction_dead_bytes {
+            return Self::select_all_dirty(&usage);
+        }
+        usage
+            .iter()
+            .filter(|(_, records, dead)| {
+                *dead > 0 && *dead as f64 >= self.options.compaction_dead_ratio * *records as f64
+            })
+            .map(|(s, _, _)| Arc::clone(s))
+            .collect()
+    }
+
+    /// Compacts `inputs`, counting the result. The caller holds the compaction lock.
+    fn run_compaction(&self, inputs: &[Arc<Segment>]) -> Result<CompactionStats> {
+        let stats = compaction::compact(self, inputs)?;
+        if stats.segments_in > 0 {
+            self.compactions.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        Ok(stats)
+    }
+
+    /// One round of background work: hint files for sealed segments that lack one, then an
+    /// automatic compaction if one is due. Failures are counted and retried next round.
+    pub(crate) fn background_pass(&self) {
+        let _guard = self.compaction_lock.lock();
+        let unhinted: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.is_sealed() && !s.has_hint())
+            .cloned()
+            .collect();
+        for seg in unhinted {
+            if self.is_closing() {
+                return;
+            }
+            match hint::write_for_segment(&self.dir, &seg) {
+                Ok(()) => seg.set_has_hint(true),
+                Err(_) => {
+                    self.compaction_errors.fetch_add(1, AtomicOrdering::Relaxed);
+                }
+            }
+        }
+        let inputs = self.select_auto();
+        if !inputs.is_empty() && !self.is_closing() && self.run_compaction(&inputs).is_err() {
+            self.compaction_errors.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop_background();
     }
 }
 

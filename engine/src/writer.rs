@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::options::{Durability, Options};
-use crate::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment, next_writer_id};
 
 /// Every segment of the store by id, the active one included.
 pub(crate) type SegmentMap = RwLock<BTreeMap<u64, Arc<Segment>>>;
@@ -55,6 +55,14 @@ impl Writer {
             written: 0,
             failure: None,
         }
+    }
+
+    /// The id of the segment writes go to now, or of the one the next write creates. Every
+    /// write from now on lands in a segment with this id or a higher one.
+    pub fn write_floor(&self) -> u64 {
+        self.active
+            .as_ref()
+            .map_or(self.next_segment_id, |a| a.id())
     }
 
     /// Bytes handed to the OS since open.
@@ -152,7 +160,7 @@ impl Writer {
             self.seal_active(segments)?;
         }
         let segment = Arc::new(Segment::create(&self.dir, self.next_segment_id)?);
-        self.next_segment_id += 1;
+        self.next_segment_id = next_writer_id(segment.id());
         segments.write().insert(segment.id(), Arc::clone(&segment));
         self.active = Some(Arc::clone(&segment));
         Ok(segment)

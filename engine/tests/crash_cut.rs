@@ -37,7 +37,7 @@ struct History {
 }
 
 fn options() -> Options {
-    Options::default()
+    common::manual()
         .durability(Durability::Flush)
         .max_segment_size(1024)
 }
@@ -331,7 +331,8 @@ fn a_segment_torn_while_being_created_is_dropped() {
     for partial in [0usize, 1, 7, 19, 20] {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(h.dir.path(), copy.path());
-        let next = copy.path().join(format!("{:012}.data", newest + 1));
+        let next_writer_id = (newest / (1 << 20) + 1) << 20;
+        let next = copy.path().join(format!("{next_writer_id:016x}.data"));
         // What a crash between creating the file and syncing its header can leave.
         fs::write(&next, vec![0u8; partial]).unwrap();
         let store = Store::open(copy.path(), options()).unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::contents;
-use logcache_engine::{Durability, Error, Options, Store};
+use logcache_engine::{Durability, Error, Store};
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop.
 struct SmallDisk {
@@ -68,7 +68,7 @@ fn run(durability: Durability, max_segment_size: u64) {
     let ballast = disk.path.join("ballast");
     std::fs::write(&ballast, vec![1u8; 64 << 10]).unwrap();
     let store_dir: &Path = &disk.path.join("store");
-    let opts = Options::default()
+    let opts = common::manual()
         .durability(durability)
         .max_segment_size(max_segment_size);
     let store = Store::open(store_dir, opts.clone()).unwrap();

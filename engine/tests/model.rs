@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::contents;
-use logcache_engine::{Durability, Options, Store, WriteBatch};
+use logcache_engine::{Durability, Store, WriteBatch};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ proptest! {
         segment_size in prop_oneof![Just(256u64), Just(2048), Just(1 << 20)],
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options::default().durability(durability).max_segment_size(segment_size);
+        let opts = common::manual().durability(durability).max_segment_size(segment_size);
         let mut store = Store::open(dir.path(), opts.clone()).unwrap();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in ops {

@@ -10,10 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::{contents, segment_files};
-use logcache_engine::{Durability, Error, FORMAT_VERSION, Options, Store, WriteBatch};
+use logcache_engine::{Durability, Error, FORMAT_VERSION, Store, WriteBatch};
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, Options::default()).unwrap()
+    Store::open(dir, common::manual()).unwrap()
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn empty_keys_and_values_binary_keys_work() {
 fn contents_survive_reopen_in_every_durability_mode() {
     for durability in [Durability::None, Durability::Flush, Durability::Sync] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options::default()
+        let opts = common::manual()
             .durability(durability)
             .max_segment_size(1024);
         let mut model = BTreeMap::new();
@@ -95,7 +95,7 @@ fn contents_survive_reopen_in_every_durability_mode() {
 #[test]
 fn reads_see_writes_at_once_across_rotation_and_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default()
+    let opts = common::manual()
         .durability(Durability::None)
         .max_segment_size(300);
     let store = Store::open(dir.path(), opts).unwrap();
@@ -191,7 +191,7 @@ fn write_batch_is_applied_in_order_and_survives_reopen() {
 #[test]
 fn a_batch_larger_than_a_segment_gets_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().max_segment_size(256);
+    let opts = common::manual().max_segment_size(256);
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     store.put(b"first", b"x").unwrap();
     let mut batch = WriteBatch::new();
@@ -210,7 +210,7 @@ fn a_batch_larger_than_a_segment_gets_its_own() {
 #[test]
 fn oversized_keys_and_values_are_refused_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().max_key_size(8).max_value_size(16);
+    let opts = common::manual().max_key_size(8).max_value_size(16);
     let store = Store::open(dir.path(), opts).unwrap();
     store.put(b"kept", b"value").unwrap();
     assert!(matches!(
@@ -242,7 +242,7 @@ fn oversized_keys_and_values_are_refused_and_nothing_is_lost() {
 #[test]
 fn invalid_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Store::open(dir.path(), Options::default().max_segment_size(10)).unwrap_err();
+    let err = Store::open(dir.path(), common::manual().max_segment_size(10)).unwrap_err();
     assert!(matches!(err, Error::InvalidOptions(_)), "{err}");
 }
 
@@ -251,7 +251,7 @@ fn a_second_open_in_the_same_process_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.put(b"k", b"v").unwrap();
-    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    let err = Store::open(dir.path(), common::manual()).unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err}");
     drop(store);
     assert_eq!(open(dir.path()).get(b"k").unwrap(), Some(b"v".to_vec()));
@@ -263,7 +263,7 @@ fn a_file_where_the_directory_should_be_is_an_error() {
     let file = dir.path().join("file");
     fs::write(&file, b"not a store").unwrap();
     assert!(matches!(
-        Store::open(&file, Options::default()),
+        Store::open(&file, common::manual()),
         Err(Error::NotADirectory(_))
     ));
 }
@@ -287,7 +287,7 @@ fn unknown_files_are_left_alone() {
 /// Writes a store with two segments and returns its directory.
 fn two_segment_store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().max_segment_size(200);
+    let opts = common::manual().max_segment_size(200);
     let store = Store::open(dir.path(), opts).unwrap();
     for i in 0..6u8 {
         store.put(&[b'k', i], &[i; 40]).unwrap();
@@ -306,7 +306,7 @@ fn a_segment_with_a_newer_format_version_is_refused() {
     let crc = crc32(&bytes[..16]);
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     fs::write(&first, &bytes).unwrap();
-    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    let err = Store::open(dir.path(), common::manual()).unwrap_err();
     assert!(
         matches!(err, Error::UnsupportedVersion { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
         "{err}"
@@ -325,7 +325,7 @@ fn a_segment_with_a_foreign_magic_is_refused() {
     let mut bytes = fs::read(&first).unwrap();
     bytes[..5].copy_from_slice(b"NOTUS");
     fs::write(&first, &bytes).unwrap();
-    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    let err = Store::open(dir.path(), common::manual()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { offset: 0, .. }), "{err}");
 }
 
@@ -339,7 +339,7 @@ fn corruption_in_a_sealed_segment_names_segment_and_offset() {
     let second = 20 + 63;
     bytes[second + 30] ^= 0x01;
     fs::write(&first, &bytes).unwrap();
-    match Store::open(dir.path(), Options::default()) {
+    match Store::open(dir.path(), common::manual()) {
         Err(Error::Corrupt {
             segment,
             offset,
@@ -360,7 +360,7 @@ fn corruption_in_a_sealed_segment_names_segment_and_offset() {
 #[test]
 fn corruption_after_open_is_an_error_on_read_never_a_wrong_value() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let store = Store::open(dir.path(), common::manual()).unwrap();
     store.put(b"key", b"value").unwrap();
     let seg = segment_files(dir.path())[0].clone();
     let mut bytes = fs::read(&seg).unwrap();
@@ -394,7 +394,7 @@ fn stats_count_live_and_dead_bytes() {
 #[test]
 fn readers_and_writers_run_concurrently() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default()
+    let opts = common::manual()
         .durability(Durability::None)
         .max_segment_size(4096);
     let store = Arc::new(Store::open(dir.path(), opts).unwrap());
@@ -455,7 +455,7 @@ fn readers_and_writers_run_concurrently() {
 #[test]
 fn concurrent_sync_writers_are_all_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().durability(Durability::Sync);
+    let opts = common::manual().durability(Durability::Sync);
     let store = Arc::new(Store::open(dir.path(), opts.clone()).unwrap());
     let threads: Vec<_> = (0..4u8)
         .map(|t| {

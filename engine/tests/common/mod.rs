@@ -5,7 +5,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use logcache_engine::Store;
+use logcache_engine::{Options, Store};
+
+/// Default options without the background thread, for tests that inspect files and figures
+/// it would change underneath them.
+pub fn manual() -> Options {
+    Options::default().auto_compaction(false)
+}
 
 /// Everything the store holds, read through `keys` and `get`.
 pub fn contents(store: &Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -40,9 +46,9 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The segment id in a segment file's name.
+/// The segment id in a segment file's name (sixteen hex digits).
 pub fn segment_id(path: &Path) -> u64 {
-    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+    u64::from_str_radix(path.file_stem().unwrap().to_str().unwrap(), 16).unwrap()
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*), so failures can be replayed
