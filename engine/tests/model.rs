@@ -1,5 +1,5 @@
-//! Property test: random sequences of operations, interleaved with reopens and segment
-//! rotation, agree with a `BTreeMap` model at every step.
+//! Property test: random sequences of operations, interleaved with compactions, reopens and
+//! segment rotation, agree with a `BTreeMap` model at every step.
 
 mod common;
 
@@ -19,6 +19,7 @@ enum Op {
     Batch(Vec<(u8, Option<Vec<u8>>)>),
     Flush,
     Sync,
+    Compact,
     Reopen,
 }
 
@@ -43,6 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec((k, prop::option::of(value())), 0..6).prop_map(Op::Batch),
         1 => Just(Op::Flush),
         1 => Just(Op::Sync),
+        2 => Just(Op::Compact),
         1 => Just(Op::Reopen),
     ]
 }
@@ -104,6 +106,10 @@ proptest! {
                 }
                 Op::Flush => store.flush().unwrap(),
                 Op::Sync => store.sync().unwrap(),
+                Op::Compact => {
+                    store.compact().unwrap();
+                    prop_assert_eq!(store.stats().dead_bytes, 0);
+                }
                 Op::Reopen => {
                     drop(store);
                     store = Store::open(dir.path(), opts.clone()).unwrap();
