@@ -59,7 +59,7 @@ fn compact_reclaims_dead_space_and_keeps_every_live_value() {
         for k in 0..200u32 {
             if (k + round) % 9 == 0 {
                 store.delete(&k.to_le_bytes()).unwrap();
-                model.remove(&k.to_le_bytes().to_vec());
+                model.remove(k.to_le_bytes().as_slice());
             } else {
                 let v = format!("{k}:{round}").into_bytes();
                 store.put(&k.to_le_bytes(), &v).unwrap();
@@ -282,7 +282,7 @@ fn open_falls_back_to_scanning_when_a_hint_is_bad_or_missing() {
         }
         // A tombstone in the newest segment makes every segment part of the compaction.
         store.delete(&0u32.to_le_bytes()).unwrap();
-        model.remove(&0u32.to_le_bytes().to_vec());
+        model.remove(0u32.to_le_bytes().as_slice());
         let stats = store.compact().unwrap();
         assert_eq!(stats.segments_out, segment_files(dir.path()).len());
     }
