@@ -27,15 +27,20 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("writer") => child_writer(),
         Ok("hold_lock") => child_hold_lock(),
+        Ok("compact_writer") => child_compact_writer(),
         _ => run_tests(),
     }
 }
 
 fn run_tests() {
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "sigkill_during_sync_writes_loses_no_acknowledged_write",
             sigkill_during_sync_writes,
+        ),
+        (
+            "sigkill_during_compaction_loses_nothing_and_resurrects_nothing",
+            sigkill_during_compaction,
         ),
         (
             "lock_is_exclusive_across_processes",
@@ -122,6 +127,110 @@ fn child_writer() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Options of the compacting child: small segments so compactions are many and short.
+fn compact_options() -> Options {
+    Options::default()
+        .auto_compaction(false)
+        .durability(Durability::Sync)
+        .max_segment_size(4096)
+}
+
+/// Operation `i` of the compaction crash test: a put, or every eleventh a delete, over 64 keys.
+fn compaction_op(i: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = format!("key{:02}", i % 64).into_bytes();
+    let value = (i % 11 != 5).then(|| format!("op{i}-").repeat(1 + (i % 7) as usize).into_bytes());
+    (key, value)
+}
+
+/// The store's expected contents after operations `0..n`.
+fn compaction_model(n: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for i in 0..n {
+        match compaction_op(i) {
+            (k, Some(v)) => model.insert(k, v),
+            (k, None) => model.remove(&k),
+        };
+    }
+    model
+}
+
+/// Child: compacts in a loop on one thread while another applies operations from
+/// `LOGCACHE_CHILD_ROUND` on, printing `I` after each acknowledged one.
+fn child_compact_writer() {
+    let dir = std::env::var(DIR).unwrap();
+    let start: u64 = std::env::var(ROUND).unwrap().parse().unwrap();
+    let store = Arc::new(Store::open(&dir, compact_options()).unwrap());
+    let compactor = {
+        let store = Arc::clone(&store);
+        thread::spawn(move || {
+            loop {
+                store.compact().unwrap();
+            }
+        })
+    };
+    for i in start.. {
+        match compaction_op(i) {
+            (k, Some(v)) => store.put(&k, &v).unwrap(),
+            (k, None) => {
+                store.delete(&k).unwrap();
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{i}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    drop(compactor);
+}
+
+fn sigkill_during_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = common::Rng::from_clock("sigkill_during_compaction");
+    let mut done = 0u64;
+    let mut compactions_cut = 0;
+    for _ in 0..KILL_ROUNDS {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, "compact_writer")
+            .env(DIR, dir.path())
+            .env(ROUND, done.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+                .map(|l| l.parse::<u64>().unwrap())
+                .last()
+        });
+        thread::sleep(Duration::from_millis(rng.range(20, 200)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acked = reader.join().unwrap().map_or(done, |last| last + 1);
+        let store = Store::open(dir.path(), compact_options()).unwrap();
+        compactions_cut += store.recovery_report().temp_files_removed;
+        let found = common::contents(&store);
+        // Every acknowledged operation is in; the one in flight at the kill may be too.
+        let n = if found == compaction_model(acked) {
+            acked
+        } else {
+            assert_eq!(
+                found,
+                compaction_model(acked + 1),
+                "after {acked} acknowledged operations"
+            );
+            acked + 1
+        };
+        drop(store);
+        done = n;
+    }
+    eprintln!(
+        "{KILL_ROUNDS} kills during compaction, {done} operations checked, {compactions_cut} unfinished compaction files removed"
+    );
+    assert!(done > 0);
 }
 
 /// Child: opens the store, says so, and holds it until its stdin closes.
