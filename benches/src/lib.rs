@@ -1,6 +1,8 @@
 //! Shared helpers for logcache's benchmark harnesses: workloads, repetition statistics, a
 //! heap-counting allocator and table output.
 
+pub mod plot;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
