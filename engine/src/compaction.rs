@@ -276,9 +276,7 @@ pub(crate) fn compact(inner: &Inner, inputs: &[Arc<Segment>]) -> Result<Compacti
 
 fn new_output(inner: &Inner, next_id: &mut u64, floor: u64) -> Result<Output> {
     if *next_id >= floor {
-        return Err(Error::InvalidOptions(
-            "no segment id left below the active segment for compaction output".into(),
-        ));
+        return Err(Error::SegmentIdsExhausted);
     }
     let output = Output::create(&inner.dir, *next_id)?;
     *next_id += 1;

@@ -78,6 +78,11 @@ pub enum Error {
     /// The options are inconsistent or out of range.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// Compaction found no free segment id below the active segment (after about a million
+    /// compactions without a new segment from the writer). Writing more, or reopening, frees
+    /// ids again.
+    #[error("no segment id left for compaction output")]
+    SegmentIdsExhausted,
     /// The store is closing; a compaction in progress stopped without changing anything it
     /// had not finished.
     #[error("the store is closing")]

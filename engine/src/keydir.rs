@@ -43,6 +43,12 @@ pub(crate) struct KeyDir {
 }
 
 impl KeyDir {
+    /// Makes room for `additional` more keys, so that building a large index does not rehash
+    /// it again and again.
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
     /// The location of `key`, expired or not.
     pub fn get(&self, key: &[u8]) -> Option<Location> {
         self.map.get(key).copied()

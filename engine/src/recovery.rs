@@ -263,6 +263,18 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
     remove_files(dir, &orphans)?;
 
     let mut keydir = KeyDir::default();
+    // Hint footers say how many entries are coming; a claim larger than the segment could hold
+    // is ignored, so a damaged footer cannot make the index reserve absurd memory.
+    let expected: u64 = ids
+        .iter()
+        .filter(|id| listing.hints.contains(id))
+        .filter_map(|&id| {
+            let claimed = hint::claimed_entries(&dir.join(segment::file_name(id, FileKind::Hint)))?;
+            let len = fs::metadata(segment::path(dir, id)).ok()?.len();
+            (claimed <= len / record::encoded_len(0, 0) as u64).then_some(claimed)
+        })
+        .sum();
+    keydir.reserve(usize::try_from(expected).unwrap_or(0));
     let mut segments = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();

@@ -174,6 +174,7 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         // A compaction can remove a segment between the index lookup and the read; the index
         // then already points at the copy, so look again.
+        let mut missing = 0;
         for _ in 0..MISSING_SEGMENT_RETRIES {
             let Some(loc) = self.inner.keydir.read().get(key) else {
                 return Ok(None);
@@ -193,12 +194,13 @@ impl Store {
                 }
                 Ok(rec.value.to_vec())
             })?;
-            if let Some(value) = value {
-                return value.map(Some);
+            match value {
+                Some(value) => return value.map(Some),
+                None => missing = loc.segment,
             }
         }
         Err(Error::Corrupt {
-            segment: 0,
+            segment: missing,
             offset: 0,
             reason: "index keeps pointing at a missing segment",
         })

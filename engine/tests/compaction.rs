@@ -15,13 +15,7 @@ use common::{contents, manual, segment_files};
 use logcache_engine::{Options, Store};
 
 fn hint_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
-        .collect();
-    v.sort();
-    v
+    common::files_with_extension(dir, "hint")
 }
 
 fn temp_files(dir: &Path) -> usize {

@@ -382,16 +382,18 @@ fn main() {
     fs::create_dir_all(&base).unwrap();
     fs::create_dir_all(&args.plots).unwrap();
 
-    let runs = [
-        overwrite_workload(&base, args.keys, 100),
-        overwrite_workload(&base, args.keys_4k, 4096),
-    ];
+    // A key count (or size) of 0 skips that part.
+    let runs: Vec<OverwriteResult> = [(args.keys, 100), (args.keys_4k, 4096)]
+        .into_iter()
+        .filter(|&(keys, _)| keys > 0)
+        .map(|(keys, value_len)| overwrite_workload(&base, keys, value_len))
+        .collect();
     let opens: Vec<(usize, (f64, f64, u64))> = args
         .open_keys
         .iter()
         .map(|&n| (n, open_times(&base, n)))
         .collect();
-    let (baseline, during, lat_stats) = latency_under_compaction(&base, args.latency_mb);
+    let latency = (args.latency_mb > 0).then(|| latency_under_compaction(&base, args.latency_mb));
 
     println!(
         "Machine: {} cores; command: cargo run --release -p logcache-benches --bin compaction -- --keys {} --keys-4k {} --open-keys {} --latency-mb {}\n",
@@ -449,27 +451,6 @@ fn main() {
             scan / hints
         );
     }
-    println!("\n### Latency while a compaction runs (µs, p50 / p99 / max)\n");
-    println!(
-        "Compaction of {:.0} MB took {:.2} s; the client made {} gets and {} puts meanwhile.\n",
-        lat_stats.bytes_read as f64 / MB,
-        lat_stats.duration.as_secs_f64(),
-        during.get.len(),
-        during.put.len()
-    );
-    println!("| op | without compaction | during compaction |");
-    println!("|---|---|---|");
-    println!(
-        "| get | {} | {} |",
-        show(percentiles(&baseline.get)),
-        show(percentiles(&during.get))
-    );
-    println!(
-        "| put (4 KiB, `Durability::Flush`) | {} | {} |",
-        show(percentiles(&baseline.put)),
-        show(percentiles(&during.put))
-    );
-
     for r in &runs {
         let path = args
             .plots
@@ -504,6 +485,30 @@ fn main() {
         };
         report_plot(&path, line_chart(&path, &chart, &series));
     }
+    let Some((baseline, during, lat_stats)) = latency else {
+        return;
+    };
+    println!("\n### Latency while a compaction runs (µs, p50 / p99 / max)\n");
+    println!(
+        "Compaction of {:.0} MB took {:.2} s; the client made {} gets and {} puts meanwhile.\n",
+        lat_stats.bytes_read as f64 / MB,
+        lat_stats.duration.as_secs_f64(),
+        during.get.len(),
+        during.put.len()
+    );
+    println!("| op | without compaction | during compaction |");
+    println!("|---|---|---|");
+    println!(
+        "| get | {} | {} |",
+        show(percentiles(&baseline.get)),
+        show(percentiles(&during.get))
+    );
+    println!(
+        "| put (4 KiB, `Durability::Flush`) | {} | {} |",
+        show(percentiles(&baseline.put)),
+        show(percentiles(&during.put))
+    );
+
     let path = args.plots.join("latency-during-compaction.png");
     let series = [
         Series {

@@ -35,15 +35,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Segment files of a store directory, ascending by id.
-pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+/// Files of `dir` with extension `ext`, sorted (for segment and hint files: by id).
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     files.sort();
     files
+}
+
+/// Segment files of a store directory, ascending by id.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    files_with_extension(dir, "data")
 }
 
 /// The segment id in a segment file's name (sixteen hex digits).
