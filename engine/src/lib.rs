@@ -24,6 +24,7 @@ mod batch;
 mod clock;
 mod compaction;
 mod error;
+mod eviction;
 mod group_commit;
 mod hint;
 mod keydir;

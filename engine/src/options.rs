@@ -46,6 +46,12 @@ pub struct Options {
     pub compaction_dead_bytes: u64,
     /// How often the background thread checks whether to compact.
     pub compaction_interval: Duration,
+    /// Keep the segment files under about this many bytes by deleting the oldest segments,
+    /// and with them the keys whose newest value they hold (least-recently-stored eviction,
+    /// like `diskcache`'s default). Enforced by the background thread, which a write wakes
+    /// as soon as a new segment takes the store over the limit; the newest segment is never
+    /// evicted, so the store can exceed the limit by up to one segment. `None`: no limit.
+    pub max_disk_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -60,6 +66,7 @@ impl Default for Options {
             compaction_dead_ratio: 0.5,
             compaction_dead_bytes: 256 << 20,
             compaction_interval: Duration::from_secs(1),
+            max_disk_bytes: None,
         }
     }
 }
@@ -110,6 +117,12 @@ impl Options {
     /// Sets [`Options::compaction_interval`].
     pub fn compaction_interval(mut self, every: Duration) -> Self {
         self.compaction_interval = every;
+        self
+    }
+
+    /// Sets [`Options::max_disk_bytes`].
+    pub fn max_disk_bytes(mut self, limit: Option<u64>) -> Self {
+        self.max_disk_bytes = limit;
         self
     }
 

@@ -12,6 +12,7 @@ use crate::batch::{BatchOp, WriteBatch};
 use crate::clock::{expiry_after, now_ms, now_ms_for};
 use crate::compaction::{self, CompactionStats};
 use crate::error::{Error, IoContext, Result};
+use crate::eviction;
 use crate::group_commit::GroupCommit;
 use crate::hint;
 use crate::keydir::{KeyDir, Location};
@@ -20,8 +21,8 @@ use crate::options::{Durability, Options};
 use crate::record::{self, FLAG_BATCH_CONTINUES, FLAG_TOMBSTONE};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
-use crate::worker::Worker;
-use crate::writer::{SegmentMap, Writer};
+use crate::worker::{Signal, Worker};
+use crate::writer::{Appended, SegmentMap, Writer};
 
 /// How often a read retries when compaction removed the segment it was about to read.
 const MISSING_SEGMENT_RETRIES: usize = 8;
@@ -65,6 +66,9 @@ pub(crate) struct Inner {
     closing: AtomicBool,
     compactions: AtomicU64,
     compaction_errors: AtomicU64,
+    evictions: AtomicU64,
+    /// Wakes the background thread.
+    pub(crate) signal: Signal,
     _lock: DirLock,
 }
 
@@ -85,8 +89,11 @@ pub struct StoreStats {
     pub syncs: u64,
     /// Compactions completed since open, explicit and automatic.
     pub compactions: u64,
-    /// Automatic compactions or hint writes that failed since open (they are retried).
+    /// Background compactions, hint writes or evictions that failed since open (they are
+    /// retried).
     pub compaction_errors: u64,
+    /// Keys evicted to stay within `Options::max_disk_bytes` since open.
+    pub evictions: u64,
 }
 
 /// Iterator over a snapshot of the live keys, in no particular order.
@@ -142,9 +149,11 @@ impl Store {
             closing: AtomicBool::new(false),
             compactions: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            signal: Signal::default(),
             _lock: lock,
         });
-        let worker = if inner.options.auto_compaction {
+        let worker = if inner.options.auto_compaction || inner.options.max_disk_bytes.is_some() {
             let worker =
                 Worker::spawn(Arc::clone(&inner)).context("starting the compaction thread")?;
             Some(worker)
@@ -250,6 +259,7 @@ impl Store {
         let at = writer.append(len, &self.inner.segments, |buf| {
             record::encode_into(buf, 0, expires_at, key, value)
         })?;
+        self.inner.after_append(&at);
         let loc = Location {
             segment: at.segment,
             offset: at.offset as u32,
@@ -273,6 +283,7 @@ impl Store {
         let at = writer.append(len, &self.inner.segments, |buf| {
             record::encode_into(buf, FLAG_TOMBSTONE, 0, key, &[])
         })?;
+        self.inner.after_append(&at);
         self.inner
             .keydir
             .write()
@@ -315,6 +326,7 @@ impl Store {
                 }
             }
         })?;
+        self.inner.after_append(&at);
         let now = now_ms();
         let mut keydir = self.inner.keydir.write();
         let mut offset = at.offset;
@@ -376,7 +388,9 @@ impl Store {
         let _guard = self.inner.compaction_lock.lock();
         self.inner.writer.lock().seal_active(&self.inner.segments)?;
         let inputs = Inner::select_all_dirty(&self.inner.sealed_usage());
-        self.inner.run_compaction(&inputs)
+        let stats = self.inner.run_compaction(&inputs)?;
+        self.inner.evict_to_limit()?;
+        Ok(stats)
     }
 
     fn stop_background(&mut self) {
@@ -406,6 +420,7 @@ impl Store {
             syncs: self.inner.commit.syncs(),
             compactions: self.inner.compactions.load(AtomicOrdering::Relaxed),
             compaction_errors: self.inner.compaction_errors.load(AtomicOrdering::Relaxed),
+            evictions: self.inner.evictions.load(AtomicOrdering::Relaxed),
         }
     }
 }
@@ -555,9 +570,32 @@ impl Inner {
                 }
             }
         }
-        let inputs = self.select_auto();
-        if !inputs.is_empty() && !self.is_closing() && self.run_compaction(&inputs).is_err() {
+        if self.options.auto_compaction {
+            let inputs = self.select_auto();
+            if !inputs.is_empty() && !self.is_closing() && self.run_compaction(&inputs).is_err() {
+                self.compaction_errors.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+        }
+        if self.evict_to_limit().is_err() {
             self.compaction_errors.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Evicts the oldest segments while the store is over `max_disk_bytes`. The caller holds
+    /// the compaction lock.
+    fn evict_to_limit(&self) -> Result<()> {
+        if let Some(limit) = self.options.max_disk_bytes {
+            let evicted = eviction::evict_to_limit(self, limit)?;
+            self.evictions.fetch_add(evicted, AtomicOrdering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Called after each append: a write that started a new segment may have taken the store
+    /// over its size limit, so wake the background thread to evict.
+    fn after_append(&self, at: &Appended) {
+        if at.offset == SEGMENT_HEADER_LEN as u64 && self.options.max_disk_bytes.is_some() {
+            self.signal.kick();
         }
     }
 }

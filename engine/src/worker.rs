@@ -1,5 +1,5 @@
-//! The background thread: writes hint files for sealed segments and compacts when enough of
-//! the log is dead.
+//! The background thread: writes hint files for sealed segments, compacts when enough of the
+//! log is dead, and evicts the oldest segments when the store is over its size limit.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -8,37 +8,64 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::store::Inner;
 
+/// How the store talks to its background thread.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    stop: bool,
+    kicked: bool,
+}
+
+impl Signal {
+    /// Asks for a pass now rather than at the next interval.
+    pub fn kick(&self) {
+        self.state.lock().kicked = true;
+        self.cv.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.cv.notify_all();
+    }
+}
+
 /// Handle to the background thread; stopping it waits for it to finish.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    inner: Arc<Inner>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Starts the thread.
     pub fn spawn(inner: Arc<Inner>) -> std::io::Result<Worker> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = Arc::clone(&stop);
+        let shared = Arc::clone(&inner);
         let handle = thread::Builder::new()
-            .name("logcache-compaction".into())
+            .name("logcache-background".into())
             .spawn(move || {
-                let interval = inner.options.compaction_interval;
+                let interval = shared.options.compaction_interval;
                 loop {
                     {
-                        let mut stopped = signal.0.lock();
-                        if !*stopped {
-                            signal.1.wait_for(&mut stopped, interval);
+                        let signal = &shared.signal;
+                        let mut state = signal.state.lock();
+                        if !state.stop && !state.kicked {
+                            signal.cv.wait_for(&mut state, interval);
                         }
-                        if *stopped {
+                        if state.stop {
                             return;
                         }
+                        state.kicked = false;
                     }
-                    inner.background_pass();
+                    shared.background_pass();
                 }
             })?;
         Ok(Worker {
-            stop,
+            inner,
             handle: Some(handle),
         })
     }
@@ -46,8 +73,7 @@ impl Worker {
     /// Asks the thread to stop and waits for it. A compaction in progress notices the store's
     /// closing flag and stops early.
     pub fn stop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        self.inner.signal.stop();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }

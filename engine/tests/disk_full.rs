@@ -61,7 +61,13 @@ fn fill(store: &Store, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, start: usize) -> 
     unreachable!()
 }
 
+/// The tests of this file run one at a time: each runs `mount`, and a child process forked
+/// while the other test's store is open inherits its lock file descriptor until it execs,
+/// which can make that test's reopen see `Error::Locked` for an instant.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(durability: Durability, max_segment_size: u64) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(disk) = SmallDisk::mount(256 << 10) else {
         return;
     };

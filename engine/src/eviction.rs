@@ -1,0 +1,82 @@
+//! Size-limit eviction: delete the oldest segments, and the keys whose newest value they
+//! hold, until the store fits in `Options::max_disk_bytes` (least-recently-stored).
+//!
+//! Deleting the oldest segment can never bring a value back: no older segment exists for a
+//! tombstone in it to be hiding. Keys whose newest record is in it simply disappear.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::keydir::Location;
+use crate::record;
+use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
+use crate::store::Inner;
+
+/// Evicts oldest sealed segments while the store is over `limit` bytes; returns how many keys
+/// were evicted. The caller holds the compaction lock.
+pub(crate) fn evict_to_limit(inner: &Inner, limit: u64) -> Result<u64> {
+    let mut evicted = 0;
+    loop {
+        let (total, oldest) = {
+            let segments = inner.segments.read();
+            let total: u64 = segments.values().map(|s| s.file_len()).sum();
+            (total, segments.values().next().cloned())
+        };
+        let Some(oldest) = oldest.filter(|s| s.is_sealed()) else {
+            return Ok(evicted);
+        };
+        if total <= limit || inner.is_closing() {
+            return Ok(evicted);
+        }
+        evicted += evict_segment(inner, &oldest)?;
+    }
+}
+
+/// Removes one (the oldest) segment and every key whose newest record it holds.
+fn evict_segment(inner: &Inner, seg: &Arc<Segment>) -> Result<u64> {
+    let len = seg.file_len();
+    let bytes = seg.read(0, len as usize)?;
+    let mut doomed: Vec<(Box<[u8]>, Location)> = Vec::new();
+    let mut offset = SEGMENT_HEADER_LEN;
+    {
+        let keydir = inner.keydir.read();
+        while offset < bytes.len() {
+            let rec = record::decode(&bytes[offset..]).map_err(|e| Error::Corrupt {
+                segment: seg.id(),
+                offset: offset as u64,
+                reason: e.reason(),
+            })?;
+            if keydir
+                .get(rec.key)
+                .is_some_and(|l| l.segment == seg.id() && l.offset as usize == offset)
+            {
+                let at = Location {
+                    segment: seg.id(),
+                    offset: offset as u32,
+                    len: rec.encoded_len() as u32,
+                    expires_at: rec.expires_at,
+                };
+                doomed.push((rec.key.into(), at));
+            }
+            offset += rec.encoded_len();
+        }
+    }
+    {
+        let mut keydir = inner.keydir.write();
+        for (key, at) in &doomed {
+            keydir.remove_if_at(key, at);
+        }
+        keydir.forget_segments(&BTreeSet::from([seg.id()]));
+    }
+    inner.segments.write().remove(&seg.id());
+    fs::remove_file(segment::path(&inner.dir, seg.id())).context("removing an evicted segment")?;
+    segment::sync_dir(&inner.dir)?;
+    match fs::remove_file(inner.dir.join(segment::file_name(seg.id(), FileKind::Hint))) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("removing a hint file", e)),
+    }
+    Ok(doomed.len() as u64)
+}
