@@ -1,6 +1,67 @@
 //! `logcache`: a persistent, typed cache and memoization for Rust.
 //!
-//! The typed API (memory, disk and Redis backends) is being built; for now this crate
-//! re-exports the storage engine.
+//! Programs that call slow or costly functions (an LLM call returning a structured result, a
+//! remote API, a heavy computation) memoize them: the first call computes, later calls, even
+//! after a restart, return the stored result in microseconds. Python does this in three
+//! tiers, `functools.cache`, `diskcache` and Redis, behind one decorator; logcache gives Rust
+//! the same tiers behind one typed API:
+//!
+//! - [`Cache::memory`]: in this process, bounded by entries or bytes;
+//! - [`Cache::open`]: on disk, on logcache's own crash-safe engine ([`engine`]);
+//! - any [`Backend`], with a memory tier in front if wanted ([`CacheBuilder::memory_tier`]).
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use logcache::memoize;
+//!
+//! #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+//! struct UserDetail {
+//!     name: String,
+//!     age: u8,
+//! }
+//!
+//! static CACHE: std::sync::LazyLock<logcache::Cache> =
+//!     std::sync::LazyLock::new(|| logcache::Cache::memory(1000));
+//!
+//! #[memoize(cache = CACHE, ttl = "1h")]
+//! fn extract(text: &str) -> UserDetail {
+//!     // Imagine a slow LLM call here.
+//!     UserDetail { name: text.split(' ').next().unwrap().into(), age: 25 }
+//! }
+//!
+//! assert_eq!(extract("Jason is 25").name, "Jason"); // computed
+//! assert_eq!(extract("Jason is 25").name, "Jason"); // from the cache
+//! assert_eq!(CACHE.stats().total.hits, 1);
+//! ```
+//!
+//! Values are encoded with serde (bincode) together with a fingerprint of their type's shape:
+//! reading a value as another type, or an old shape of the same type, is
+//! [`Error::Decode`] for [`Cache::get`] and a miss (recompute, overwrite) for memoization.
 
+#![warn(missing_docs)]
+
+mod backend;
+mod builder;
+mod cache;
+mod codec;
+mod disk;
+mod envelope;
+mod error;
+mod fingerprint;
+mod flight;
+pub mod memo;
+mod memory;
+mod stats;
+mod tiered;
+
+pub use backend::Backend;
+pub use builder::CacheBuilder;
+pub use cache::{Cache, DEFAULT_NAMESPACE, SetOptions};
+pub use disk::DiskBackend;
+pub use error::{Error, Result};
+pub use fingerprint::type_fingerprint;
 pub use logcache_engine as engine;
+pub use logcache_macros::memoize;
+pub use memory::{MemoryBackend, MemoryLimit};
+pub use stats::{CacheStats, Counts};
+pub use tiered::TieredBackend;

@@ -1,0 +1,193 @@
+//! Single flight: when many threads or tasks miss on the same key at once, one (the leader)
+//! computes and the others wait for its result instead of computing it again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::{Condvar, Mutex};
+
+/// The flights in progress, by storage key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Flight {
+    state: Mutex<FlightState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct FlightState {
+    /// The encoded result, once the leader has one.
+    result: Option<Arc<[u8]>>,
+    /// The leader gave up (its computation failed or panicked): waiters try themselves.
+    abandoned: bool,
+    wakers: Vec<Waker>,
+}
+
+/// What joining a flight made of the caller.
+pub(crate) enum Role<'a> {
+    /// Compute, then [`Leader::finish`].
+    Leader(Leader<'a>),
+    /// Wait for the leader.
+    Follower(Arc<Flight>),
+}
+
+/// The caller that computes. Dropping it without finishing (an error, a panic, a cancelled
+/// future) releases the waiters to try on their own.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: Vec<u8>,
+    flight: Arc<Flight>,
+}
+
+impl Flights {
+    /// Leads the flight for `key`, or follows the one in progress.
+    pub fn join(&self, key: &[u8]) -> Role<'_> {
+        let mut map = self.map.lock();
+        if let Some(flight) = map.get(key) {
+            return Role::Follower(Arc::clone(flight));
+        }
+        let flight = Arc::new(Flight::default());
+        map.insert(key.to_vec(), Arc::clone(&flight));
+        Role::Leader(Leader {
+            flights: self,
+            key: key.to_vec(),
+            flight,
+        })
+    }
+}
+
+impl Leader<'_> {
+    /// Hands the encoded result to every waiter.
+    pub fn finish(self, result: Arc<[u8]>) {
+        self.flight.state.lock().result = Some(result);
+        // Drop does the rest: leave the map, wake everyone.
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.flights.map.lock().remove(&self.key);
+        let wakers = {
+            let mut state = self.flight.state.lock();
+            if state.result.is_none() {
+                state.abandoned = true;
+            }
+            std::mem::take(&mut state.wakers)
+        };
+        self.flight.done.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+impl Flight {
+    /// Blocks until the leader is done: its result, or `None` if it gave up.
+    pub fn wait(&self) -> Option<Arc<[u8]>> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(r) = &state.result {
+                return Some(Arc::clone(r));
+            }
+            if state.abandoned {
+                return None;
+            }
+            self.done.wait(&mut state);
+        }
+    }
+
+    /// Waits without blocking the thread.
+    pub fn wait_async(self: Arc<Self>) -> FlightWait {
+        FlightWait { flight: self }
+    }
+}
+
+/// Future of [`Flight::wait_async`].
+pub(crate) struct FlightWait {
+    flight: Arc<Flight>,
+}
+
+impl Future for FlightWait {
+    type Output = Option<Arc<[u8]>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.flight.state.lock();
+        if let Some(r) = &state.result {
+            return Poll::Ready(Some(Arc::clone(r)));
+        }
+        if state.abandoned {
+            return Poll::Ready(None);
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn followers_get_the_leaders_result() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(b"k") else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(f) = flights.join(b"k") else {
+            panic!("second caller follows")
+        };
+        assert!(matches!(flights.join(b"other"), Role::Leader(_)));
+        thread::scope(|s| {
+            let waiter = s.spawn(|| f.wait());
+            thread::sleep(Duration::from_millis(20));
+            leader.finish(Arc::from(&b"result"[..]));
+            assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"result"[..]));
+        });
+        assert!(
+            matches!(flights.join(b"k"), Role::Leader(_)),
+            "the flight is over"
+        );
+    }
+
+    #[test]
+    fn a_dropped_leader_releases_followers_empty_handed() {
+        let flights = Flights::default();
+        let leader = flights.join(b"k");
+        let Role::Follower(f) = flights.join(b"k") else {
+            panic!()
+        };
+        drop(leader);
+        assert_eq!(f.wait(), None);
+        let waited = futures_executor::block_on(Arc::clone(&f).wait_async());
+        assert_eq!(waited, None);
+    }
+
+    #[test]
+    fn async_followers_are_woken() {
+        let flights = Flights::default();
+        let Role::Leader(leader) = flights.join(b"k") else {
+            panic!()
+        };
+        let Role::Follower(f) = flights.join(b"k") else {
+            panic!()
+        };
+        thread::scope(|s| {
+            let waiter = s.spawn(move || futures_executor::block_on(f.wait_async()));
+            thread::sleep(Duration::from_millis(20));
+            leader.finish(Arc::from(&b"r"[..]));
+            assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"r"[..]));
+        });
+    }
+}
