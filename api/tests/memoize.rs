@@ -33,7 +33,7 @@ fn extract(text: &str) -> UserDetail {
     }
     UserDetail {
         name,
-        age: words.last().and_then(|w| w.parse().ok()).unwrap_or(0),
+        age: words.next_back().and_then(|w| w.parse().ok()).unwrap_or(0),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Fixture, UserDetail, v2};
 use logcache::memo::{self, MemoSpec};
 use logcache::{Cache, Error, SetOptions};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 fn jason() -> UserDetail {
     UserDetail {
