@@ -10,6 +10,7 @@
 //!   fingerprint, envelope, namespace generation, statistics on top);
 //! - typed memory: the same calls on `Cache::memory`;
 //! - memoized hit: `get_or_insert_with` that finds the value.
+//!
 //! `Durability::None` for both disk runs. Median (min–max) of REPETITIONS runs (default 3).
 
 use std::hint::black_box;
