@@ -161,6 +161,17 @@ impl Cache {
 
     /// The same cache seen through namespace `name`: its own keys, statistics and
     /// [`clear`](Cache::clear). Memoized functions use their path as namespace.
+    ///
+    /// ```
+    /// let cache = logcache::Cache::memory(100);
+    /// let sessions = cache.namespace("sessions");
+    /// sessions.set("s1", &1u8)?;
+    /// cache.set("s1", &2u8)?; // another namespace, another key
+    /// sessions.clear()?;      // O(1)
+    /// assert_eq!(sessions.get::<u8>("s1")?, None);
+    /// assert_eq!(cache.get::<u8>("s1")?, Some(2));
+    /// # Ok::<(), logcache::Error>(())
+    /// ```
     pub fn namespace(&self, name: &str) -> Cache {
         let namespace: Arc<str> = Arc::from(name);
         Cache {
@@ -344,6 +355,18 @@ impl Cache {
     }
 
     /// Stores `value` under `key` with a TTL and tags.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logcache::SetOptions;
+    /// let cache = logcache::Cache::memory(100);
+    /// let opts = SetOptions::new().ttl(Duration::from_secs(60)).tag("user:7");
+    /// cache.set_with("profile:7", &"Ann".to_string(), &opts)?;
+    /// cache.set_with("orders:7", &vec![1u32, 2], &opts)?;
+    /// cache.evict_tag("user:7")?; // both gone at once
+    /// assert_eq!(cache.get::<String>("profile:7")?, None);
+    /// # Ok::<(), logcache::Error>(())
+    /// ```
     pub fn set_with<T: Serialize + DeserializeOwned + 'static>(
         &self,
         key: &(impl Serialize + ?Sized),
@@ -496,6 +519,14 @@ impl Cache {
     /// The value under `key`, or `f()` stored under it if there is none. When many threads
     /// miss on the same key at once, `f` runs once and all of them get its result. A stored
     /// value that no longer decodes as `T` is recomputed and overwritten.
+    ///
+    /// ```
+    /// let cache = logcache::Cache::memory(100);
+    /// let slow_square = |n: u64| n * n; // imagine seconds of work
+    /// assert_eq!(cache.get_or_insert_with(&("square", 12), || slow_square(12))?, 144);
+    /// assert_eq!(cache.get_or_insert_with(&("square", 12), || -> u64 { unreachable!() })?, 144);
+    /// # Ok::<(), logcache::Error>(())
+    /// ```
     pub fn get_or_insert_with<T, F>(&self, key: &(impl Serialize + ?Sized), f: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -521,6 +552,16 @@ impl Cache {
 
     /// The value under `key`, or the `Ok` of `f()` stored under it. An `Err` is returned
     /// and not cached: the next call runs `f` again. Cache errors convert into `E`.
+    ///
+    /// ```
+    /// let cache = logcache::Cache::memory(100);
+    /// let down: Result<u32, logcache::Error> = cache.try_get_or_insert_with("k", || {
+    ///     Err(logcache::Error::Backend { backend: "api", message: "503".into() })
+    /// });
+    /// assert!(down.is_err());
+    /// assert_eq!(cache.try_get_or_insert_with("k", || Ok::<_, logcache::Error>(7u32))?, 7);
+    /// # Ok::<(), logcache::Error>(())
+    /// ```
     pub fn try_get_or_insert_with<T, E, F>(
         &self,
         key: &(impl Serialize + ?Sized),

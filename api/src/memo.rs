@@ -127,6 +127,18 @@ impl<E> From<Error> for MemoError<E> {
 
 /// Returns the cached result of `f` for these arguments, or runs it and caches the result.
 /// Cache failures never fail the call: they are counted in the statistics and `f` runs.
+///
+/// The function form of `#[memoize]`, for methods and closures:
+///
+/// ```
+/// use logcache::memo::{self, MemoSpec};
+/// let cache = logcache::Cache::memory(100);
+/// let spec = MemoSpec::new("my_app::Client::lookup");
+/// let lookup = |id: u32| memo::memoize(&cache, &spec, memo::encode_args(&(id,)), || id * 10);
+/// assert_eq!(lookup(4), 40);
+/// assert_eq!(lookup(4), 40); // from the cache
+/// assert_eq!(cache.stats().total.hits, 1);
+/// ```
 pub fn memoize<T, F>(cache: &Cache, spec: &MemoSpec, args: Option<Vec<u8>>, f: F) -> T
 where
     T: Serialize + DeserializeOwned + 'static,
