@@ -213,7 +213,7 @@ impl Cache {
     }
 
     /// The backend key for `key`, and the user key's encoding (for messages).
-    fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, Vec<u8>)> {
         let encoded = codec::encode(key).map_err(|message| Error::Encode {
             what: "key",
             message,

@@ -49,6 +49,9 @@ mod envelope;
 mod error;
 mod fingerprint;
 mod flight;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod memo;
 mod memory;
 mod stats;

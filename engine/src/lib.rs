@@ -25,6 +25,9 @@ mod clock;
 mod compaction;
 mod error;
 mod eviction;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod group_commit;
 mod hint;
 mod keydir;

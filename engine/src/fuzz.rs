@@ -1,0 +1,341 @@
+//! Fuzz target bodies (feature `fuzzing`). The cargo-fuzz targets in `fuzz/` call these, and
+//! `engine/tests/fuzz_corpus.rs` runs them over the committed corpus and random inputs, so
+//! `cargo test` exercises them without a nightly toolchain. Each body panics on a violated
+//! invariant and on nothing else.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::hint;
+use crate::record;
+use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN};
+use crate::{Durability, Error, Options, Store, WriteBatch};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One step of the model test.
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Put(u8, Value),
+    PutExpired(u8, Value),
+    Delete(u8),
+    Get(u8),
+    Batch(Vec<(u8, Option<Value>)>),
+    Flush,
+    Sync,
+    Compact,
+    Reopen,
+}
+
+/// A value of 0 to 255 bytes, or a larger one.
+#[derive(Debug)]
+struct Value(Vec<u8>);
+
+impl<'a> Arbitrary<'a> for Value {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = if u.ratio(1, 8)? {
+            u.int_in_range(256..=2000)?
+        } else {
+            u.int_in_range(0..=255)?
+        };
+        let fill: u8 = u.arbitrary()?;
+        Ok(Value(vec![fill; len]))
+    }
+}
+
+fn key(k: u8) -> Vec<u8> {
+    vec![b'k', k % 32]
+}
+
+fn options(u: &mut Unstructured<'_>) -> arbitrary::Result<Options> {
+    let durability = *u.choose(&[Durability::None, Durability::Flush, Durability::Sync])?;
+    let segment = *u.choose(&[200u64, 1024, 1 << 20])?;
+    Ok(Options::default()
+        .durability(durability)
+        .max_segment_size(segment)
+        .auto_compaction(false))
+}
+
+fn contents(store: &Store) -> Model {
+    store
+        .keys()
+        .map(|k| {
+            let v = store
+                .get(&k)
+                .expect("a listed key reads")
+                .expect("a listed key has a value");
+            (k, v)
+        })
+        .collect()
+}
+
+/// Arbitrary operations against a `BTreeMap` model, checked after every step and after a
+/// final reopen.
+pub fn ops_model(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(opts) = options(&mut u) else { return };
+    let Ok(ops) = u
+        .arbitrary_iter::<Op>()
+        .and_then(|it| it.take(64).collect::<arbitrary::Result<Vec<Op>>>())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(dir.path(), opts.clone()).expect("open");
+    let mut model = Model::new();
+    for op in ops {
+        match op {
+            Op::Put(k, Value(v)) => {
+                store.put(&key(k), &v).expect("put");
+                model.insert(key(k), v);
+            }
+            Op::PutExpired(k, Value(v)) => {
+                store.put_expiring_at(&key(k), &v, 1).expect("put");
+                model.remove(&key(k));
+            }
+            Op::Delete(k) => {
+                let existed = store.delete(&key(k)).expect("delete");
+                assert_eq!(existed, model.remove(&key(k)).is_some());
+            }
+            Op::Get(k) => assert_eq!(
+                store.get(&key(k)).expect("get"),
+                model.get(&key(k)).cloned()
+            ),
+            Op::Batch(entries) => {
+                let mut batch = WriteBatch::new();
+                for (k, v) in entries.into_iter().take(16) {
+                    match v {
+                        Some(Value(v)) => {
+                            batch.put(&key(k), &v);
+                            model.insert(key(k), v);
+                        }
+                        None => {
+                            batch.delete(&key(k));
+                            model.remove(&key(k));
+                        }
+                    }
+                }
+                store.write_batch(&batch).expect("batch");
+            }
+            Op::Flush => store.flush().expect("flush"),
+            Op::Sync => store.sync().expect("sync"),
+            Op::Compact => {
+                store.compact().expect("compact");
+                assert_eq!(store.stats().dead_bytes, 0);
+            }
+            Op::Reopen => {
+                drop(store);
+                store = Store::open(dir.path(), opts.clone()).expect("reopen");
+                assert_eq!(store.recovery_report().torn_tail, None);
+            }
+        }
+        assert_eq!(store.len(), model.len());
+    }
+    assert_eq!(contents(&store), model);
+    drop(store);
+    let store = Store::open(dir.path(), opts).expect("final reopen");
+    assert_eq!(contents(&store), model);
+}
+
+/// A write of the crash test: a put, a delete or a two-key batch.
+#[derive(Debug, Arbitrary)]
+enum Write {
+    Put(u8, Value),
+    Delete(u8),
+    Batch(u8, u8, Value),
+}
+
+fn apply(model: &mut Model, w: &Write) {
+    match w {
+        Write::Put(k, Value(v)) => {
+            model.insert(key(*k), v.clone());
+        }
+        Write::Delete(k) => {
+            model.remove(&key(*k));
+        }
+        Write::Batch(a, b, Value(v)) => {
+            model.insert(key(*a), v.clone());
+            model.remove(&key(*b));
+        }
+    }
+}
+
+fn newest_segment(dir: &Path) -> Option<(std::path::PathBuf, u64, u64)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let (id, kind, temp) = segment::parse_file_name(p.file_name()?.to_str()?)?;
+            (kind == FileKind::Data && !temp).then_some((p, id))
+        })
+        .collect();
+    files.sort_by_key(|(_, id)| *id);
+    let (path, id) = files.pop()?;
+    let len = fs::metadata(&path).ok()?.len();
+    Some((path, id, len))
+}
+
+/// Writes, a sync at some point, more writes, then a simulated crash: the newest segment is
+/// cut at any byte after the last sync (a torn write or lost unsynced data) and bytes after
+/// the sync are flipped. After reopening, the store must hold exactly the writes before the
+/// first damaged one, which include every synced write.
+pub fn crash_recovery(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(writes) = u
+        .arbitrary_iter::<Write>()
+        .and_then(|it| it.take(48).collect::<arbitrary::Result<Vec<Write>>>())
+    else {
+        return;
+    };
+    if writes.is_empty() {
+        return;
+    }
+    let synced = u.int_in_range(0..=writes.len()).unwrap_or(0);
+    let opts = Options::default()
+        .durability(Durability::Flush)
+        .max_segment_size(*u.choose(&[300u64, 2048]).unwrap_or(&2048))
+        .auto_compaction(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Where each write's records end: (segment id, end offset).
+    let mut ends: Vec<(u64, u64)> = Vec::new();
+    let mut synced_end = (0u64, 0u64);
+    {
+        let store = Store::open(dir.path(), opts.clone()).expect("open");
+        for (i, w) in writes.iter().enumerate() {
+            match w {
+                Write::Put(k, Value(v)) => store.put(&key(*k), v).expect("put"),
+                Write::Delete(k) => {
+                    store.delete(&key(*k)).expect("delete");
+                }
+                Write::Batch(a, b, Value(v)) => {
+                    let mut batch = WriteBatch::new();
+                    batch.put(&key(*a), v).delete(&key(*b));
+                    store.write_batch(&batch).expect("batch");
+                }
+            }
+            let end = newest_segment(dir.path()).map_or((0, 0), |(_, id, len)| (id, len));
+            ends.push(end);
+            if i + 1 == synced {
+                store.sync().expect("sync");
+                synced_end = end;
+            }
+        }
+        // With `Durability::Flush` every write is already in the file: dropping the store
+        // leaves the same bytes a killed process would.
+        drop(store);
+    }
+    let Some((path, newest, len)) = newest_segment(dir.path()) else {
+        return;
+    };
+    // Only bytes after the last sync of the newest segment may be lost or damaged.
+    let floor = if synced_end.0 == newest {
+        synced_end.1
+    } else {
+        SEGMENT_HEADER_LEN as u64
+    };
+    let cut = u.int_in_range(floor..=len).unwrap_or(len);
+    let mut bytes = fs::read(&path).expect("read segment");
+    bytes.truncate(cut as usize);
+    let mut first_damage = cut;
+    for _ in 0..u.int_in_range(0..=3u8).unwrap_or(0) {
+        if cut <= floor {
+            break;
+        }
+        let at = u.int_in_range(floor..=cut - 1).unwrap_or(floor);
+        let mask = u.int_in_range(1..=255u8).unwrap_or(1);
+        bytes[at as usize] ^= mask;
+        first_damage = first_damage.min(at);
+    }
+    fs::write(&path, &bytes).expect("write segment");
+
+    let store = Store::open(dir.path(), opts).expect("a crashed store opens");
+    // The writes that lie wholly before the first damaged byte survive, and no more.
+    let kept = ends
+        .iter()
+        .take_while(|(seg, end)| *seg < newest || *end <= first_damage)
+        .count();
+    assert!(
+        kept >= synced,
+        "a synced write was lost: kept {kept} of {synced} synced"
+    );
+    let mut model = Model::new();
+    for w in &writes[..kept] {
+        apply(&mut model, w);
+    }
+    assert_eq!(
+        contents(&store),
+        model,
+        "cut at {cut}, first damage at {first_damage}"
+    );
+}
+
+/// Arbitrary bytes as the records of a segment file (after a valid header, or as the whole
+/// file): opening must give a typed error or a store whose every read is a value or a typed
+/// error. Never a panic.
+pub fn record_decode(data: &[u8]) {
+    let _ = record::decode(data);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let id = segment::WRITER_ID_STRIDE;
+    let mut file = if data.first().is_some_and(|b| b & 1 == 0) {
+        segment::encode_header(id, FileKind::Data).to_vec()
+    } else {
+        Vec::new()
+    };
+    file.extend_from_slice(data.get(1..).unwrap_or_default());
+    fs::write(segment::path(dir.path(), id), &file).expect("write");
+    check_opens_cleanly(dir.path());
+}
+
+/// Arbitrary bytes as the hint file of a valid segment: the hint is used only if it is
+/// valid, and even a hint that passes validation but lies never makes a read return a wrong
+/// value.
+pub fn hint_decode(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let truth: Model = {
+        let store =
+            Store::open(dir.path(), Options::default().auto_compaction(false)).expect("open");
+        for i in 0..8u8 {
+            store
+                .put(&[b'k', i], &vec![i; usize::from(i) * 3])
+                .expect("put");
+        }
+        store.delete(&[b'k', 3]).expect("delete");
+        let truth = contents(&store);
+        store.close().expect("close");
+        truth
+    };
+    let (path, id, len) = newest_segment(dir.path()).expect("a segment");
+    let _ = hint::load(data, id, len, |_| ());
+    fs::write(path.with_extension("hint"), data).expect("write hint");
+    let store = match Store::open(dir.path(), Options::default().auto_compaction(false)) {
+        Ok(store) => store,
+        Err(e) => panic!("a bad hint must fall back to a scan, not fail the open: {e}"),
+    };
+    for k in store.keys() {
+        match store.get(&k) {
+            Ok(Some(v)) => assert_eq!(Some(&v), truth.get(&k), "a wrong value for {k:?}"),
+            Ok(None) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    if store.recovery_report().hints_used == 0 {
+        assert_eq!(
+            contents(&store),
+            truth,
+            "a rejected hint falls back to the scan"
+        );
+    }
+}
+
+fn check_opens_cleanly(dir: &Path) {
+    let opts = Options::default().auto_compaction(false);
+    if let Ok(store) = Store::open(dir, opts) {
+        for k in store.keys() {
+            let _ = store.get(&k);
+        }
+        let _ = store.stats();
+    }
+}
