@@ -237,9 +237,8 @@ pub fn crash_recovery(data: &[u8]) {
         SEGMENT_HEADER_LEN as u64
     };
     let cut = u.int_in_range(floor..=len).unwrap_or(len);
-    let mut bytes = fs::read(&path).expect("read segment");
-    bytes.truncate(cut as usize);
-    let mut first_damage = cut;
+    let original = fs::read(&path).expect("read segment");
+    let mut bytes = original[..cut as usize].to_vec();
     for _ in 0..u.int_in_range(0..=3u8).unwrap_or(0) {
         if cut <= floor {
             break;
@@ -247,8 +246,13 @@ pub fn crash_recovery(data: &[u8]) {
         let at = u.int_in_range(floor..=cut - 1).unwrap_or(floor);
         let mask = u.int_in_range(1..=255u8).unwrap_or(1);
         bytes[at as usize] ^= mask;
-        first_damage = first_damage.min(at);
     }
+    // Two flips of one byte can cancel out: the damage starts where the bytes differ.
+    let first_damage = bytes
+        .iter()
+        .zip(&original)
+        .position(|(a, b)| a != b)
+        .map_or(cut, |at| at as u64);
     fs::write(&path, &bytes).expect("write segment");
 
     let store = Store::open(dir.path(), opts).expect("a crashed store opens");

@@ -25,6 +25,9 @@ mod clock;
 mod compaction;
 mod error;
 mod eviction;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod faults;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

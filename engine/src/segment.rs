@@ -255,6 +255,11 @@ impl Segment {
     /// Writes `bytes` at the end of the file (only the writer calls this).
     pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
         let at = self.file_len();
+        #[cfg(feature = "fault-injection")]
+        if let Some((written, e)) = crate::faults::on_write(bytes.len()) {
+            self.file.write_all_at(&bytes[..written], at)?;
+            return Err(e);
+        }
         self.file.write_all_at(bytes, at)?;
         self.file_len
             .store(at + bytes.len() as u64, Ordering::Release);
@@ -270,6 +275,8 @@ impl Segment {
 
     /// fdatasync of the file.
     pub fn sync_data(&self) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        crate::faults::on_sync()?;
         self.file.sync_data()
     }
 
@@ -284,6 +291,8 @@ impl Segment {
         if end > self.file_len() {
             return Err(out_of_range());
         }
+        #[cfg(feature = "fault-injection")]
+        crate::faults::on_read().context("reading a record")?;
         match &self.map {
             Some(map) => Ok(Cow::Borrowed(&map[offset as usize..end as usize])),
             None => {

@@ -127,3 +127,37 @@ fn disk_full_with_flush_durability() {
 fn disk_full_with_sync_durability_and_rotation() {
     run(Durability::Sync, 8 << 10);
 }
+
+/// Without write permission (here: a read-only filesystem, since root ignores file modes)
+/// opening is a typed error, and the data stays readable once the filesystem is writable.
+#[test]
+fn a_read_only_filesystem_is_a_typed_error() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(disk) = SmallDisk::mount(1 << 20) else {
+        return;
+    };
+    let store_dir = disk.path.join("store");
+    {
+        let store = Store::open(&store_dir, common::manual()).unwrap();
+        store.put(b"k", b"v").unwrap();
+    }
+    let remount = |mode: &str| {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&disk.path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {mode}");
+    };
+    remount("ro");
+    for dir in [store_dir.clone(), disk.path.join("new")] {
+        match Store::open(&dir, common::manual()) {
+            Err(Error::Io { .. }) => {}
+            other => panic!("expected an I/O error on a read-only filesystem, got {other:?}"),
+        }
+    }
+    remount("rw");
+    let store = Store::open(&store_dir, common::manual()).unwrap();
+    assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+}

@@ -28,12 +28,17 @@ fn main() {
         Ok("writer") => child_writer(),
         Ok("hold_lock") => child_hold_lock(),
         Ok("compact_writer") => child_compact_writer(),
+        Ok("truncate_mapped") => child_truncate_mapped(),
         _ => run_tests(),
     }
 }
 
 fn run_tests() {
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
+        (
+            "a_segment_truncated_under_an_open_store_kills_the_reader_with_sigbus",
+            truncated_under_an_open_store,
+        ),
         (
             "sigkill_during_sync_writes_loses_no_acknowledged_write",
             sigkill_during_sync_writes,
@@ -231,6 +236,54 @@ fn sigkill_during_compaction() {
         "{KILL_ROUNDS} kills during compaction, {done} operations checked, {compactions_cut} unfinished compaction files removed"
     );
     assert!(done > 0);
+}
+
+/// Child: fills a store, reopens it (so its segment is sealed and memory-mapped), cuts the
+/// segment file behind the store's back, then reads a key whose record was cut off.
+fn child_truncate_mapped() {
+    let dir = std::env::var(DIR).unwrap();
+    let opts = Options::default().auto_compaction(false);
+    {
+        let store = Store::open(&dir, opts.clone()).unwrap();
+        for i in 0..1000u32 {
+            store.put(&i.to_be_bytes(), &[7; 100]).unwrap();
+        }
+    }
+    let store = Store::open(&dir, opts).unwrap();
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "data"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    println!("truncated");
+    let read = store.get(&999u32.to_be_bytes());
+    println!("survived: {read:?}");
+}
+
+/// Documents what happens when another program truncates a segment under an open store: the
+/// mapped pages are gone, and reading them raises SIGBUS, which kills the process loudly
+/// rather than returning a wrong value.
+fn truncated_under_an_open_store() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "truncate_mapped")
+        .env(DIR, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("truncated"), "{stdout}");
+    assert!(!stdout.contains("survived"), "the read returned: {stdout}");
+    const SIGBUS: i32 = 7;
+    assert_eq!(out.status.signal(), Some(SIGBUS), "{:?}", out.status);
 }
 
 /// Child: opens the store, says so, and holds it until its stdin closes.
