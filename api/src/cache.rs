@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::Backend;
+use crate::blocking::block_on;
 use crate::codec;
 use crate::envelope;
 use crate::error::{Error, Result};
@@ -575,8 +576,8 @@ impl Cache {
         self.try_compute(key, &SetOptions::new(), self.shared.strict, f)
     }
 
-    /// The engine of the `get_or_insert_with` family. With `strict`, backend failures are
-    /// returned; otherwise they are counted and the value is computed (and returned) anyway.
+    /// The synchronous form of [`try_compute_async`](Cache::try_compute_async): the same
+    /// code, run on this thread (waiting for another caller's computation parks it).
     pub(crate) fn try_compute<T, E, F>(
         &self,
         key: &(impl Serialize + ?Sized),
@@ -589,37 +590,7 @@ impl Cache {
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        let (skey, user) = self.counted(self.storage_key(key))?;
-        let mut f = Some(f);
-        loop {
-            if let Some(v) = self.read_for_compute::<T>(&skey, &user, strict)? {
-                self.counts.hit();
-                return Ok(v);
-            }
-            match self.shared.flights.join(&skey) {
-                Role::Leader(leader) => {
-                    // A flight that ended between the read and the join may have stored it.
-                    if let Some(v) = self.read_for_compute::<T>(&skey, &user, strict)? {
-                        self.counts.hit();
-                        return Ok(v);
-                    }
-                    self.counts.miss();
-                    let compute = f.take().expect("a caller leads at most once");
-                    let value = compute()?;
-                    if let Some(payload) = self.store_computed(&skey, &value, opts, strict)? {
-                        leader.finish(payload);
-                    }
-                    return Ok(value);
-                }
-                Role::Follower(flight) => {
-                    if let Some(payload) = flight.wait() {
-                        self.counts.hit();
-                        return Ok(self.decode_shared(&payload, &user)?);
-                    }
-                    // The leader failed: try again, maybe leading this time.
-                }
-            }
-        }
+        block_on(self.try_compute_async(key, opts, strict, || std::future::ready(f())))
     }
 
     /// Async form of [`get_or_insert_with`](Cache::get_or_insert_with): waiting for another
@@ -657,7 +628,9 @@ impl Cache {
             .await
     }
 
-    /// Async form of `try_compute`.
+    /// The engine of the `get_or_insert_with` family: read; on a miss lead the key's flight
+    /// and compute, or wait for the leader. With `strict`, backend failures are returned;
+    /// otherwise they are counted and the value is computed (and returned) anyway.
     pub(crate) async fn try_compute_async<T, E, F, Fut>(
         &self,
         key: &(impl Serialize + ?Sized),

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 /// The flights in progress, by storage key.
 #[derive(Default)]
@@ -18,7 +18,6 @@ pub(crate) struct Flights {
 #[derive(Default)]
 pub(crate) struct Flight {
     state: Mutex<FlightState>,
-    done: Condvar,
 }
 
 #[derive(Default)]
@@ -81,7 +80,6 @@ impl Drop for Leader<'_> {
             }
             std::mem::take(&mut state.wakers)
         };
-        self.flight.done.notify_all();
         for w in wakers {
             w.wake();
         }
@@ -89,27 +87,13 @@ impl Drop for Leader<'_> {
 }
 
 impl Flight {
-    /// Blocks until the leader is done: its result, or `None` if it gave up.
-    pub fn wait(&self) -> Option<Arc<[u8]>> {
-        let mut state = self.state.lock();
-        loop {
-            if let Some(r) = &state.result {
-                return Some(Arc::clone(r));
-            }
-            if state.abandoned {
-                return None;
-            }
-            self.done.wait(&mut state);
-        }
-    }
-
-    /// Waits without blocking the thread.
+    /// Waits for the leader: its result, or `None` if it gave up.
     pub fn wait_async(self: Arc<Self>) -> FlightWait {
         FlightWait { flight: self }
     }
 }
 
-/// Future of [`Flight::wait_async`].
+/// Future of [`Flight::wait_async`] (the sync API runs it with `blocking::block_on`).
 pub(crate) struct FlightWait {
     flight: Arc<Flight>,
 }
@@ -150,7 +134,7 @@ mod tests {
         };
         assert!(matches!(flights.join(b"other"), Role::Leader(_)));
         thread::scope(|s| {
-            let waiter = s.spawn(|| f.wait());
+            let waiter = s.spawn(|| futures_executor::block_on(f.wait_async()));
             thread::sleep(Duration::from_millis(20));
             leader.finish(Arc::from(&b"result"[..]));
             assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"result"[..]));
@@ -169,7 +153,6 @@ mod tests {
             panic!()
         };
         drop(leader);
-        assert_eq!(f.wait(), None);
         let waited = futures_executor::block_on(Arc::clone(&f).wait_async());
         assert_eq!(waited, None);
     }

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod blocking;
 mod builder;
 mod cache;
 mod codec;

@@ -5,6 +5,7 @@
 //! and the encoded arguments. Changing the body, the version or the result type therefore
 //! makes old entries unreachable instead of returning stale or misread values.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::blocking::block_on;
 use crate::cache::{Cache, SetOptions};
 use crate::codec;
 use crate::error::Error;
@@ -144,19 +146,7 @@ where
     T: Serialize + DeserializeOwned + 'static,
     F: FnOnce() -> T,
 {
-    let ns = cache.namespace(spec.function);
-    let Some(args) = args else {
-        return f();
-    };
-    let mut f = Some(f);
-    let result = ns.try_compute(&key::<T>(spec, &args), &spec.options(), false, || {
-        Ok::<T, Error>((f.take().expect("runs once"))())
-    });
-    match result {
-        Ok(v) => v,
-        // Only a failure before `f` ran gets here (not strict).
-        Err(_) => (f.take().expect("not run yet"))(),
-    }
+    block_on(memoize_async(cache, spec, args, || std::future::ready(f())))
 }
 
 /// [`memoize`] for functions returning `Result`: only `Ok` is cached; an `Err` is returned
@@ -171,19 +161,9 @@ where
     T: Serialize + DeserializeOwned + 'static,
     F: FnOnce() -> Result<T, E>,
 {
-    let ns = cache.namespace(spec.function);
-    let Some(args) = args else {
-        return f();
-    };
-    let mut f = Some(f);
-    let result = ns.try_compute(&key::<T>(spec, &args), &spec.options(), false, || {
-        (f.take().expect("runs once"))().map_err(MemoError::Function)
-    });
-    match result {
-        Ok(v) => Ok(v),
-        Err(MemoError::Function(e)) => Err(e),
-        Err(MemoError::Cache) => (f.take().expect("not run yet"))(),
-    }
+    block_on(try_memoize_async(cache, spec, args, || {
+        std::future::ready(f())
+    }))
 }
 
 /// [`try_memoize`] in strict mode: cache failures are returned as the function's error.
@@ -198,12 +178,9 @@ where
     E: From<Error>,
     F: FnOnce() -> Result<T, E>,
 {
-    let ns = cache.namespace(spec.function);
-    let args = args.ok_or_else(|| Error::Encode {
-        what: "key",
-        message: "the arguments of a memoized call could not be encoded".into(),
-    })?;
-    ns.try_compute(&key::<T>(spec, &args), &spec.options(), true, f)
+    block_on(try_memoize_strict_async(cache, spec, args, || {
+        std::future::ready(f())
+    }))
 }
 
 /// Async form of [`memoize`].
@@ -218,20 +195,12 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let ns = cache.namespace(spec.function);
-    let Some(args) = args else {
-        return f().await;
-    };
-    let mut f = Some(f);
-    let result = ns
-        .try_compute_async(&key::<T>(spec, &args), &spec.options(), false, || {
-            let fut = (f.take().expect("runs once"))();
-            async move { Ok::<T, Error>(fut.await) }
-        })
-        .await;
-    match result {
+    let never_fails = try_memoize_async(cache, spec, args, || async {
+        Ok::<T, Infallible>(f().await)
+    });
+    match never_fails.await {
         Ok(v) => v,
-        Err(_) => (f.take().expect("not run yet"))().await,
+        Err(never) => match never {},
     }
 }
 
