@@ -644,7 +644,15 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let (skey, user) = self.counted(self.storage_key(key))?;
+        let (skey, user) = match self.counted(self.storage_key(key)) {
+            Ok(k) => k,
+            Err(e) if strict => return Err(e.into()),
+            // The backend cannot even tell the key's generation: compute without the cache.
+            Err(_) => {
+                self.counts.miss();
+                return f().await;
+            }
+        };
         let mut f = Some(f);
         loop {
             if let Some(v) = self.read_for_compute::<T>(&skey, &user, strict)? {

@@ -55,6 +55,8 @@ mod flight;
 pub mod fuzz;
 pub mod memo;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis_backend;
 mod stats;
 mod tiered;
 
@@ -67,5 +69,7 @@ pub use fingerprint::type_fingerprint;
 pub use logcache_engine as engine;
 pub use logcache_macros::memoize;
 pub use memory::{MemoryBackend, MemoryLimit};
+#[cfg(feature = "redis")]
+pub use redis_backend::RedisBackend;
 pub use stats::{CacheStats, Counts};
 pub use tiered::TieredBackend;

@@ -32,22 +32,65 @@ pub enum Kind {
     Memory,
     Disk,
     Tiered,
+    #[cfg(feature = "redis")]
+    Redis,
+}
+
+/// The Redis server the tests use: `LOGCACHE_REDIS_URL`. Without it the Redis tests say so
+/// loudly and skip, except under CI (`CI=true`), where they fail.
+#[cfg(feature = "redis")]
+pub fn redis_url() -> Option<String> {
+    match std::env::var("LOGCACHE_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let why = "LOGCACHE_REDIS_URL is not set: the Redis backend is NOT tested";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{why} (CI=true)"
+            );
+            // Straight to stderr, past the test harness's capture, so it is seen.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+            None
+        }
+    }
 }
 
 /// Opens caches of one kind; disk and tiered caches reopen the same directory.
 pub struct Fixture {
     pub kind: Kind,
     dir: Option<tempfile::TempDir>,
+    /// A key prefix of its own on the shared Redis server.
+    #[cfg(feature = "redis")]
+    prefix: String,
 }
 
 impl Fixture {
     pub fn new(kind: Kind) -> Fixture {
-        let dir = (kind != Kind::Memory).then(|| tempfile::tempdir().unwrap());
-        Fixture { kind, dir }
+        let dir = matches!(kind, Kind::Disk | Kind::Tiered).then(|| tempfile::tempdir().unwrap());
+        Fixture {
+            kind,
+            dir,
+            #[cfg(feature = "redis")]
+            prefix: format!(
+                "logcache-test:{}:{}:",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ),
+        }
     }
 
     pub fn persistent(&self) -> bool {
         self.kind != Kind::Memory
+    }
+
+    /// Whether the backend enforces `CacheBuilder::max_bytes` itself (Redis has its own
+    /// `maxmemory`).
+    pub fn has_size_limit(&self) -> bool {
+        matches!(self.kind, Kind::Memory | Kind::Disk | Kind::Tiered)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -64,6 +107,14 @@ impl Fixture {
                 .disk(self.path())
                 .engine_options(engine)
                 .memory_tier(MemoryLimit::Entries(1000)),
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let url = redis_url().expect("the caller checked the URL");
+                let backend = logcache::RedisBackend::open(&url)
+                    .unwrap()
+                    .with_prefix(self.prefix.clone());
+                CacheBuilder::new().backend(backend)
+            }
         }
     }
 
@@ -72,7 +123,8 @@ impl Fixture {
     }
 }
 
-/// Runs `$test(&Fixture)` once per backend, as tests named `$test::memory`, `::disk`, `::tiered`.
+/// Runs `$test(&Fixture)` once per backend, as tests named `$test::memory`, `::disk`,
+/// `::tiered` and, with the `redis` feature, `::redis`.
 #[macro_export]
 macro_rules! per_backend {
     ($($test:ident),* $(,)?) => {
@@ -90,6 +142,13 @@ macro_rules! per_backend {
                 #[test]
                 fn tiered() {
                     super::$test(&common::Fixture::new(common::Kind::Tiered));
+                }
+                #[cfg(feature = "redis")]
+                #[test]
+                fn redis() {
+                    if common::redis_url().is_some() {
+                        super::$test(&common::Fixture::new(common::Kind::Redis));
+                    }
                 }
             }
         )*

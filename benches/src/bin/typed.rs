@@ -9,7 +9,9 @@
 //! - typed disk: `Cache::set`/`get::<UserDetail>` on the same engine (encoding, type
 //!   fingerprint, envelope, namespace generation, statistics on top);
 //! - typed memory: the same calls on `Cache::memory`;
-//! - memoized hit: `get_or_insert_with` that finds the value.
+//! - memoized hit: `get_or_insert_with` that finds the value;
+//! - typed Redis over loopback (if `LOGCACHE_REDIS_URL` is set), on the first 20,000 keys,
+//!   against the typed disk cache on the same keys.
 //!
 //! `Durability::None` for both disk runs. Median (min–max) of REPETITIONS runs (default 3).
 
@@ -106,6 +108,9 @@ fn main() {
         samples[6].push(ops_per_sec(n, d));
     }
 
+    let redis = std::env::var("LOGCACHE_REDIS_URL")
+        .ok()
+        .map(|url| redis_vs_disk(&url, &base, &keys, &users, reps));
     let s: Vec<Spread> = samples.iter().map(|v| Spread::of(v)).collect();
     println!(
         "Command: cargo run --release -p logcache-benches --bin typed -- {n} {reps}; median (min–max) of {reps} runs\n"
@@ -129,4 +134,66 @@ fn main() {
         s[6].show(1e6, 2),
         s[6].median / s[1].median
     );
+    if let Some(r) = redis {
+        let r: Vec<Spread> = r.iter().map(|v| Spread::of(v)).collect();
+        println!("\nTyped Redis over loopback against the typed disk cache, 20,000 keys:\n");
+        println!("| operation | Redis | disk | Redis / disk |");
+        println!("|---|---|---|---|");
+        for (name, redis, disk) in [("set", 0, 2), ("get", 1, 3)] {
+            println!(
+                "| {name} | {} kops/s | {} kops/s | {:.3} |",
+                r[redis].show(1e3, 1),
+                r[disk].show(1e3, 1),
+                r[redis].median / r[disk].median
+            );
+        }
+    }
+}
+
+/// Typed set and get over Redis against the typed disk cache, on the first 20,000 keys:
+/// (redis set, redis get, disk set, disk get) samples in ops/s.
+fn redis_vs_disk(
+    url: &str,
+    base: &str,
+    keys: &[String],
+    users: &[UserDetail],
+    reps: usize,
+) -> [Vec<f64>; 4] {
+    let n = keys.len().min(20_000);
+    let mut out: [Vec<f64>; 4] = Default::default();
+    for _ in 0..reps {
+        let tmp = tempfile::tempdir_in(base).unwrap();
+        let backend = logcache::RedisBackend::open(url)
+            .unwrap()
+            .with_prefix(format!("bench:{}:", std::process::id()));
+        let redis = CacheBuilder::new().backend(backend).build().unwrap();
+        let disk = CacheBuilder::new()
+            .disk(tmp.path().join("disk"))
+            .engine_options(engine_options())
+            .build()
+            .unwrap();
+        for (i, cache) in [&redis, &disk].into_iter().enumerate() {
+            let (d, ()) = time(|| {
+                for (k, u) in keys[..n].iter().zip(users) {
+                    cache.set(k.as_str(), u).unwrap();
+                }
+            });
+            out[2 * i].push(ops_per_sec(n, d));
+            let (d, ()) = time(|| {
+                for k in &keys[..n] {
+                    black_box(cache.get::<UserDetail>(k.as_str()).unwrap().unwrap());
+                }
+            });
+            out[2 * i + 1].push(ops_per_sec(n, d));
+        }
+        redis
+            .namespace(logcache::DEFAULT_NAMESPACE)
+            .clear()
+            .unwrap();
+        redis
+            .namespace(logcache::DEFAULT_NAMESPACE)
+            .vacuum()
+            .unwrap();
+    }
+    out
 }
