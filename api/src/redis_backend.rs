@@ -109,6 +109,19 @@ impl RedisBackend {
     }
 }
 
+/// Runs a call that waits on the network. With the `tokio` feature, inside a multi-threaded
+/// tokio runtime it runs under `block_in_place`, so the runtime's other tasks go on while it
+/// waits.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current()
+        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(f);
+    }
+    f()
+}
+
 /// `prefix` with Redis glob characters escaped, then `*`.
 fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() * 2 + 1);
