@@ -85,9 +85,16 @@ impl RedisBackend {
         Ok(con)
     }
 
-    /// Runs `f` on a pooled connection. A connection that failed is dropped, so the next call
-    /// connects afresh (after a server restart, say).
+    /// Runs `f` on a pooled connection (see [`blocking`]). A connection that failed is
+    /// dropped, so the next call connects afresh (after a server restart, say).
     fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        blocking(|| self.on_connection(f))
+    }
+
+    fn on_connection<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
