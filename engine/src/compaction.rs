@@ -156,9 +156,13 @@ impl Output {
     }
 }
 
-/// Compacts `inputs` (sealed segments, ascending by id). The caller holds the store's
-/// compaction lock.
-pub(crate) fn compact(inner: &Inner, inputs: &[Arc<Segment>]) -> Result<CompactionStats> {
+/// Compacts `inputs` (sealed segments, ascending by id), calling `progress(bytes read, bytes
+/// to read)` after each input. The caller holds the store's compaction lock.
+pub(crate) fn compact(
+    inner: &Inner,
+    inputs: &[Arc<Segment>],
+    progress: &dyn Fn(u64, u64),
+) -> Result<CompactionStats> {
     let started = Instant::now();
     let mut stats = CompactionStats {
         segments_in: inputs.len(),
@@ -180,10 +184,12 @@ pub(crate) fn compact(inner: &Inner, inputs: &[Arc<Segment>]) -> Result<Compacti
         (next_id, oldest_outside)
     };
     let now = now_ms();
+    let total: u64 = inputs.iter().map(|s| s.file_len()).sum();
     let mut out: Option<Output> = None;
     let mut expired: Vec<(Box<[u8]>, Location)> = Vec::new();
     let result = (|| -> Result<()> {
         for seg in inputs {
+            progress(stats.bytes_read, total);
             let len = seg.file_len();
             stats.bytes_read += len;
             let bytes = seg.read(0, len as usize)?;
@@ -253,6 +259,7 @@ pub(crate) fn compact(inner: &Inner, inputs: &[Arc<Segment>]) -> Result<Compacti
             stats.bytes_written += install(inner, done)?;
             stats.segments_out += 1;
         }
+        progress(total, total);
         Ok(())
     })();
     if let Err(e) = result {

@@ -40,6 +40,7 @@ mod record;
 mod recovery;
 mod segment;
 mod store;
+mod verify;
 mod worker;
 mod writer;
 
@@ -51,3 +52,4 @@ pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::FORMAT_VERSION;
 pub use store::{Keys, Store, StoreStats};
+pub use verify::{Problem, VerifyReport, verify};

@@ -385,10 +385,16 @@ impl Store {
     /// # Ok::<(), logcache_engine::Error>(())
     /// ```
     pub fn compact(&self) -> Result<CompactionStats> {
+        self.compact_with_progress(&|_, _| {})
+    }
+
+    /// [`Store::compact`], calling `progress(bytes read, bytes to read)` as it goes (for a
+    /// progress bar).
+    pub fn compact_with_progress(&self, progress: &dyn Fn(u64, u64)) -> Result<CompactionStats> {
         let _guard = self.inner.compaction_lock.lock();
         self.inner.writer.lock().seal_active(&self.inner.segments)?;
         let inputs = Inner::select_all_dirty(&self.inner.sealed_usage());
-        let stats = self.inner.run_compaction(&inputs)?;
+        let stats = self.inner.run_compaction(&inputs, progress)?;
         self.inner.evict_to_limit()?;
         Ok(stats)
     }
@@ -540,8 +546,12 @@ impl Inner {
     }
 
     /// Compacts `inputs`, counting the result. The caller holds the compaction lock.
-    fn run_compaction(&self, inputs: &[Arc<Segment>]) -> Result<CompactionStats> {
-        let stats = compaction::compact(self, inputs)?;
+    fn run_compaction(
+        &self,
+        inputs: &[Arc<Segment>],
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<CompactionStats> {
+        let stats = compaction::compact(self, inputs, progress)?;
         if stats.segments_in > 0 {
             self.compactions.fetch_add(1, AtomicOrdering::Relaxed);
         }
@@ -572,7 +582,10 @@ impl Inner {
         }
         if self.options.auto_compaction {
             let inputs = self.select_auto();
-            if !inputs.is_empty() && !self.is_closing() && self.run_compaction(&inputs).is_err() {
+            if !inputs.is_empty()
+                && !self.is_closing()
+                && self.run_compaction(&inputs, &|_, _| {}).is_err()
+            {
                 self.compaction_errors.fetch_add(1, AtomicOrdering::Relaxed);
             }
         }
