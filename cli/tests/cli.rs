@@ -1,0 +1,176 @@
+//! The `logcache` binary, run as a user would.
+
+use std::fs;
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn logcache() -> Command {
+    Command::cargo_bin("logcache").unwrap()
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = logcache().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn set_get_keys_del_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    assert_eq!(run(&["set", d, "user:1", "Ann"]).0, 0);
+    assert_eq!(run(&["set", d, "user:2", "Bob"]).0, 0);
+    assert_eq!(run(&["set", d, "other", "x"]).0, 0);
+    let file = dir.path().join("value.bin");
+    fs::write(&file, [0u8, 255, 10]).unwrap();
+    assert_eq!(run(&["set", d, "bin", &format!("@{}", path(&file))]).0, 0);
+
+    let (code, stdout, _) = run(&["get", d, "user:1"]);
+    assert_eq!((code, stdout.as_str()), (0, "Ann"));
+    let out = logcache().args(["get", d, "bin"]).output().unwrap();
+    assert_eq!(
+        out.stdout,
+        vec![0u8, 255, 10],
+        "values are written as raw bytes"
+    );
+
+    let (code, stdout, _) = run(&["keys", d, "--prefix", "user:"]);
+    assert_eq!((code, stdout.as_str()), (0, "user:1\nuser:2\n"));
+
+    assert_eq!(run(&["del", d, "user:1"]).0, 0);
+    let (code, _, stderr) = run(&["get", d, "user:1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert_eq!(run(&["del", d, "user:1"]).0, 1);
+
+    let (code, stdout, _) = run(&["stats", d]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("keys          3"), "{stdout}");
+}
+
+#[test]
+fn a_missing_or_locked_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    for cmd in ["stats", "keys", "compact", "verify", "export"] {
+        let (code, _, stderr) = run(&[cmd, path(&missing)]);
+        assert_eq!(code, 2, "{cmd}");
+        assert!(stderr.contains("does not exist"), "{cmd}: {stderr}");
+    }
+    let store =
+        logcache_engine::Store::open(dir.path(), logcache_engine::Options::default()).unwrap();
+    store.put(b"k", b"v").unwrap();
+    let (code, _, stderr) = run(&["get", path(dir.path()), "k"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("locked"), "{stderr}");
+}
+
+#[test]
+fn verify_reports_corruption_with_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    for i in 0..20 {
+        assert_eq!(run(&["set", d, &format!("k{i}"), "some value"]).0, 0);
+    }
+    let (code, stdout, _) = run(&["verify", d]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with("ok\n"), "{stdout}");
+
+    // Each `set` ran in its own process, so each wrote its own segment: damage the first.
+    let mut segments: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .collect();
+    segments.sort();
+    let mut bytes = fs::read(&segments[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&segments[0], &bytes).unwrap();
+    let name = segments[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (code, stdout, _) = run(&["verify", d]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("segment {name} offset 20: checksum mismatch")),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&["stats", d]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("corrupt data in segment"), "{stderr}");
+}
+
+#[test]
+fn export_then_import_copies_a_store() {
+    let from = tempfile::tempdir().unwrap();
+    let to = tempfile::tempdir().unwrap();
+    for (k, v) in [("a", "1"), ("b", "two"), ("ключ", "значение")] {
+        assert_eq!(run(&["set", path(from.path()), k, v]).0, 0);
+    }
+    let exported = logcache()
+        .args(["export", path(from.path())])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    assert_eq!(String::from_utf8_lossy(&exported.stdout).lines().count(), 3);
+    logcache()
+        .args(["import", path(to.path())])
+        .write_stdin(exported.stdout.clone())
+        .assert()
+        .success()
+        .stdout("imported 3 entries\n");
+    let (_, v, _) = run(&["get", path(to.path()), "ключ"]);
+    assert_eq!(v, "значение");
+    logcache()
+        .args(["import", path(to.path())])
+        .write_stdin("{not json\n")
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn compact_reclaims_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    for i in 0..10 {
+        assert_eq!(run(&["set", d, "same", &format!("value {i}")]).0, 0);
+    }
+    let (code, stdout, _) = run(&["compact", d]);
+    assert_eq!(code, 0);
+    // Each `set` wrote its own segment; the nine older ones hold only overwritten values and
+    // go, the newest (all live) stays as it is.
+    assert!(
+        stdout.starts_with("compacted 9 segments into 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 records kept, 9 dropped"), "{stdout}");
+    let (_, stats, _) = run(&["stats", d]);
+    assert!(
+        stats.contains("segments      1") && stats.contains("dead bytes    0"),
+        "{stats}"
+    );
+    let (_, v, _) = run(&["get", d, "same"]);
+    assert_eq!(v, "value 9");
+}
+
+#[test]
+fn bench_runs_on_a_temporary_store() {
+    let (code, stdout, _) = run(&["bench", "--keys", "2000"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("2000 puts") && stdout.contains("2000 gets"),
+        "{stdout}"
+    );
+}
