@@ -198,11 +198,12 @@ mod tests {
     #[test]
     fn expiry_and_prefix_delete() {
         let m = MemoryBackend::new(MemoryLimit::Entries(100));
-        m.set(b"a1", b"v", Some(Duration::from_millis(20))).unwrap();
+        m.set(b"a1", b"v", Some(Duration::from_millis(1000)))
+            .unwrap();
         m.set(b"a2", b"v", None).unwrap();
         m.set(b"b1", b"v", None).unwrap();
         assert!(m.contains(b"a1").unwrap());
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(1100));
         assert!(!m.contains(b"a1").unwrap());
         assert_eq!(m.get(b"a1").unwrap(), None);
         assert_eq!(m.delete_prefix(b"a").unwrap(), 1);

@@ -105,7 +105,7 @@ fn only_ok_results_are_stored() {
 
 static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[memoize(cache = CACHE, ttl = "80ms")]
+#[memoize(cache = CACHE, ttl = "1s")]
 async fn slow_square(n: u64) -> u64 {
     SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
     n * n
@@ -125,7 +125,7 @@ fn async_functions_and_the_ttl_option() {
         assert_eq!(slow_square(12).await, 144);
         assert_eq!(slow_square(12).await, 144);
         assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), 1);
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(1200));
         assert_eq!(slow_square(12).await, 144);
         assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), 2, "the entry expired");
         assert_eq!(async_fallible(0).await, Err(LlmError::RateLimited));

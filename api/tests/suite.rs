@@ -155,25 +155,25 @@ fn changing_the_result_type_invalidates_memoized_results(f: &Fixture) {
 fn ttl_entries_expire_and_the_default_ttl_applies(f: &Fixture) {
     let cache = f.open();
     cache
-        .set_with_ttl("short", &1u8, Duration::from_millis(60))
+        .set_with_ttl("short", &1u8, Duration::from_millis(1000))
         .unwrap();
     cache.set("forever", &2u8).unwrap();
     assert_eq!(cache.get::<u8>("short").unwrap(), Some(1));
-    thread::sleep(Duration::from_millis(100));
+    thread::sleep(Duration::from_millis(1100));
     assert_eq!(cache.get::<u8>("short").unwrap(), None);
     assert!(!cache.contains("short").unwrap());
     assert_eq!(cache.get::<u8>("forever").unwrap(), Some(2));
     drop(cache);
     let with_default = f
         .builder()
-        .default_ttl(Duration::from_millis(60))
+        .default_ttl(Duration::from_millis(1000))
         .build()
         .unwrap();
     with_default.set("d", &3u8).unwrap();
     let computed = with_default.get_or_insert_with("g", || 4u8).unwrap();
     assert_eq!(computed, 4);
     assert_eq!(with_default.get::<u8>("d").unwrap(), Some(3));
-    thread::sleep(Duration::from_millis(100));
+    thread::sleep(Duration::from_millis(1100));
     assert_eq!(with_default.get::<u8>("d").unwrap(), None);
     assert_eq!(with_default.get::<u8>("g").unwrap(), None);
 }

@@ -130,7 +130,7 @@ fn ttl_entries_expire() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
-        .put_with_ttl(b"short", b"v", Duration::from_millis(50))
+        .put_with_ttl(b"short", b"v", Duration::from_millis(1000))
         .unwrap();
     store
         .put_with_ttl(b"long", b"v", Duration::from_secs(3600))
@@ -140,7 +140,7 @@ fn ttl_entries_expire() {
     assert!(!store.contains(b"past"));
     assert_eq!(store.get(b"short").unwrap(), Some(b"v".to_vec()));
     assert_eq!(store.len(), 2);
-    thread::sleep(Duration::from_millis(80));
+    thread::sleep(Duration::from_millis(1100));
     assert_eq!(store.get(b"short").unwrap(), None);
     assert!(!store.contains(b"short"));
     assert_eq!(store.len(), 1);
