@@ -69,6 +69,8 @@ fn evict_segment(inner: &Inner, seg: &Arc<Segment>) -> Result<u64> {
             keydir.remove_if_at(key, at);
         }
         keydir.forget_segments(&BTreeSet::from([seg.id()]));
+        // Counted under the index lock, so `stats()` never sees keys gone but not counted.
+        inner.count_evictions(doomed.len() as u64);
     }
     inner.segments.write().remove(&seg.id());
     fs::remove_file(segment::path(&inner.dir, seg.id())).context("removing an evicted segment")?;

@@ -408,13 +408,15 @@ impl Store {
 
     /// Key counts and space use.
     pub fn stats(&self) -> StoreStats {
-        let (keys, live_bytes, dead_bytes) = {
+        let (keys, live_bytes, dead_bytes, evictions) = {
             let keydir = self.inner.keydir.read();
             let (records, dead) = keydir
                 .usage()
                 .values()
                 .fold((0, 0), |(r, d), u| (r + u.record_bytes, d + u.dead_bytes));
-            (keydir.live_len(now_ms()), records - dead, dead)
+            // Read with the index locked, so keys and evictions agree.
+            let evictions = self.inner.evictions.load(AtomicOrdering::Relaxed);
+            (keydir.live_len(now_ms()), records - dead, dead, evictions)
         };
         let segments = self.inner.segments.read();
         StoreStats {
@@ -426,7 +428,7 @@ impl Store {
             syncs: self.inner.commit.syncs(),
             compactions: self.inner.compactions.load(AtomicOrdering::Relaxed),
             compaction_errors: self.inner.compaction_errors.load(AtomicOrdering::Relaxed),
-            evictions: self.inner.evictions.load(AtomicOrdering::Relaxed),
+            evictions,
         }
     }
 }
@@ -598,10 +600,14 @@ impl Inner {
     /// the compaction lock.
     fn evict_to_limit(&self) -> Result<()> {
         if let Some(limit) = self.options.max_disk_bytes {
-            let evicted = eviction::evict_to_limit(self, limit)?;
-            self.evictions.fetch_add(evicted, AtomicOrdering::Relaxed);
+            eviction::evict_to_limit(self, limit)?;
         }
         Ok(())
+    }
+
+    /// Adds `n` evicted keys to the statistics (called with the index locked for writing).
+    pub(crate) fn count_evictions(&self, n: u64) {
+        self.evictions.fetch_add(n, AtomicOrdering::Relaxed);
     }
 
     /// Called after each append: a write that started a new segment may have taken the store
