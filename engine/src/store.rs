@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering as AtomicOrdering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -23,6 +23,9 @@ use crate::recovery::{self, RecoveryReport};
 use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
 use crate::worker::{Signal, Worker};
 use crate::writer::{Appended, SegmentMap, Writer};
+
+/// How old the background thread's count of expired bytes may be (it scans the index).
+const EXPIRED_SCAN_EVERY: Duration = Duration::from_secs(30);
 
 /// How often a read retries when compaction removed the segment it was about to read.
 const MISSING_SEGMENT_RETRIES: usize = 8;
@@ -67,6 +70,8 @@ pub(crate) struct Inner {
     compactions: AtomicU64,
     compaction_errors: AtomicU64,
     evictions: AtomicU64,
+    /// The last count of expired bytes per segment, and when it was made.
+    expired_scan: Mutex<(Option<Instant>, hashbrown::HashMap<u64, u64>)>,
     /// Wakes the background thread.
     pub(crate) signal: Signal,
     _lock: DirLock,
@@ -150,6 +155,7 @@ impl Store {
             compactions: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            expired_scan: Mutex::new((None, hashbrown::HashMap::new())),
             signal: Signal::default(),
             _lock: lock,
         });
@@ -393,7 +399,7 @@ impl Store {
     pub fn compact_with_progress(&self, progress: &dyn Fn(u64, u64)) -> Result<CompactionStats> {
         let _guard = self.inner.compaction_lock.lock();
         self.inner.writer.lock().seal_active(&self.inner.segments)?;
-        let inputs = Inner::select_all_dirty(&self.inner.sealed_usage());
+        let inputs = Inner::select_all_dirty(&self.inner.sealed_usage(true));
         let stats = self.inner.run_compaction(&inputs, progress)?;
         self.inner.evict_to_limit()?;
         Ok(stats)
@@ -499,7 +505,11 @@ impl Inner {
 
     /// Sealed segments with their total and dead bytes (expired entries counted as dead),
     /// ascending by id.
-    fn sealed_usage(&self) -> Vec<(Arc<Segment>, u64, u64)> {
+    ///
+    /// Counting expired bytes scans the whole index, so the background thread (`fresh ==
+    /// false`) reuses a count up to [`EXPIRED_SCAN_EVERY`] old; an explicit compaction counts
+    /// afresh.
+    fn sealed_usage(&self, fresh: bool) -> Vec<(Arc<Segment>, u64, u64)> {
         let segments: Vec<Arc<Segment>> = self
             .segments
             .read()
@@ -508,7 +518,14 @@ impl Inner {
             .cloned()
             .collect();
         let keydir = self.keydir.read();
-        let expired = keydir.expired_bytes(now_ms());
+        let expired = {
+            let mut cached = self.expired_scan.lock();
+            let stale = cached.0.is_none_or(|at| at.elapsed() >= EXPIRED_SCAN_EVERY);
+            if fresh || stale {
+                *cached = (Some(Instant::now()), keydir.expired_bytes(now_ms()));
+            }
+            cached.1.clone()
+        };
         segments
             .into_iter()
             .map(|s| {
@@ -533,7 +550,7 @@ impl Inner {
 
     /// What automatic compaction should compact now, if anything.
     fn select_auto(&self) -> Vec<Arc<Segment>> {
-        let usage = self.sealed_usage();
+        let usage = self.sealed_usage(false);
         let total_dead: u64 = usage.iter().map(|(_, _, dead)| dead).sum();
         if total_dead >= self.options.compaction_dead_bytes {
             return Self::select_all_dirty(&usage);
