@@ -321,15 +321,9 @@ fn retire_inputs(inner: &Inner, inputs: &[Arc<Segment>], ids: &BTreeSet<u64>) ->
             segments.remove(id);
         }
     }
+    // Oldest first, each deletion durable before the next.
     for seg in inputs {
-        fs::remove_file(segment::path(&inner.dir, seg.id()))
-            .context("removing a compacted segment")?;
-        segment::sync_dir(&inner.dir)?;
-        match fs::remove_file(inner.dir.join(segment::file_name(seg.id(), FileKind::Hint))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing a hint file", e)),
-        }
+        segment::remove(&inner.dir, seg.id())?;
     }
     Ok(())
 }

@@ -5,13 +5,12 @@
 //! tombstone in it to be hiding. Keys whose newest record is in it simply disappear.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::sync::Arc;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::keydir::Location;
 use crate::record;
-use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
+use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
 use crate::store::Inner;
 
 /// Evicts oldest sealed segments while the store is over `limit` bytes; returns how many keys
@@ -73,12 +72,6 @@ fn evict_segment(inner: &Inner, seg: &Arc<Segment>) -> Result<u64> {
         inner.count_evictions(doomed.len() as u64);
     }
     inner.segments.write().remove(&seg.id());
-    fs::remove_file(segment::path(&inner.dir, seg.id())).context("removing an evicted segment")?;
-    segment::sync_dir(&inner.dir)?;
-    match fs::remove_file(inner.dir.join(segment::file_name(seg.id(), FileKind::Hint))) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("removing a hint file", e)),
-    }
+    segment::remove(&inner.dir, seg.id())?;
     Ok(doomed.len() as u64)
 }

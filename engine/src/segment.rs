@@ -146,6 +146,18 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
     Ok(())
 }
 
+/// Deletes segment `id` for good: its data file (the deletion made durable before anything
+/// else happens), then its hint file if it has one.
+pub(crate) fn remove(dir: &Path, id: u64) -> Result<()> {
+    std::fs::remove_file(path(dir, id)).context("removing a segment")?;
+    sync_dir(dir)?;
+    match std::fs::remove_file(dir.join(file_name(id, FileKind::Hint))) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing a hint file", e)),
+    }
+}
+
 /// Makes a directory entry change (create, rename, delete) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
