@@ -1,328 +1,180 @@
-//! logcache side by side with sled, redb and fjall, in one run.
+//! logcache side by side with sled, redb, fjall, Python's diskcache, Redis over loopback and
+//! the raw-disk reference, in one run.
 //!
 //! ```text
-//! cargo run --release -p logcache-peers -- [KEYS] [VALUE_SIZE] [REPETITIONS]
+//! cargo run --release -p logcache-peers -- [--keys 1000000] [--sizes 100,4096] [--reps 3]
 //! ```
-//! For each engine: bulk load of KEYS (default 1,000,000) 16-byte keys in batches of 1,000,
-//! made durable at the end; random reads of present keys; random reads of missing keys; 1,000
-//! individual durable writes (fsync each); 1,000 durable batches of 100 writes; open time of
-//! the loaded store; disk bytes. Median (min–max) of REPETITIONS runs (default 3), as ops/s and
-//! as a ratio to logcache. Files go under `$LOGCACHE_BENCH_DIR` (default `target/`).
+//! Every run of every engine is a process of its own (so peak memory is its own), on a fresh
+//! directory under `--dir` (default `target/peers`), and the engines take turns within each
+//! repetition. The workloads are in `workload.rs`; the report (Markdown tables, PNG charts,
+//! the JSON of every run) goes to `--out` (default `target/peers`).
 
-use std::hint::black_box;
-use std::path::Path;
-use std::time::Duration;
+mod engines;
+mod memory;
+mod redis_peer;
+mod report;
+mod workload;
 
-use logcache_benches::{Rng, Spread, key16, ops_per_sec, time};
-use redb::ReadableDatabase;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-const BATCH: usize = 1000;
-const DURABLE_WRITES: usize = 1000;
-const DURABLE_BATCHES: usize = 1000;
-const DURABLE_BATCH_SIZE: usize = 100;
+use clap::{Parser, Subcommand};
 
-/// One engine under test.
-trait Engine {
-    const NAME: &'static str;
-    fn open(dir: &Path) -> Self;
-    /// Writes `items` in one batch; durable only if `sync`.
-    fn write_batch(&self, items: &[([u8; 16], &[u8])], sync: bool);
-    /// One durable write.
-    fn put_durable(&self, key: &[u8; 16], value: &[u8]);
-    fn get(&self, key: &[u8; 16]) -> Option<Vec<u8>>;
-    /// Makes everything written durable.
-    fn sync(&self);
+use crate::engines::Engine;
+use crate::workload::Run;
+
+/// Every engine the harness knows, in table order.
+pub const ENGINES: &[&str] = &[
+    "logcache",
+    "sled",
+    "redb",
+    "fjall",
+    "diskcache",
+    "redis",
+    "raw",
+];
+
+#[derive(Parser)]
+#[command(about = "logcache side by side with its peers on the same workloads")]
+struct Args {
+    /// Keys loaded into each store.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: usize,
+    /// Value sizes in bytes, one table each.
+    #[arg(long, value_delimiter = ',', default_value = "100,4096")]
+    sizes: Vec<usize>,
+    /// Repetitions of every run (the tables show median, min and max).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Engines to run (default: all).
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<String>,
+    /// Where the stores are made (one at a time).
+    #[arg(long, default_value = "target/peers")]
+    dir: PathBuf,
+    /// Where the report goes: peers.md, peers.json and the charts.
+    #[arg(long, default_value = "target/peers")]
+    out: PathBuf,
+    /// Only redraw the report from a peers.json of an earlier run.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    #[command(subcommand)]
+    child: Option<Child>,
 }
 
-struct Logcache(logcache_engine::Store);
-
-impl Engine for Logcache {
-    const NAME: &'static str = "logcache";
-    fn open(dir: &Path) -> Self {
-        let opts =
-            logcache_engine::Options::default().durability(logcache_engine::Durability::None);
-        Logcache(logcache_engine::Store::open(dir, opts).unwrap())
-    }
-    fn write_batch(&self, items: &[([u8; 16], &[u8])], sync: bool) {
-        let mut batch = logcache_engine::WriteBatch::new();
-        for (k, v) in items {
-            batch.put(k, v);
-        }
-        self.0.write_batch(&batch).unwrap();
-        if sync {
-            self.0.sync().unwrap();
-        }
-    }
-    fn put_durable(&self, key: &[u8; 16], value: &[u8]) {
-        self.0.put(key, value).unwrap();
-        self.0.sync().unwrap();
-    }
-    fn get(&self, key: &[u8; 16]) -> Option<Vec<u8>> {
-        self.0.get(key).unwrap()
-    }
-    fn sync(&self) {
-        self.0.sync().unwrap();
-    }
+#[derive(Subcommand)]
+enum Child {
+    /// (Internal) one run of one engine; prints its figures as JSON.
+    Run {
+        engine: String,
+        dir: PathBuf,
+        keys: usize,
+        value_len: usize,
+    },
 }
 
-struct Sled(sled::Db);
-
-impl Engine for Sled {
-    const NAME: &'static str = "sled";
-    fn open(dir: &Path) -> Self {
-        Sled(sled::open(dir).unwrap())
+fn run_in_process(engine: &str, dir: &Path, n: usize, value_len: usize) -> Run {
+    fn go<E: Engine>(dir: &Path, n: usize, value_len: usize) -> Run {
+        workload::run::<E>(dir, n, value_len)
     }
-    fn write_batch(&self, items: &[([u8; 16], &[u8])], sync: bool) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in items {
-            batch.insert(&k[..], *v);
-        }
-        self.0.apply_batch(batch).unwrap();
-        if sync {
-            self.0.flush().unwrap();
-        }
-    }
-    fn put_durable(&self, key: &[u8; 16], value: &[u8]) {
-        self.0.insert(key, value).unwrap();
-        self.0.flush().unwrap();
-    }
-    fn get(&self, key: &[u8; 16]) -> Option<Vec<u8>> {
-        self.0.get(key).unwrap().map(|v| v.to_vec())
-    }
-    fn sync(&self) {
-        self.0.flush().unwrap();
+    match engine {
+        "logcache" => go::<engines::Logcache>(dir, n, value_len),
+        "sled" => go::<engines::Sled>(dir, n, value_len),
+        "redb" => go::<engines::Redb>(dir, n, value_len),
+        "fjall" => go::<engines::Fjall>(dir, n, value_len),
+        "redis" => go::<redis_peer::Redis>(dir, n, value_len),
+        "raw" => go::<engines::Raw>(dir, n, value_len),
+        other => panic!("unknown engine {other}"),
     }
 }
 
-const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv");
-
-struct Redb(redb::Database);
-
-impl Engine for Redb {
-    const NAME: &'static str = "redb";
-    fn open(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let db = redb::Database::create(dir.join("db.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(TABLE).unwrap();
-        txn.commit().unwrap();
-        Redb(db)
+/// A Python with diskcache: a virtualenv under `base`, made on first use.
+fn diskcache_python(base: &Path) -> PathBuf {
+    let venv = base.join("venv");
+    let python = venv.join("bin/python");
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import diskcache"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&python) {
+        eprintln!("installing diskcache into {}", venv.display());
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "diskcache==5.6.3"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(made && ok(&python), "could not install diskcache with pip");
     }
-    fn write_batch(&self, items: &[([u8; 16], &[u8])], sync: bool) {
-        let mut txn = self.0.begin_write().unwrap();
-        if !sync {
-            txn.set_durability(redb::Durability::None).unwrap();
-        }
-        {
-            let mut table = txn.open_table(TABLE).unwrap();
-            for (k, v) in items {
-                table.insert(&k[..], *v).unwrap();
-            }
-        }
-        txn.commit().unwrap();
-    }
-    fn put_durable(&self, key: &[u8; 16], value: &[u8]) {
-        self.write_batch(&[(*key, value)], true);
-    }
-    fn get(&self, key: &[u8; 16]) -> Option<Vec<u8>> {
-        let txn = self.0.begin_read().unwrap();
-        let table = txn.open_table(TABLE).unwrap();
-        table.get(&key[..]).unwrap().map(|v| v.value().to_vec())
-    }
-    fn sync(&self) {
-        // An empty durable commit makes the earlier non-durable ones durable.
-        self.write_batch(&[], true);
-    }
+    python
 }
 
-struct Fjall {
-    keyspace: fjall::Keyspace,
-    part: fjall::PartitionHandle,
-}
-
-impl Engine for Fjall {
-    const NAME: &'static str = "fjall";
-    fn open(dir: &Path) -> Self {
-        let keyspace = fjall::Config::new(dir).open().unwrap();
-        let part = keyspace
-            .open_partition("kv", fjall::PartitionCreateOptions::default())
-            .unwrap();
-        Fjall { keyspace, part }
-    }
-    fn write_batch(&self, items: &[([u8; 16], &[u8])], sync: bool) {
-        let mut batch = self.keyspace.batch();
-        for (k, v) in items {
-            batch.insert(&self.part, &k[..], *v);
-        }
-        batch.commit().unwrap();
-        if sync {
-            self.sync();
-        }
-    }
-    fn put_durable(&self, key: &[u8; 16], value: &[u8]) {
-        self.part.insert(key, value).unwrap();
-        self.sync();
-    }
-    fn get(&self, key: &[u8; 16]) -> Option<Vec<u8>> {
-        self.part.get(key).unwrap().map(|v| v.to_vec())
-    }
-    fn sync(&self) {
-        self.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
-}
-
-/// Figures of one run of one engine.
-#[derive(Default)]
-struct Run {
-    load: f64,
-    read_hit: f64,
-    read_miss: f64,
-    durable_put: f64,
-    durable_batch: f64,
-    open_ms: f64,
-    disk_mb: f64,
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let meta = e.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
-fn run_engine<E: Engine>(base: &Path, n: usize, value_len: usize) -> Run {
+/// One run of `engine` in a child process.
+fn run_child(engine: &str, base: &Path, n: usize, value_len: usize) -> Run {
     let tmp = tempfile::tempdir_in(base).unwrap();
-    let dir = tmp.path().join(E::NAME);
-    let mut rng = Rng::new(11);
-    let value = rng.bytes(value_len);
-    let order = rng.permutation(n);
-    let mut r = Run::default();
-    {
-        let db = E::open(&dir);
-        let (d, ()) = time(|| {
-            for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-                let items: Vec<([u8; 16], &[u8])> =
-                    chunk.iter().map(|&i| (key16(i), &value[..])).collect();
-                db.write_batch(&items, false);
-            }
-            db.sync();
-        });
-        r.load = ops_per_sec(n, d);
-        let (d, ()) = time(|| {
-            for &i in &order {
-                black_box(db.get(&key16(i)).expect("loaded"));
-            }
-        });
-        r.read_hit = ops_per_sec(n, d);
-        let (d, ()) = time(|| {
-            for &i in &order {
-                assert!(db.get(&key16(n + i)).is_none());
-            }
-        });
-        r.read_miss = ops_per_sec(n, d);
-        let (d, ()) = time(|| {
-            for i in 0..DURABLE_WRITES {
-                db.put_durable(&key16(2 * n + i), &value);
-            }
-        });
-        r.durable_put = ops_per_sec(DURABLE_WRITES, d);
-        let (d, ()) = time(|| {
-            for b in 0..DURABLE_BATCHES {
-                let items: Vec<([u8; 16], &[u8])> = (0..DURABLE_BATCH_SIZE)
-                    .map(|j| (key16(3 * n + b * DURABLE_BATCH_SIZE + j), &value[..]))
-                    .collect();
-                db.write_batch(&items, true);
-            }
-        });
-        r.durable_batch = ops_per_sec(DURABLE_BATCHES * DURABLE_BATCH_SIZE, d);
-    }
-    r.disk_mb = dir_bytes(&dir) as f64 / 1e6;
-    let (d, db) = time(|| E::open(&dir));
-    r.open_ms = d.as_secs_f64() * 1e3;
+    let dir = tmp.path().join(engine);
+    let mut command = if engine == "diskcache" {
+        let mut c = Command::new(diskcache_python(base));
+        c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/diskcache_bench.py"));
+        c.arg(&dir).arg(n.to_string()).arg(value_len.to_string());
+        c
+    } else {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["run", engine]).arg(&dir);
+        c.arg(n.to_string()).arg(value_len.to_string());
+        c
+    };
+    let out = command.output().expect("start a run");
     assert!(
-        db.get(&key16(n - 1)).is_some(),
-        "{} reopened with its data",
-        E::NAME
+        out.status.success(),
+        "{engine} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    r
+    serde_json::from_slice(&out.stdout).expect("a run's figures")
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map_or(1_000_000, |a| a.parse().expect("KEYS"));
-    let value_len: usize = args.next().map_or(100, |a| a.parse().expect("VALUE_SIZE"));
-    let reps: usize = args.next().map_or(3, |a| a.parse().expect("REPETITIONS"));
-    let base = std::path::PathBuf::from(
-        std::env::var("LOGCACHE_BENCH_DIR").unwrap_or_else(|_| "target".into()),
-    );
-    std::fs::create_dir_all(&base).unwrap();
-    let mut results: Vec<(&str, Vec<Run>)> = vec![
-        (Logcache::NAME, Vec::new()),
-        (Sled::NAME, Vec::new()),
-        (Redb::NAME, Vec::new()),
-        (Fjall::NAME, Vec::new()),
-    ];
-    for rep in 0..reps {
-        for (name, runs) in &mut results {
-            eprintln!("repetition {}/{reps}: {name}", rep + 1);
-            let run = match *name {
-                "logcache" => run_engine::<Logcache>(&base, n, value_len),
-                "sled" => run_engine::<Sled>(&base, n, value_len),
-                "redb" => run_engine::<Redb>(&base, n, value_len),
-                _ => run_engine::<Fjall>(&base, n, value_len),
-            };
-            runs.push(run);
-            std::thread::sleep(Duration::from_millis(200));
+    let args = Args::parse();
+    if let Some(Child::Run {
+        engine,
+        dir,
+        keys,
+        value_len,
+    }) = args.child
+    {
+        let run = run_in_process(&engine, &dir, keys, value_len);
+        println!("{}", serde_json::to_string(&run).unwrap());
+        return;
+    }
+    let engines: Vec<String> = if args.engines.is_empty() {
+        ENGINES.iter().map(|e| e.to_string()).collect()
+    } else {
+        args.engines.clone()
+    };
+    std::fs::create_dir_all(&args.out).unwrap();
+    let mut results = match &args.from {
+        Some(path) => report::Results::load(path),
+        None => report::Results::new(args.keys, args.reps),
+    };
+    std::fs::create_dir_all(&args.dir).unwrap();
+    for &size in args.sizes.iter().filter(|_| args.from.is_none()) {
+        for rep in 0..args.reps {
+            for engine in &engines {
+                eprintln!("{size} B, repetition {}/{}: {engine}", rep + 1, args.reps);
+                let run = run_child(engine, &args.dir, args.keys, size);
+                results.add(size, engine, run);
+                results.save(&args.out.join("peers.json"));
+            }
         }
     }
-    println!("Command: cargo run --release -p logcache-peers -- {n} {value_len} {reps}");
-    println!(
-        "{n} keys of 16 B, values of {value_len} B; median (min–max) of {reps} runs; ratio = engine / logcache\n"
-    );
-    type Metric = (&'static str, fn(&Run) -> f64, f64, &'static str);
-    let metrics: [Metric; 7] = [
-        (
-            "bulk load (batches of 1,000, one sync at the end)",
-            |r| r.load,
-            1e6,
-            "Mops/s",
-        ),
-        ("random read, present keys", |r| r.read_hit, 1e6, "Mops/s"),
-        ("random read, missing keys", |r| r.read_miss, 1e6, "Mops/s"),
-        (
-            "durable single write (fsync each)",
-            |r| r.durable_put,
-            1.0,
-            "ops/s",
-        ),
-        ("durable batches of 100", |r| r.durable_batch, 1e3, "kops/s"),
-        ("open the loaded store", |r| r.open_ms, 1.0, "ms"),
-        ("disk use after the run", |r| r.disk_mb, 1.0, "MB"),
-    ];
-    print!("| workload |");
-    for (name, _) in &results {
-        print!(" {name} |");
-    }
-    println!();
-    println!("|---|{}", "---|".repeat(results.len()));
-    for (label, f, scale, unit) in metrics {
-        let ours = Spread::of(&results[0].1.iter().map(f).collect::<Vec<_>>()).median;
-        print!("| {label} ({unit}) |");
-        for (_, runs) in &results {
-            let s = Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
-            print!(
-                " {} ×{:.2} |",
-                s.show(scale, if scale == 1.0 { 0 } else { 2 }),
-                s.median / ours
-            );
-        }
-        println!();
-    }
+    let md = results.markdown(&args.sizes, &engines);
+    std::fs::write(args.out.join("peers.md"), &md).unwrap();
+    results.charts(&args.out, &args.sizes, &engines);
+    print!("{md}");
 }
