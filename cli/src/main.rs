@@ -280,11 +280,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut keys: Vec<Vec<u8>> = store.keys().collect();
             keys.sort();
             for k in keys {
-                let Some(v) = store.get(&k)? else { continue };
+                let Some((v, expires_at)) = store.get_with_expiry(&k)? else {
+                    continue;
+                };
                 let line = Line {
                     key: BASE64.encode(&k),
                     value: BASE64.encode(&v),
-                    expires_at: None,
+                    expires_at: (expires_at != 0).then_some(expires_at),
                 };
                 writeln!(
                     out,

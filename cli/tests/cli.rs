@@ -141,6 +141,41 @@ fn export_then_import_copies_a_store() {
 }
 
 #[test]
+fn export_and_import_keep_expiry_times() {
+    let from = tempfile::tempdir().unwrap();
+    let to = tempfile::tempdir().unwrap();
+    assert_eq!(
+        run(&["set", path(from.path()), "k", "v", "--ttl", "3600"]).0,
+        0
+    );
+    assert_eq!(run(&["set", path(from.path()), "forever", "v"]).0, 0);
+    let (code, exported, _) = run(&["export", path(from.path())]);
+    assert_eq!(code, 0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let forever = &lines[0];
+    assert!(forever.get("expires_at").is_none(), "{forever}");
+    let expires_at = lines[1]["expires_at"].as_u64().expect("an expiry time");
+    assert!(
+        (now_ms + 3_500_000..=now_ms + 3_600_000).contains(&expires_at),
+        "{expires_at} vs now {now_ms}"
+    );
+    logcache()
+        .args(["import", path(to.path())])
+        .write_stdin(exported.clone())
+        .assert()
+        .success();
+    let (_, again, _) = run(&["export", path(to.path())]);
+    assert_eq!(again, exported, "the copy carries the same expiry times");
+}
+
+#[test]
 fn compact_reclaims_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let d = path(dir.path());

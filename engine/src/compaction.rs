@@ -20,6 +20,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, IoContext, Result};
 use crate::hint::{self, HintBuilder, HintEntry};
 use crate::keydir::Location;
+use crate::pacer::Pacer;
 use crate::record::{self, FLAG_TOMBSTONE};
 use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
 use crate::store::Inner;
@@ -46,6 +47,9 @@ pub struct CompactionStats {
     pub tombstones_kept: u64,
     /// Wall-clock time.
     pub duration: Duration,
+    /// Part of it spent paused so that durable writes made meanwhile were not held up (see
+    /// docs/guarantees.md, "Compaction and durable writes").
+    pub paused: Duration,
 }
 
 /// A record copied into an output, to be pointed at once the output is durable.
@@ -67,6 +71,10 @@ struct Output {
     moved: Vec<Moved>,
     /// Bytes of tombstones written: dead from the start.
     tombstone_bytes: u64,
+    /// Bytes handed to the OS since the last fdatasync.
+    unsynced: u64,
+    /// Bytes handed to the OS since the pacer last looked.
+    unpaced: u64,
 }
 
 const OUTPUT_BUFFER: usize = 1 << 20;
@@ -94,6 +102,8 @@ impl Output {
             hint: HintBuilder::new(id),
             moved: Vec::new(),
             tombstone_bytes: 0,
+            unsynced: 0,
+            unpaced: 0,
         })
     }
 
@@ -129,8 +139,30 @@ impl Output {
         self.file
             .write_all(&self.buf)
             .context("writing a compaction output")?;
+        self.unsynced += self.buf.len() as u64;
+        self.unpaced += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
+    }
+
+    /// After each buffer written, lets the pacer slow the compaction down while durable
+    /// writers are syncing (see [`crate::pacer`]).
+    fn pace(&mut self, pacer: &mut Pacer, foreground_syncs: u64) -> Result<Duration> {
+        if self.unpaced == 0 {
+            return Ok(Duration::ZERO);
+        }
+        let step = pacer.after_chunk(self.unpaced, foreground_syncs, self.unsynced);
+        self.unpaced = 0;
+        if step.sync {
+            self.file
+                .sync_data()
+                .context("syncing a compaction output")?;
+            self.unsynced = 0;
+        }
+        if !step.sleep.is_zero() {
+            std::thread::sleep(step.sleep);
+        }
+        Ok(step.sleep)
     }
 
     /// Makes the output durable under its final name, with its hint file, and opens it as a
@@ -186,6 +218,7 @@ pub(crate) fn compact(
     let now = now_ms();
     let total: u64 = inputs.iter().map(|s| s.file_len()).sum();
     let mut out: Option<Output> = None;
+    let mut pacer = Pacer::new(inner.commit.syncs());
     let mut expired: Vec<(Box<[u8]>, Location)> = Vec::new();
     let result = (|| -> Result<()> {
         for seg in inputs {
@@ -244,6 +277,9 @@ pub(crate) fn compact(
                     } else {
                         stats.records_dropped += 1;
                     }
+                }
+                if let Some(o) = out.as_mut() {
+                    stats.paused += o.pace(&mut pacer, inner.commit.syncs())?;
                 }
                 if out
                     .as_ref()

@@ -36,6 +36,7 @@ mod hint;
 mod keydir;
 mod lock;
 mod options;
+mod pacer;
 mod record;
 mod recovery;
 mod segment;

@@ -62,7 +62,7 @@ pub(crate) struct Inner {
     pub(crate) keydir: RwLock<KeyDir>,
     pub(crate) segments: SegmentMap,
     pub(crate) writer: Mutex<Writer>,
-    commit: GroupCommit,
+    pub(crate) commit: GroupCommit,
     report: RecoveryReport,
     /// One compaction (or hint-writing pass) at a time.
     compaction_lock: Mutex<()>,
@@ -187,6 +187,12 @@ impl Store {
     /// The value of `key`, or `None` if it is absent or expired. The record's checksum and key
     /// are verified on every read; a mismatch is [`Error::Corrupt`], never a wrong value.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_with_expiry(key)?.map(|(value, _)| value))
+    }
+
+    /// [`Store::get`], with the value's expiry time (unix milliseconds; 0: never), as
+    /// [`Store::put_expiring_at`] takes it.
+    pub fn get_with_expiry(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
         // A compaction can remove a segment between the index lookup and the read; the index
         // then already points at the copy, so look again.
         let mut missing = 0;
@@ -207,7 +213,7 @@ impl Store {
                 if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
                     return Err(corrupt("index points at another record"));
                 }
-                Ok(rec.value.to_vec())
+                Ok((rec.value.to_vec(), loc.expires_at))
             })?;
             match value {
                 Some(value) => return value.map(Some),

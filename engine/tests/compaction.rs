@@ -265,6 +265,65 @@ fn reads_and_writes_go_on_while_compaction_runs_repeatedly() {
 }
 
 #[test]
+fn a_compaction_yields_to_durable_writers_and_keeps_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), manual()).unwrap());
+    let value = |k: u32, round: u32| {
+        let mut v = format!("{k}:{round}:").into_bytes();
+        v.resize(4096, b'a' + (k % 26) as u8);
+        v
+    };
+    let mut expect = BTreeMap::new();
+    let mut paused = Duration::ZERO;
+    // A durable writer syncs throughout each compaction, which must then pause for it (and
+    // sync its output in small steps).
+    for round in 0..5u32 {
+        // Every key, then half of them again: the segment holds 20 MiB live among dead.
+        let writes = (0..5_000u32)
+            .map(|k| (k, 2 * round))
+            .chain((0..2_500).map(|k| (k, 2 * round + 1)));
+        for (k, version) in writes {
+            store.put(&k.to_le_bytes(), &value(k, version)).unwrap();
+            expect.insert(k.to_le_bytes().to_vec(), value(k, version));
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut written = Vec::new();
+                while written.len() < 2 || !done.load(Ordering::Relaxed) {
+                    let key = format!("durable:{round}:{}", written.len()).into_bytes();
+                    store.put(&key, b"kept").unwrap();
+                    store.sync().unwrap();
+                    written.push(key);
+                }
+                written
+            })
+        };
+        while store.stats().syncs < 2 {
+            thread::yield_now();
+        }
+        let stats = store.compact().unwrap();
+        done.store(true, Ordering::Relaxed);
+        for key in writer.join().unwrap() {
+            expect.insert(key, b"kept".to_vec());
+        }
+        assert_eq!(contents(&store), expect, "round {round}");
+        paused += stats.paused;
+        if !paused.is_zero() {
+            break;
+        }
+    }
+    assert!(
+        !paused.is_zero(),
+        "the compaction never paused for the durable writer"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), manual()).unwrap();
+    assert_eq!(contents(&store), expect);
+}
+
+#[test]
 fn open_falls_back_to_scanning_when_a_hint_is_bad_or_missing() {
     let dir = tempfile::tempdir().unwrap();
     let opts = manual().max_segment_size(4096);
