@@ -1,4 +1,4 @@
-"""Python's diskcache on the peer workloads of logcache-peers (benches/peers/src/workload.rs).
+"""Python's diskcache on the peer workloads of logcache-peers (benches/workload/src/run.rs).
 
     python diskcache_bench.py DIR KEYS VALUE_LEN
 

@@ -6,7 +6,7 @@
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -58,7 +58,8 @@ enum Command {
     Export { dir: PathBuf },
     /// Read JSON lines (as written by `export`) from stdin into the store.
     Import { dir: PathBuf },
-    /// Time puts and gets on a temporary store.
+    /// Run the logcache part of the peer comparison (docs/benchmarks.md) on a temporary
+    /// store: load, reads, a 2-thread mix, durable writes, overwrites and compaction, open.
     Bench {
         /// How many keys.
         #[arg(long, default_value_t = 200_000)]
@@ -326,31 +327,53 @@ fn open_or_create(dir: &Path) -> Result<Store, Failure> {
     Ok(Store::open(dir, options())?)
 }
 
+/// The logcache part of the peer comparison (docs/benchmarks.md), on a temporary store.
 fn bench(out: &mut impl Write, n: usize, value_size: usize) -> Result<(), Failure> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), options().durability(Durability::None))?;
-    let value = vec![0x5a; value_size];
-    let key = |i: usize| format!("{i:016}");
-    let started = Instant::now();
-    for i in 0..n {
-        store.put(key(i).as_bytes(), &value)?;
-    }
-    store.flush()?;
-    let put = started.elapsed();
-    let started = Instant::now();
-    for i in 0..n {
-        let found = store.get(key((i * 7919) % n).as_bytes())?;
-        debug_assert!(found.is_some());
-    }
-    let get = started.elapsed();
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
     writeln!(
         out,
-        "{n} puts of {value_size}-byte values: {put:.2?} ({:.0} ops/s)",
-        rate(put)
+        "logcache: the peer-comparison workloads on {n} keys of 16 B with {value_size}-byte values"
     )?;
-    writeln!(out, "{n} gets: {get:.2?} ({:.0} ops/s)", rate(get))?;
+    let r = logcache_workload::run::<logcache_workload::Logcache>(
+        &dir.path().join("store"),
+        n,
+        value_size,
+    );
+    let rows: [(&str, String); 13] = [
+        (
+            "bulk load, batches of 1,000, one sync at the end",
+            ops(r.load),
+        ),
+        ("random read, loaded keys", ops(r.read_hit)),
+        ("random read, missing keys", ops(r.read_miss)),
+        ("90% read / 10% write, 2 threads", ops(r.mix)),
+        ("durable single write, fsync each", ops(r.durable_put)),
+        ("durable batches of 100 (writes)", ops(r.durable_batch)),
+        ("overwrite load, batches of 1,000", ops(r.overwrite)),
+        (
+            "full compaction after it",
+            format!("{:.2} s", r.compact_secs),
+        ),
+        (
+            "disk after the bulk load",
+            format!("{:.1} MB", r.disk_load_mb),
+        ),
+        ("disk at the end", format!("{:.1} MB", r.disk_end_mb)),
+        (
+            "open the closed store + first read",
+            format!("{:.1} ms", r.open_ms),
+        ),
+        ("peak resident memory", format!("{:.0} MB", r.peak_rss_mb)),
+        ("peak heap memory", format!("{:.0} MB", r.peak_anon_mb)),
+    ];
+    for (label, value) in rows {
+        writeln!(out, "{label:<50} {value}")?;
+    }
     Ok(())
+}
+
+fn ops(per_sec: f64) -> String {
+    format!("{per_sec:.0} ops/s")
 }
 
 fn main() -> ExitCode {

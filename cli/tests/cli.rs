@@ -201,11 +201,22 @@ fn compact_reclaims_and_reports() {
 }
 
 #[test]
-fn bench_runs_on_a_temporary_store() {
-    let (code, stdout, _) = run(&["bench", "--keys", "2000"]);
-    assert_eq!(code, 0);
-    assert!(
-        stdout.contains("2000 puts") && stdout.contains("2000 gets"),
-        "{stdout}"
-    );
+fn bench_runs_the_peer_workloads_on_a_temporary_store() {
+    let (code, stdout, stderr) = run(&["bench", "--keys", "2000", "--value-size", "64"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("logcache: the peer-comparison workloads on 2000 keys"));
+    let rates: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_suffix(" ops/s"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 7, "{stdout}");
+    assert!(rates.iter().all(|&r| r > 0.0), "{stdout}");
+    for label in [
+        "disk at the end",
+        "open the closed store",
+        "peak heap memory",
+    ] {
+        assert!(stdout.contains(label), "{label} missing: {stdout}");
+    }
 }

@@ -6,22 +6,19 @@
 //! ```
 //! Every run of every engine is a process of its own (so peak memory is its own), on a fresh
 //! directory under `--dir` (default `target/peers`), and the engines take turns within each
-//! repetition. The workloads are in `workload.rs`; the report (Markdown tables, PNG charts,
+//! repetition. The workloads are in the `logcache-workload` crate; the report (Markdown tables, PNG charts,
 //! the JSON of every run) goes to `--out` (default `target/peers`).
 
 mod engines;
-mod memory;
 mod redis_peer;
 mod report;
-mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
 
-use crate::engines::Engine;
-use crate::workload::Run;
+use logcache_workload::{Engine, Run};
 
 /// Every engine the harness knows, in table order.
 pub const ENGINES: &[&str] = &[
@@ -75,10 +72,10 @@ enum Child {
 
 fn run_in_process(engine: &str, dir: &Path, n: usize, value_len: usize) -> Run {
     fn go<E: Engine>(dir: &Path, n: usize, value_len: usize) -> Run {
-        workload::run::<E>(dir, n, value_len)
+        logcache_workload::run::<E>(dir, n, value_len)
     }
     match engine {
-        "logcache" => go::<engines::Logcache>(dir, n, value_len),
+        "logcache" => go::<logcache_workload::Logcache>(dir, n, value_len),
         "sled" => go::<engines::Sled>(dir, n, value_len),
         "redb" => go::<engines::Redb>(dir, n, value_len),
         "fjall" => go::<engines::Fjall>(dir, n, value_len),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::{Connection, cmd};
 
-use crate::engines::{Engine, Key};
+use logcache_workload::{Engine, Key};
 
 /// Whether `INFO` output has the line `field:value`.
 fn has(info: &str, line: &str) -> bool {

@@ -7,7 +7,7 @@ use logcache_benches::Spread;
 use logcache_benches::plot::{Bars, bar_chart};
 use serde::{Deserialize, Serialize};
 
-use crate::workload::Run;
+use logcache_workload::Run;
 
 /// Every run, by value size and engine.
 #[derive(Serialize, Deserialize)]

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use logcache_benches::{Rng, key16, ops_per_sec, time};
+use crate::{Rng, key16, ops_per_sec, time};
 use serde::{Deserialize, Serialize};
 
-use crate::engines::{Engine, Key};
+use crate::engine::{Engine, Key};
 use crate::memory::Sampler;
 
 /// Keys per batch in the bulk load and the overwrite load.
