@@ -69,7 +69,11 @@ impl Spread {
         s.sort_by(f64::total_cmp);
         Spread {
             min: s[0],
-            median: s[s.len() / 2],
+            median: if s.len() % 2 == 1 {
+                s[s.len() / 2]
+            } else {
+                (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+            },
             max: s[s.len() - 1],
         }
     }
@@ -94,5 +98,10 @@ mod tests {
         let s = Spread::of(&[3.0, 1.0, 2.0]);
         assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
         assert_eq!(s.show(1.0, 1), "2.0 (1.0–3.0)");
+        assert_eq!(
+            Spread::of(&[4.0, 1.0]).median,
+            2.5,
+            "an even count averages the middle two"
+        );
     }
 }
