@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use logcache_engine::{Durability, Error, Options, Store};
+use logcache_workload::Unit;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -339,41 +340,16 @@ fn bench(out: &mut impl Write, n: usize, value_size: usize) -> Result<(), Failur
         n,
         value_size,
     );
-    let rows: [(&str, String); 13] = [
-        (
-            "bulk load, batches of 1,000, one sync at the end",
-            ops(r.load),
-        ),
-        ("random read, loaded keys", ops(r.read_hit)),
-        ("random read, missing keys", ops(r.read_miss)),
-        ("90% read / 10% write, 2 threads", ops(r.mix)),
-        ("durable single write, fsync each", ops(r.durable_put)),
-        ("durable batches of 100 (writes)", ops(r.durable_batch)),
-        ("overwrite load, batches of 1,000", ops(r.overwrite)),
-        (
-            "full compaction after it",
-            format!("{:.2} s", r.compact_secs),
-        ),
-        (
-            "disk after the bulk load",
-            format!("{:.1} MB", r.disk_load_mb),
-        ),
-        ("disk at the end", format!("{:.1} MB", r.disk_end_mb)),
-        (
-            "open the closed store + first read",
-            format!("{:.1} ms", r.open_ms),
-        ),
-        ("peak resident memory", format!("{:.0} MB", r.peak_rss_mb)),
-        ("peak heap memory", format!("{:.0} MB", r.peak_anon_mb)),
-    ];
-    for (label, value) in rows {
-        writeln!(out, "{label:<50} {value}")?;
+    for m in logcache_workload::METRICS {
+        let x = (m.value)(&r);
+        let value = match m.unit {
+            Unit::Ops => format!("{x:.0}"),
+            Unit::Millis | Unit::Megabytes => format!("{x:.1}"),
+            Unit::Seconds => format!("{x:.2}"),
+        };
+        writeln!(out, "{:<60} {value}", m.label)?;
     }
     Ok(())
-}
-
-fn ops(per_sec: f64) -> String {
-    format!("{per_sec:.0} ops/s")
 }
 
 fn main() -> ExitCode {

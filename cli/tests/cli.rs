@@ -207,7 +207,7 @@ fn bench_runs_the_peer_workloads_on_a_temporary_store() {
     assert!(stdout.starts_with("logcache: the peer-comparison workloads on 2000 keys"));
     let rates: Vec<f64> = stdout
         .lines()
-        .filter_map(|l| l.strip_suffix(" ops/s"))
+        .filter(|l| l.contains(" (ops/s) ") || l.contains(" (writes/s) "))
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(rates.len(), 7, "{stdout}");
@@ -215,7 +215,7 @@ fn bench_runs_the_peer_workloads_on_a_temporary_store() {
     for label in [
         "disk at the end",
         "open the closed store",
-        "peak heap memory",
+        "peak heap (anonymous) memory",
     ] {
         assert!(stdout.contains(label), "{label} missing: {stdout}");
     }

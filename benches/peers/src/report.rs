@@ -7,7 +7,7 @@ use logcache_benches::Spread;
 use logcache_benches::plot::{Bars, bar_chart};
 use serde::{Deserialize, Serialize};
 
-use logcache_workload::Run;
+use logcache_workload::{METRICS, Metric, Run, Unit};
 
 /// Every run, by value size and engine.
 #[derive(Serialize, Deserialize)]
@@ -17,104 +17,6 @@ pub struct Results {
     machine: String,
     runs: BTreeMap<usize, BTreeMap<String, Vec<Run>>>,
 }
-
-#[derive(Clone, Copy, PartialEq)]
-enum Unit {
-    /// Operations per second (higher is better).
-    Ops,
-    Millis,
-    Seconds,
-    Megabytes,
-}
-
-struct Metric {
-    label: &'static str,
-    /// Label in the charts.
-    short: &'static str,
-    value: fn(&Run) -> f64,
-    unit: Unit,
-}
-
-const METRICS: &[Metric] = &[
-    Metric {
-        label: "bulk load, batches of 1,000, one sync at the end (ops/s)",
-        short: "bulk load",
-        value: |r| r.load,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "random read, loaded keys (ops/s)",
-        short: "read hit",
-        value: |r| r.read_hit,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "random read, missing keys (ops/s)",
-        short: "read miss",
-        value: |r| r.read_miss,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "90% read / 10% write, 2 threads (ops/s)",
-        short: "90/10 mix",
-        value: |r| r.mix,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "durable single write, fsync each (ops/s)",
-        short: "durable write",
-        value: |r| r.durable_put,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "durable batches of 100 (writes/s)",
-        short: "durable batch",
-        value: |r| r.durable_batch,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "overwrite load, batches of 1,000 (ops/s)",
-        short: "overwrite",
-        value: |r| r.overwrite,
-        unit: Unit::Ops,
-    },
-    Metric {
-        label: "full compaction after it (s; — none)",
-        short: "",
-        value: |r| r.compact_secs,
-        unit: Unit::Seconds,
-    },
-    Metric {
-        label: "disk after the bulk load (MB)",
-        short: "",
-        value: |r| r.disk_load_mb,
-        unit: Unit::Megabytes,
-    },
-    Metric {
-        label: "disk at the end (MB)",
-        short: "",
-        value: |r| r.disk_end_mb,
-        unit: Unit::Megabytes,
-    },
-    Metric {
-        label: "open the closed store + first read (ms)",
-        short: "",
-        value: |r| r.open_ms,
-        unit: Unit::Millis,
-    },
-    Metric {
-        label: "peak resident memory (MB)",
-        short: "",
-        value: |r| r.peak_rss_mb,
-        unit: Unit::Megabytes,
-    },
-    Metric {
-        label: "peak heap (anonymous) memory (MB)",
-        short: "",
-        value: |r| r.peak_anon_mb,
-        unit: Unit::Megabytes,
-    },
-];
 
 /// `x` in three significant figures with a k or M suffix.
 fn ops(x: f64) -> String {
@@ -224,7 +126,6 @@ impl Results {
                 for e in engines {
                     let cell = match self.spread(size, e, m) {
                         None => "n/a".to_string(),
-                        Some(_) if m.unit == Unit::Seconds && ours == Some(0.0) => "—".into(),
                         Some(s) if s.max == 0.0 => "—".into(),
                         Some(s) => {
                             let ratio = match ours {

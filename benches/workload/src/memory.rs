@@ -17,6 +17,14 @@ fn resident_kb(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
+/// Raises the peaks to the current resident and anonymous kB of process `pid`.
+fn sample(pid: &AtomicU32, peak_rss: &AtomicU64, peak_anon: &AtomicU64) {
+    if let Some((rss, anon)) = resident_kb(pid.load(Ordering::Relaxed)) {
+        peak_rss.fetch_max(rss, Ordering::Relaxed);
+        peak_anon.fetch_max(anon, Ordering::Relaxed);
+    }
+}
+
 /// Samples a process's resident memory every 10 ms in a thread and keeps the peaks. The
 /// process can be changed while sampling (a server restarted).
 pub struct Sampler {
@@ -43,10 +51,7 @@ impl Sampler {
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some((rss, anon)) = resident_kb(pid.load(Ordering::Relaxed)) {
-                        peak_rss.fetch_max(rss, Ordering::Relaxed);
-                        peak_anon.fetch_max(anon, Ordering::Relaxed);
-                    }
+                    sample(&pid, &peak_rss, &peak_anon);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             })
@@ -67,10 +72,7 @@ impl Sampler {
 
     /// Takes one sample now (before a process exits, say).
     pub fn sample_now(&self) {
-        if let Some((rss, anon)) = resident_kb(self.pid.load(Ordering::Relaxed)) {
-            self.peak_rss.fetch_max(rss, Ordering::Relaxed);
-            self.peak_anon.fetch_max(anon, Ordering::Relaxed);
-        }
+        sample(&self.pid, &self.peak_rss, &self.peak_anon);
     }
 
     /// Stops and returns the peaks in MB: (resident, anonymous).

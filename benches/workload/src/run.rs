@@ -55,6 +55,113 @@ pub struct Run {
     pub peak_anon_mb: f64,
 }
 
+/// What a figure measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Operations per second (higher is better).
+    Ops,
+    /// Milliseconds.
+    Millis,
+    /// Seconds (0: not applicable).
+    Seconds,
+    /// Megabytes (10^6 bytes).
+    Megabytes,
+}
+
+/// One figure of a [`Run`], as the reports show it.
+pub struct Metric {
+    /// Label in tables, with its unit.
+    pub label: &'static str,
+    /// Label in the charts (throughputs only).
+    pub short: &'static str,
+    /// The figure.
+    pub value: fn(&Run) -> f64,
+    /// Its unit.
+    pub unit: Unit,
+}
+
+/// Every figure of a [`Run`], in report order.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        label: "bulk load, batches of 1,000, one sync at the end (ops/s)",
+        short: "bulk load",
+        value: |r| r.load,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "random read, loaded keys (ops/s)",
+        short: "read hit",
+        value: |r| r.read_hit,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "random read, missing keys (ops/s)",
+        short: "read miss",
+        value: |r| r.read_miss,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "90% read / 10% write, 2 threads (ops/s)",
+        short: "90/10 mix",
+        value: |r| r.mix,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "durable single write, fsync each (ops/s)",
+        short: "durable write",
+        value: |r| r.durable_put,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "durable batches of 100 (writes/s)",
+        short: "durable batch",
+        value: |r| r.durable_batch,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "overwrite load, batches of 1,000 (ops/s)",
+        short: "overwrite",
+        value: |r| r.overwrite,
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "full compaction after it (s; — none)",
+        short: "",
+        value: |r| r.compact_secs,
+        unit: Unit::Seconds,
+    },
+    Metric {
+        label: "disk after the bulk load (MB)",
+        short: "",
+        value: |r| r.disk_load_mb,
+        unit: Unit::Megabytes,
+    },
+    Metric {
+        label: "disk at the end (MB)",
+        short: "",
+        value: |r| r.disk_end_mb,
+        unit: Unit::Megabytes,
+    },
+    Metric {
+        label: "open the closed store + first read (ms)",
+        short: "",
+        value: |r| r.open_ms,
+        unit: Unit::Millis,
+    },
+    Metric {
+        label: "peak resident memory (MB)",
+        short: "",
+        value: |r| r.peak_rss_mb,
+        unit: Unit::Megabytes,
+    },
+    Metric {
+        label: "peak heap (anonymous) memory (MB)",
+        short: "",
+        value: |r| r.peak_anon_mb,
+        unit: Unit::Megabytes,
+    },
+];
+
 /// Values: distinct per key, cut from a pool of random bytes (so they do not compress).
 pub struct Values {
     pool: Vec<u8>,
