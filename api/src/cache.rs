@@ -215,9 +215,9 @@ impl Cache {
 
     /// The backend key for `key`, and the user key's encoding (for messages).
     pub(crate) fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, Vec<u8>)> {
-        let encoded = codec::encode(key).map_err(|message| Error::Encode {
+        let encoded = codec::encode_key(key).map_err(|e| Error::Encode {
             what: "key",
-            message,
+            message: e.to_string(),
         })?;
         let generation = self.shared.backend.counter(&self.ns_counter())?;
         let mut full = self.prefix(generation);
@@ -265,7 +265,7 @@ impl Cache {
         }
         codec::decode(env.payload)
             .map(Found::Value)
-            .map_err(decode_error)
+            .map_err(|e| decode_error(e.to_string()))
     }
 
     /// Encodes `value` into the stored bytes; returns them and the bare payload.
@@ -274,9 +274,9 @@ impl Cache {
         value: &T,
         opts: &SetOptions,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let payload = codec::encode(value).map_err(|message| Error::Encode {
+        let payload = codec::encode_value(value).map_err(|e| Error::Encode {
             what: "value",
-            message,
+            message: e.to_string(),
         })?;
         let mut tags = Vec::with_capacity(opts.tags.len());
         for tag in &opts.tags {
@@ -510,10 +510,10 @@ impl Cache {
         payload: &[u8],
         user: &[u8],
     ) -> Result<T> {
-        codec::decode(payload).map_err(|message| Error::Decode {
+        codec::decode(payload).map_err(|e| Error::Decode {
             key: describe_key(&self.namespace, user),
             type_name: std::any::type_name::<T>(),
-            message,
+            message: e.to_string(),
         })
     }
 

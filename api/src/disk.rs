@@ -64,13 +64,13 @@ fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
             path.display()
         )));
     }
-    codec::decode(&bytes[8..])
+    codec::decode_bincode(&bytes[8..])
         .map_err(|e| counters_error(format!("{} is damaged: {e}", path.display())))
 }
 
 /// Replaces the counters file atomically and durably.
 fn write_counters(dir: &Path, counters: &BTreeMap<String, u64>) -> Result<()> {
-    let body = codec::encode(counters).map_err(counters_error)?;
+    let body = codec::encode_bincode(counters).map_err(counters_error)?;
     let mut bytes = stable_hash(&body).to_le_bytes().to_vec();
     bytes.extend_from_slice(&body);
     let temp = dir.join(format!("{COUNTERS_FILE}.tmp"));

@@ -10,7 +10,8 @@
 //! expired value whatever its own TTL; the tag generations let `evict_tag` invalidate entries
 //! in O(1).
 
-const VERSION: u8 = 1;
+/// 2: the payload is the self-describing format of `codec` (1 was bincode).
+const VERSION: u8 = 2;
 
 /// A decoded envelope borrowing from the stored bytes.
 #[derive(Debug, PartialEq, Eq)]

@@ -103,7 +103,7 @@ pub fn default_cache() -> &'static Cache {
 /// Encodes a function's arguments for its key. `None` if they cannot be encoded (then the
 /// call is not cached).
 pub fn encode_args<A: Serialize + ?Sized>(args: &A) -> Option<Vec<u8>> {
-    codec::encode(args).ok()
+    codec::encode_key(args).ok()
 }
 
 fn key<'a, T: DeserializeOwned + 'static>(
