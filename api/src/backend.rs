@@ -1,8 +1,12 @@
 //! The storage interface every backend implements: bytes in, bytes out.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::memory::Item;
+use crate::stats::TierStats;
 
 /// A place to keep cache entries: in memory, on disk, or on a server.
 ///
@@ -10,6 +14,9 @@ use crate::error::Result;
 /// namespaces, tags and statistics, so a backend only stores, expires and evicts. Counters are
 /// small named integers (namespace and tag generations) that must survive as long as the
 /// entries do and are never evicted.
+///
+/// Only the first ten methods are required; the others have defaults that suit a backend
+/// outside this process.
 pub trait Backend: Send + Sync + 'static {
     /// A short name for messages (`"memory"`, `"disk"`, ...).
     fn name(&self) -> &'static str;
@@ -36,11 +43,85 @@ pub trait Backend: Send + Sync + 'static {
     /// where the backend is.
     fn increment(&self, name: &str) -> Result<u64>;
 
-    /// Entries the backend evicted to stay within its size limit, since it was opened.
+    /// Entries the backend evicted to stay within its size limit, since it was opened
+    /// (overwrites and deletes are not evictions).
     fn evictions(&self) -> u64;
 
     /// Makes writes so far as durable as the backend can (a no-op in memory).
     fn flush(&self) -> Result<()>;
+
+    /// Like [`get`](Backend::get), as a [`Stored`] value: a backend that keeps entries in this
+    /// process's memory returns its entry, beside which the cache keeps the decoded value, so
+    /// that reading it again costs a clone instead of a decode.
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+        Ok(self.get(key)?.map(Stored::from_bytes))
+    }
+
+    /// Whether counters change only through this backend object (so the cache may keep
+    /// their values): true for a backend in this process's memory, false (the default) for
+    /// anything another process or machine can change.
+    fn counters_are_private(&self) -> bool {
+        false
+    }
+
+    /// Statistics per tier, the fastest first (one entry unless the backend is tiered).
+    fn tiers(&self) -> Vec<TierStats> {
+        vec![TierStats::new(self.name(), self.evictions(), None)]
+    }
+
+    /// The disk engine underneath, if there is one (for its statistics, compaction and
+    /// verification).
+    fn engine(&self) -> Option<&logcache_engine::Store> {
+        None
+    }
+}
+
+/// A stored value as a backend hands it to the cache: bytes, or a memory backend's entry (the
+/// bytes, and room for the decoded value beside them).
+pub struct Stored(StoredBytes);
+
+enum StoredBytes {
+    Owned(Vec<u8>),
+    Memory(Arc<Item>),
+}
+
+impl Stored {
+    /// A value read from outside this process's memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Stored {
+        Stored(StoredBytes::Owned(bytes))
+    }
+
+    pub(crate) fn memory(item: Arc<Item>) -> Stored {
+        Stored(StoredBytes::Memory(item))
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            StoredBytes::Owned(b) => b,
+            StoredBytes::Memory(item) => item.bytes(),
+        }
+    }
+
+    /// The value decoded from these bytes, if it was kept and is a `T`.
+    pub(crate) fn decoded<T: Any>(&self) -> Option<&T> {
+        match &self.0 {
+            StoredBytes::Owned(_) => None,
+            StoredBytes::Memory(item) => item.decoded(),
+        }
+    }
+
+    /// Whether a decoded value can be kept beside these bytes.
+    pub(crate) fn keeps_decoded(&self) -> bool {
+        matches!(self.0, StoredBytes::Memory(_))
+    }
+
+    /// Keeps `value`, decoded from exactly these bytes, for later reads.
+    pub(crate) fn keep_decoded<T: Any + Send + Sync>(&self, value: T) {
+        if let StoredBytes::Memory(item) = &self.0 {
+            item.keep_decoded(value);
+        }
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -73,5 +154,17 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()
+    }
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+        (**self).get_stored(key)
+    }
+    fn counters_are_private(&self) -> bool {
+        (**self).counters_are_private()
+    }
+    fn tiers(&self) -> Vec<TierStats> {
+        (**self).tiers()
+    }
+    fn engine(&self) -> Option<&logcache_engine::Store> {
+        (**self).engine()
     }
 }

@@ -110,8 +110,9 @@ impl CacheBuilder {
         self
     }
 
-    /// In strict mode, `get_or_insert_with` and memoized functions fail when the backend
-    /// fails; by default they count the error and compute anyway.
+    /// In strict mode, the `get_or_insert_with` family fails when the backend fails; by
+    /// default it counts the error and computes anyway. (Memoized functions choose with
+    /// `#[memoize(strict)]`.)
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
         self

@@ -9,16 +9,27 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::Backend;
 use crate::blocking::block_on;
+use crate::buffers::with_buffers;
 use crate::codec;
-use crate::envelope;
+use crate::envelope::{self, Envelope};
 use crate::error::{Error, Result};
 use crate::fingerprint::type_fingerprint;
-use crate::flight::{Flights, Role};
+use crate::flight::{Caller, Flights, Role};
 use crate::memory::{MemoryBackend, MemoryLimit};
-use crate::stats::{AtomicCounts, CacheStats, StatsRegistry};
+use crate::namespace::{Namespace, Namespaces};
+use crate::stats::CacheStats;
 
 /// The namespace of a cache that was not given one.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// What the typed cache stores and returns: any serde type that can be cloned and shared
+/// between threads. Implemented for every such type.
+///
+/// `Clone` because a value read from memory (a memory cache, or a memory tier) is kept
+/// decoded, so a hit returns a clone instead of decoding again.
+pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for T {}
 
 /// A typed, thread-safe cache. Cheap to clone: clones share the backend, statistics and
 /// in-flight computations.
@@ -26,7 +37,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// ```
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 /// struct UserDetail {
 ///     name: String,
 ///     age: u8,
@@ -46,23 +57,32 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Clone)]
 pub struct Cache {
     shared: Arc<Shared>,
-    namespace: Arc<str>,
-    counts: Arc<AtomicCounts>,
+    ns: Arc<Namespace>,
 }
 
+/// What every handle of one cache shares.
 pub(crate) struct Shared {
-    pub(crate) backend: Box<dyn Backend>,
-    pub(crate) default_ttl: Option<Duration>,
-    pub(crate) strict: bool,
+    backend: Box<dyn Backend>,
+    default_ttl: Option<Duration>,
+    on_failure: OnFailure,
     flights: Flights,
-    stats: StatsRegistry,
+    namespaces: Namespaces,
+}
+
+/// What the `get_or_insert_with` family does when the backend fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnFailure {
+    /// Return the error (strict).
+    Fail,
+    /// Count it in the statistics and compute the value anyway.
+    Compute,
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("backend", &self.shared.backend.name())
-            .field("namespace", &self.namespace)
+            .field("namespace", &self.ns.name)
             .field("default_ttl", &self.shared.default_ttl)
             .finish()
     }
@@ -82,12 +102,14 @@ impl SetOptions {
     }
 
     /// The value reads as absent once `ttl` has passed.
+    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> SetOptions {
         self.ttl = Some(ttl);
         self
     }
 
     /// Tags the value; [`Cache::evict_tag`] drops every value with that tag at once.
+    #[must_use]
     pub fn tag(mut self, tag: impl Into<String>) -> SetOptions {
         self.tags.push(tag.into());
         self
@@ -100,26 +122,303 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A key as readable text for error messages: the string if it is one, else hex.
-fn describe_key(namespace: &str, encoded: &[u8]) -> String {
-    match codec::decode::<String>(encoded) {
-        Ok(s) => format!("{namespace}/{s:?}"),
+fn expires_at(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |ttl| {
+        now_ms()
+            .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .max(1)
+    })
+}
+
+/// A key as readable text for error messages: the namespace and the key as JSON.
+fn describe_key(namespace: &str, user_key: &[u8]) -> String {
+    match codec::to_json(user_key) {
+        Ok(json) => format!("{namespace}/{json}"),
         Err(_) => {
-            let hex: String = encoded
+            let hex: String = user_key
                 .iter()
                 .take(32)
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            let more = if encoded.len() > 32 { "…" } else { "" };
+            let more = if user_key.len() > 32 { "…" } else { "" };
             format!("{namespace}/0x{hex}{more}")
         }
     }
 }
 
-/// The result of looking a key up.
-enum Found<T> {
-    Value(T),
-    Absent,
+fn encode_error(what: &'static str) -> impl FnOnce(codec::CodecError) -> Error {
+    move |e| Error::Encode {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// A key that missed in `get_or_insert_with`: what computing its value needs.
+pub(crate) struct MissedKey {
+    /// The storage key; `None` when the cache cannot be used (the value is computed and not
+    /// stored).
+    key: Option<Vec<u8>>,
+    /// Where the user key starts in `key`.
+    user_at: usize,
+}
+
+/// What looking a key up for `get_or_insert_with` found.
+pub(crate) enum Lookup<T> {
+    Hit(T),
+    Miss(MissedKey),
+}
+
+impl Shared {
+    /// The namespace called `name`.
+    pub(crate) fn namespaces_get(&self, name: &str) -> Arc<Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// Appends the storage key of `key` in `ns` to `out`; returns where the user key starts.
+    fn key_into<K: Serialize + ?Sized>(
+        &self,
+        ns: &Namespace,
+        key: &K,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let generation = ns.generation(&*self.backend)?;
+        ns.key_prefix(generation, out);
+        let at = out.len();
+        codec::encode_key_into(key, out).map_err(encode_error("key"))?;
+        Ok(at)
+    }
+
+    fn tag_generation(&self, tag: &[u8]) -> Result<u64> {
+        self.backend
+            .counter(&format!("tag:{}", String::from_utf8_lossy(tag)))
+    }
+
+    /// Whether an entry is neither expired nor evicted by its tags.
+    fn is_live(&self, env: &Envelope<'_>) -> Result<bool> {
+        if env.expires_at != 0 && env.expires_at <= now_ms() {
+            return Ok(false);
+        }
+        for (tag, generation) in env.tags() {
+            if self.tag_generation(tag)? != generation {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Decodes the value of an entry as `T` (checking its fingerprint first).
+    fn decode_entry<T: Value>(
+        ns: &Namespace,
+        env: &Envelope<'_>,
+        skey: &[u8],
+        user_at: usize,
+    ) -> Result<T> {
+        let decode_error = |message: String| Error::Decode {
+            key: describe_key(&ns.name, &skey[user_at..]),
+            type_name: std::any::type_name::<T>(),
+            message,
+        };
+        if env.fingerprint != type_fingerprint::<T>() {
+            return Err(decode_error(
+                "it was stored as another type (or another shape of this type)".into(),
+            ));
+        }
+        codec::decode(env.payload).map_err(|e| decode_error(e.to_string()))
+    }
+
+    /// The live value at `skey` as a `T`: `None` if absent, expired or evicted by a tag; a
+    /// value of another type is [`Error::Decode`].
+    fn read<T: Value>(&self, ns: &Namespace, skey: &[u8], user_at: usize) -> Result<Option<T>> {
+        let Some(stored) = self.backend.get_stored(skey)? else {
+            return Ok(None);
+        };
+        let env = envelope::decode(stored.bytes()).map_err(|m| Error::Decode {
+            key: describe_key(&ns.name, &skey[user_at..]),
+            type_name: std::any::type_name::<T>(),
+            message: m.to_string(),
+        })?;
+        if !self.is_live(&env)? {
+            return Ok(None);
+        }
+        if let Some(value) = stored.decoded::<T>() {
+            return Ok(Some(value.clone()));
+        }
+        let value: T = Self::decode_entry(ns, &env, skey, user_at)?;
+        if stored.keeps_decoded() {
+            stored.keep_decoded(value.clone());
+        }
+        Ok(Some(value))
+    }
+
+    /// Appends the stored form of `value` (envelope and encoding) to `out`.
+    fn entry_into<T: Value>(&self, value: &T, opts: &SetOptions, out: &mut Vec<u8>) -> Result<()> {
+        let mut tags = Vec::with_capacity(opts.tags.len());
+        for tag in &opts.tags {
+            tags.push((tag.as_str(), self.tag_generation(tag.as_bytes())?));
+        }
+        let expires = expires_at(opts.ttl.or(self.default_ttl));
+        envelope::encode_header(type_fingerprint::<T>(), expires, &tags, out).map_err(
+            |message| Error::Encode {
+                what: "value",
+                message,
+            },
+        )?;
+        codec::encode_value_into(value, out).map_err(encode_error("value"))
+    }
+
+    fn write(&self, ns: &Namespace, skey: &[u8], entry: &[u8], opts: &SetOptions) -> Result<()> {
+        self.backend
+            .set(skey, entry, opts.ttl.or(self.default_ttl))?;
+        ns.counts.write();
+        Ok(())
+    }
+
+    fn counted<R>(ns: &Namespace, result: Result<R>) -> Result<R> {
+        if result.is_err() {
+            ns.counts.error();
+        }
+        result
+    }
+
+    /// Reads for `get_or_insert_with`: a value that does not decode is a miss to recompute;
+    /// a backend failure is counted and, unless strict, also a miss.
+    fn read_for_compute<T: Value>(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        user_at: usize,
+        on_failure: OnFailure,
+    ) -> Result<Option<T>> {
+        match self.read::<T>(ns, skey, user_at) {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                ns.counts.error();
+                if on_failure == OnFailure::Fail && !matches!(e, Error::Decode { .. }) {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Looks `key` up for `get_or_insert_with`: a hit (counted), or what computing needs.
+    pub(crate) fn lookup<T: Value, K: Serialize + ?Sized>(
+        &self,
+        ns: &Namespace,
+        key: &K,
+        on_failure: OnFailure,
+    ) -> Result<Lookup<T>> {
+        let found = with_buffers(|b| {
+            let user_at = match self.key_into(ns, key, &mut b.key) {
+                Ok(at) => at,
+                Err(e) => {
+                    ns.counts.error();
+                    return match on_failure {
+                        OnFailure::Fail => Err(e),
+                        // The key cannot even be built: compute without the cache.
+                        OnFailure::Compute => Ok(Lookup::Miss(MissedKey {
+                            key: None,
+                            user_at: 0,
+                        })),
+                    };
+                }
+            };
+            Ok(
+                match self.read_for_compute(ns, &b.key, user_at, on_failure)? {
+                    Some(v) => Lookup::Hit(v),
+                    None => Lookup::Miss(MissedKey {
+                        key: Some(b.key.clone()),
+                        user_at,
+                    }),
+                },
+            )
+        })?;
+        if matches!(found, Lookup::Hit(_)) {
+            ns.counts.hit();
+        }
+        Ok(found)
+    }
+
+    /// Stores a computed value; failures are counted and, unless strict, ignored (the caller
+    /// has its value either way). Returns the stored entry for waiting callers.
+    fn store_computed<T: Value>(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        value: &T,
+        opts: &SetOptions,
+        on_failure: OnFailure,
+    ) -> Result<Option<Arc<[u8]>>> {
+        let stored = with_buffers(|b| {
+            self.entry_into(value, opts, &mut b.value)?;
+            self.write(ns, skey, &b.value, opts)?;
+            Ok(Arc::from(&b.value[..]))
+        });
+        match stored {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) => {
+                ns.counts.error();
+                match on_failure {
+                    OnFailure::Fail => Err(e),
+                    OnFailure::Compute => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Computes the value of a key that missed, once per key across the threads and tasks
+    /// of this process: lead the key's flight and compute, or wait for its leader. A caller
+    /// that cannot wait (see `flight`), or whose leader failed, computes at once on its own.
+    pub(crate) async fn compute<T, E, F, Fut>(
+        &self,
+        ns: &Namespace,
+        missed: MissedKey,
+        opts: &SetOptions,
+        on_failure: OnFailure,
+        caller: Caller,
+        f: F,
+    ) -> Result<T, E>
+    where
+        T: Value,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let MissedKey { key, user_at } = missed;
+        let Some(skey) = key else {
+            ns.counts.miss();
+            return f().await;
+        };
+        let flight = match self.flights.join(&skey, caller) {
+            Role::Leader(leader) => {
+                // Stored between our read and our joining?
+                if let Some(v) = self.read_for_compute(ns, &skey, user_at, on_failure)? {
+                    ns.counts.hit();
+                    return Ok(v);
+                }
+                ns.counts.miss();
+                let value = f().await?;
+                if let Some(entry) = self.store_computed(ns, &skey, &value, opts, on_failure)? {
+                    leader.finish(entry);
+                }
+                return Ok(value);
+            }
+            Role::Follower(flight) => flight,
+        };
+        if flight.can_wait(caller)
+            && let Some(entry) = flight.wait_async().await
+            && let Ok(env) = envelope::decode(&entry)
+            && let Ok(value) = Self::decode_entry::<T>(ns, &env, &skey, user_at)
+        {
+            ns.counts.hit();
+            return Ok(value);
+        }
+        ns.counts.miss();
+        let value = f().await?;
+        self.store_computed(ns, &skey, &value, opts, on_failure)?;
+        Ok(value)
+    }
 }
 
 impl Cache {
@@ -136,17 +435,20 @@ impl Cache {
         let shared = Arc::new(Shared {
             backend,
             default_ttl,
-            strict,
+            on_failure: if strict {
+                OnFailure::Fail
+            } else {
+                OnFailure::Compute
+            },
             flights: Flights::default(),
-            stats: StatsRegistry::default(),
+            namespaces: Namespaces::default(),
         });
-        let namespace: Arc<str> = Arc::from(DEFAULT_NAMESPACE);
-        let counts = shared.stats.namespace(&namespace);
-        Cache {
-            shared,
-            namespace,
-            counts,
-        }
+        let ns = shared.namespaces.get(DEFAULT_NAMESPACE);
+        Cache { shared, ns }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A persistent cache in directory `dir` (created if needed) on logcache's own engine,
@@ -155,7 +457,8 @@ impl Cache {
         crate::CacheBuilder::new().disk(dir.as_ref()).build()
     }
 
-    /// An in-process cache of at most `capacity` entries.
+    /// An in-process cache of at most `capacity` entries (0: a cache that stores nothing;
+    /// `set` is then [`Error::TooLarge`] and memoized functions compute every call).
     pub fn memory(capacity: usize) -> Cache {
         Cache::with_backend(MemoryBackend::new(MemoryLimit::Entries(capacity)))
     }
@@ -174,23 +477,21 @@ impl Cache {
     /// # Ok::<(), logcache::Error>(())
     /// ```
     pub fn namespace(&self, name: &str) -> Cache {
-        let namespace: Arc<str> = Arc::from(name);
         Cache {
-            counts: self.shared.stats.namespace(&namespace),
+            ns: self.shared.namespaces.get(name),
             shared: Arc::clone(&self.shared),
-            namespace,
         }
     }
 
     /// This handle's namespace.
     pub fn namespace_name(&self) -> &str {
-        &self.namespace
+        &self.ns.name
     }
 
     /// Whether backend failures fail `get_or_insert_with` (see
     /// [`CacheBuilder::strict`](crate::CacheBuilder::strict)).
     pub fn is_strict(&self) -> bool {
-        self.shared.strict
+        self.shared.on_failure == OnFailure::Fail
     }
 
     /// The backend underneath.
@@ -198,155 +499,54 @@ impl Cache {
         &*self.shared.backend
     }
 
-    fn ns_counter(&self) -> String {
-        format!("ns:{}", self.namespace)
+    /// The disk engine underneath (a disk cache, or a memory tier over one): its statistics,
+    /// compaction and verification, on the store this cache has open.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = logcache::Cache::open(dir.path())?;
+    /// cache.set("k", &1u8)?;
+    /// let store = cache.engine().expect("a disk cache");
+    /// assert_eq!(store.stats().keys, 1);
+    /// store.compact()?;
+    /// # Ok::<(), logcache::Error>(())
+    /// ```
+    pub fn engine(&self) -> Option<&logcache_engine::Store> {
+        self.shared.backend.engine()
     }
 
-    /// `len(namespace) | namespace | generation`: the prefix of every key of the namespace's
-    /// current generation.
-    fn prefix(&self, generation: u64) -> Vec<u8> {
-        let ns = self.namespace.as_bytes();
-        let mut p = Vec::with_capacity(ns.len() + 12);
-        p.extend_from_slice(&(ns.len() as u32).to_le_bytes());
-        p.extend_from_slice(ns);
-        p.extend_from_slice(&generation.to_le_bytes());
-        p
-    }
-
-    /// The backend key for `key`, and the user key's encoding (for messages).
-    pub(crate) fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, Vec<u8>)> {
-        let encoded = codec::encode_key(key).map_err(|e| Error::Encode {
-            what: "key",
-            message: e.to_string(),
-        })?;
-        let generation = self.shared.backend.counter(&self.ns_counter())?;
-        let mut full = self.prefix(generation);
-        full.extend_from_slice(&encoded);
-        Ok((full, encoded))
-    }
-
-    fn expires_at(ttl: Option<Duration>) -> u64 {
-        ttl.map_or(0, |ttl| {
-            now_ms()
-                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-                .max(1)
-        })
-    }
-
-    /// Reads and checks the entry at `skey`: absent, expired and tag-evicted entries are
-    /// `Absent`; a value of another type is a decode error.
-    fn read<T: DeserializeOwned + 'static>(
-        &self,
-        skey: &[u8],
-        user_key: &[u8],
-    ) -> Result<Found<T>> {
-        let Some(bytes) = self.shared.backend.get(skey)? else {
-            return Ok(Found::Absent);
-        };
-        let decode_error = |message: String| Error::Decode {
-            key: describe_key(&self.namespace, user_key),
-            type_name: std::any::type_name::<T>(),
-            message,
-        };
-        let env = envelope::decode(&bytes).map_err(|m| decode_error(m.to_string()))?;
-        if env.expires_at != 0 && env.expires_at <= now_ms() {
-            return Ok(Found::Absent);
-        }
-        for (tag, generation) in &env.tags {
-            let tag = String::from_utf8_lossy(tag);
-            if self.shared.backend.counter(&format!("tag:{tag}"))? != *generation {
-                return Ok(Found::Absent);
-            }
-        }
-        if env.fingerprint != type_fingerprint::<T>() {
-            return Err(decode_error(
-                "it was stored as another type (or another shape of this type)".into(),
-            ));
-        }
-        codec::decode(env.payload)
-            .map(Found::Value)
-            .map_err(|e| decode_error(e.to_string()))
-    }
-
-    /// Encodes `value` into the stored bytes; returns them and the bare payload.
-    fn encode_entry<T: Serialize + DeserializeOwned + 'static>(
-        &self,
-        value: &T,
-        opts: &SetOptions,
-    ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let payload = codec::encode_value(value).map_err(|e| Error::Encode {
-            what: "value",
-            message: e.to_string(),
-        })?;
-        let mut tags = Vec::with_capacity(opts.tags.len());
-        for tag in &opts.tags {
-            tags.push((
-                tag.as_str(),
-                self.shared.backend.counter(&format!("tag:{tag}"))?,
-            ));
-        }
-        let ttl = opts.ttl.or(self.shared.default_ttl);
-        let bytes = envelope::encode(
-            type_fingerprint::<T>(),
-            Self::expires_at(ttl),
-            &tags,
-            &payload,
-        )
-        .map_err(|message| Error::Encode {
-            what: "value",
-            message,
-        })?;
-        Ok((bytes, payload))
-    }
-
-    fn write_entry(&self, skey: &[u8], bytes: &[u8], opts: &SetOptions) -> Result<()> {
-        self.shared
-            .backend
-            .set(skey, bytes, opts.ttl.or(self.shared.default_ttl))?;
-        self.counts.write();
-        Ok(())
-    }
-
-    fn counted<R>(&self, result: Result<R>) -> Result<R> {
-        if result.is_err() {
-            self.counts.error();
-        }
-        result
+    /// The backend key of `key` in this namespace, and where the user key starts in it.
+    pub(crate) fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        let at = self.shared.key_into(&self.ns, key, &mut out)?;
+        Ok((out, at))
     }
 
     /// The value under `key`, or `None` if there is none (or it expired, or its tag was
     /// evicted, or its namespace cleared). A value stored as another type is
     /// [`Error::Decode`], never a misread value.
-    pub fn get<T: DeserializeOwned + 'static>(
-        &self,
-        key: &(impl Serialize + ?Sized),
-    ) -> Result<Option<T>> {
-        let result = self
-            .storage_key(key)
-            .and_then(|(skey, user)| self.read::<T>(&skey, &user));
-        match self.counted(result)? {
-            Found::Value(v) => {
-                self.counts.hit();
-                Ok(Some(v))
-            }
-            Found::Absent => {
-                self.counts.miss();
-                Ok(None)
-            }
+    pub fn get<T: Value>(&self, key: &(impl Serialize + ?Sized)) -> Result<Option<T>> {
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        let result = with_buffers(|b| {
+            let at = shared.key_into(ns, key, &mut b.key)?;
+            shared.read::<T>(ns, &b.key, at)
+        });
+        let found = Shared::counted(ns, result)?;
+        if found.is_some() {
+            ns.counts.hit();
+        } else {
+            ns.counts.miss();
         }
+        Ok(found)
     }
 
     /// Stores `value` under `key` (with the cache's default TTL, if any).
-    pub fn set<T: Serialize + DeserializeOwned + 'static>(
-        &self,
-        key: &(impl Serialize + ?Sized),
-        value: &T,
-    ) -> Result<()> {
+    pub fn set<T: Value>(&self, key: &(impl Serialize + ?Sized), value: &T) -> Result<()> {
         self.set_with(key, value, &SetOptions::new())
     }
 
     /// Stores `value` under `key`; it reads as absent once `ttl` has passed.
-    pub fn set_with_ttl<T: Serialize + DeserializeOwned + 'static>(
+    pub fn set_with_ttl<T: Value>(
         &self,
         key: &(impl Serialize + ?Sized),
         value: &T,
@@ -368,71 +568,72 @@ impl Cache {
     /// assert_eq!(cache.get::<String>("profile:7")?, None);
     /// # Ok::<(), logcache::Error>(())
     /// ```
-    pub fn set_with<T: Serialize + DeserializeOwned + 'static>(
+    pub fn set_with<T: Value>(
         &self,
         key: &(impl Serialize + ?Sized),
         value: &T,
         opts: &SetOptions,
     ) -> Result<()> {
-        let result = self.storage_key(key).and_then(|(skey, _)| {
-            let (bytes, _) = self.encode_entry(value, opts)?;
-            self.write_entry(&skey, &bytes, opts)
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        let result = with_buffers(|b| {
+            shared.key_into(ns, key, &mut b.key)?;
+            shared.entry_into(value, opts, &mut b.value)?;
+            shared.write(ns, &b.key, &b.value, opts)
         });
-        self.counted(result)
+        Shared::counted(ns, result)
     }
 
     /// Removes `key`; returns whether a value was stored under it.
     pub fn delete(&self, key: &(impl Serialize + ?Sized)) -> Result<bool> {
-        let result = self
-            .storage_key(key)
-            .and_then(|(skey, _)| self.shared.backend.delete(&skey));
-        self.counted(result)
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        let result = with_buffers(|b| {
+            shared.key_into(ns, key, &mut b.key)?;
+            shared.backend.delete(&b.key)
+        });
+        Shared::counted(ns, result)
     }
 
     /// Whether a live value is stored under `key` (of any type).
     pub fn contains(&self, key: &(impl Serialize + ?Sized)) -> Result<bool> {
-        let result = self.storage_key(key).and_then(|(skey, user)| {
-            match self.read::<serde::de::IgnoredAny>(&skey, &user) {
-                Ok(Found::Value(_)) => Ok(true),
-                Ok(Found::Absent) => Ok(false),
-                // Stored as another type: still a value.
-                Err(Error::Decode { .. }) => Ok(true),
-                Err(e) => Err(e),
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        let result = with_buffers(|b| {
+            shared.key_into(ns, key, &mut b.key)?;
+            let Some(stored) = shared.backend.get_stored(&b.key)? else {
+                return Ok(false);
+            };
+            match envelope::decode(stored.bytes()) {
+                Ok(env) => shared.is_live(&env),
+                // Damaged, but something is stored.
+                Err(_) => Ok(true),
             }
         });
-        self.counted(result)
+        Shared::counted(ns, result)
     }
 
     /// Drops every entry of this namespace at once, in O(1): the namespace moves to a new
     /// generation, and entries of older generations are never read again. (They stay on
     /// disk until evicted or until [`Cache::vacuum`] removes them.)
     pub fn clear(&self) -> Result<()> {
-        let result = self
-            .shared
-            .backend
-            .increment(&self.ns_counter())
-            .map(|_| ());
-        self.counted(result)
+        let result = self.ns.advance(&*self.shared.backend).map(drop);
+        Shared::counted(&self.ns, result)
     }
 
     /// Removes the entries of this namespace's older generations (left behind by
     /// [`Cache::clear`]) from the backend. Takes time proportional to the number of keys.
     pub fn vacuum(&self) -> Result<u64> {
         let result = self
-            .shared
-            .backend
-            .counter(&self.ns_counter())
+            .ns
+            .generation(&*self.shared.backend)
             .and_then(|current| {
                 let mut removed = 0;
                 for generation in 0..current {
-                    removed += self
-                        .shared
-                        .backend
-                        .delete_prefix(&self.prefix(generation))?;
+                    let mut prefix = Vec::new();
+                    self.ns.key_prefix(generation, &mut prefix);
+                    removed += self.shared.backend.delete_prefix(&prefix)?;
                 }
                 Ok(removed)
             });
-        self.counted(result)
+        Shared::counted(&self.ns, result)
     }
 
     /// Drops every entry tagged `tag`, in every namespace, at once (O(1), like
@@ -442,79 +643,30 @@ impl Cache {
             .shared
             .backend
             .increment(&format!("tag:{tag}"))
-            .map(|_| ());
-        self.counted(result)
+            .map(drop);
+        Shared::counted(&self.ns, result)
     }
 
-    /// Statistics of every namespace of this cache.
+    /// Statistics of every namespace of this cache, and of every tier of its backend.
     pub fn stats(&self) -> CacheStats {
-        self.shared.stats.snapshot(self.shared.backend.evictions())
+        let (total, namespaces) = self.shared.namespaces.counts();
+        let tiers = self.shared.backend.tiers();
+        CacheStats {
+            total,
+            namespaces,
+            evictions: tiers.iter().map(|t| t.evictions).sum(),
+            tiers,
+        }
     }
 
     /// Sets every statistic to zero.
     pub fn reset_stats(&self) {
-        self.shared.stats.reset();
+        self.shared.namespaces.reset();
     }
 
     /// Makes writes so far as durable as the backend can.
     pub fn flush(&self) -> Result<()> {
-        self.counted(self.shared.backend.flush())
-    }
-
-    /// Reads for `get_or_insert_with`: a stale or undecodable value is a miss to recompute;
-    /// a backend failure is counted and, unless the cache is strict, also a miss.
-    fn read_for_compute<T: DeserializeOwned + 'static>(
-        &self,
-        skey: &[u8],
-        user: &[u8],
-        strict: bool,
-    ) -> Result<Option<T>> {
-        match self.read::<T>(skey, user) {
-            Ok(Found::Value(v)) => Ok(Some(v)),
-            Ok(Found::Absent) => Ok(None),
-            Err(e) => {
-                self.counts.error();
-                if strict && !matches!(e, Error::Decode { .. }) {
-                    Err(e)
-                } else {
-                    Ok(None)
-                }
-            }
-        }
-    }
-
-    /// Stores a computed value; failures are counted and, unless strict, ignored (the caller
-    /// has its value either way). Returns the payload for waiting callers.
-    fn store_computed<T: Serialize + DeserializeOwned + 'static>(
-        &self,
-        skey: &[u8],
-        value: &T,
-        opts: &SetOptions,
-        strict: bool,
-    ) -> Result<Option<Arc<[u8]>>> {
-        let stored = self.encode_entry(value, opts).and_then(|(bytes, payload)| {
-            self.write_entry(skey, &bytes, opts)?;
-            Ok(payload)
-        });
-        match stored {
-            Ok(payload) => Ok(Some(Arc::from(payload))),
-            Err(e) => {
-                self.counts.error();
-                if strict { Err(e) } else { Ok(None) }
-            }
-        }
-    }
-
-    fn decode_shared<T: DeserializeOwned + 'static>(
-        &self,
-        payload: &[u8],
-        user: &[u8],
-    ) -> Result<T> {
-        codec::decode(payload).map_err(|e| Error::Decode {
-            key: describe_key(&self.namespace, user),
-            type_name: std::any::type_name::<T>(),
-            message: e.to_string(),
-        })
+        Shared::counted(&self.ns, self.shared.backend.flush())
     }
 
     /// The value under `key`, or `f()` stored under it if there is none. When many threads
@@ -530,7 +682,7 @@ impl Cache {
     /// ```
     pub fn get_or_insert_with<T, F>(&self, key: &(impl Serialize + ?Sized), f: F) -> Result<T>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         F: FnOnce() -> T,
     {
         self.try_get_or_insert_with(key, || Ok::<T, Error>(f()))
@@ -545,14 +697,16 @@ impl Cache {
         f: F,
     ) -> Result<T>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         F: FnOnce() -> T,
     {
-        self.try_compute(key, opts, self.shared.strict, || Ok::<T, Error>(f()))
+        self.compute_blocking(key, opts, || Ok::<T, Error>(f()))
     }
 
     /// The value under `key`, or the `Ok` of `f()` stored under it. An `Err` is returned
-    /// and not cached: the next call runs `f` again. Cache errors convert into `E`.
+    /// and not cached: the next call runs `f` again. Callers that were waiting for this
+    /// computation of the key then compute at once, each on its own. Cache errors convert
+    /// into `E`.
     ///
     /// ```
     /// let cache = logcache::Cache::memory(100);
@@ -569,28 +723,36 @@ impl Cache {
         f: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        self.try_compute(key, &SetOptions::new(), self.shared.strict, f)
+        self.compute_blocking(key, &SetOptions::new(), f)
     }
 
-    /// The synchronous form of [`try_compute_async`](Cache::try_compute_async): the same
-    /// code, run on this thread (waiting for another caller's computation parks it).
-    pub(crate) fn try_compute<T, E, F>(
+    fn compute_blocking<T, E, F>(
         &self,
         key: &(impl Serialize + ?Sized),
         opts: &SetOptions,
-        strict: bool,
         f: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        block_on(self.try_compute_async(key, opts, strict, || std::future::ready(f())))
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        match shared.lookup(ns, key, shared.on_failure)? {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(missed) => block_on(shared.compute(
+                ns,
+                missed,
+                opts,
+                shared.on_failure,
+                Caller::blocking(),
+                || std::future::ready(f()),
+            )),
+        }
     }
 
     /// Async form of [`get_or_insert_with`](Cache::get_or_insert_with): waiting for another
@@ -601,15 +763,12 @@ impl Cache {
         f: F,
     ) -> Result<T>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let strict = self.shared.strict;
-        self.try_compute_async(key, &SetOptions::new(), strict, || async {
-            Ok::<T, Error>(f().await)
-        })
-        .await
+        self.try_get_or_insert_with_async(key, || async { Ok::<T, Error>(f().await) })
+            .await
     }
 
     /// Async form of [`try_get_or_insert_with`](Cache::try_get_or_insert_with).
@@ -619,65 +778,25 @@ impl Cache {
         f: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + 'static,
+        T: Value,
         E: From<Error>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.try_compute_async(key, &SetOptions::new(), self.shared.strict, f)
-            .await
-    }
-
-    /// The engine of the `get_or_insert_with` family: read; on a miss lead the key's flight
-    /// and compute, or wait for the leader. With `strict`, backend failures are returned;
-    /// otherwise they are counted and the value is computed (and returned) anyway.
-    pub(crate) async fn try_compute_async<T, E, F, Fut>(
-        &self,
-        key: &(impl Serialize + ?Sized),
-        opts: &SetOptions,
-        strict: bool,
-        f: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + 'static,
-        E: From<Error>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let (skey, user) = match self.counted(self.storage_key(key)) {
-            Ok(k) => k,
-            Err(e) if strict => return Err(e.into()),
-            // The backend cannot even tell the key's generation: compute without the cache.
-            Err(_) => {
-                self.counts.miss();
-                return f().await;
-            }
-        };
-        let mut f = Some(f);
-        loop {
-            if let Some(v) = self.read_for_compute::<T>(&skey, &user, strict)? {
-                self.counts.hit();
-                return Ok(v);
-            }
-            let flight = match self.shared.flights.join(&skey) {
-                Role::Leader(leader) => {
-                    if let Some(v) = self.read_for_compute::<T>(&skey, &user, strict)? {
-                        self.counts.hit();
-                        return Ok(v);
-                    }
-                    self.counts.miss();
-                    let compute = f.take().expect("a caller leads at most once");
-                    let value = compute().await?;
-                    if let Some(payload) = self.store_computed(&skey, &value, opts, strict)? {
-                        leader.finish(payload);
-                    }
-                    return Ok(value);
-                }
-                Role::Follower(flight) => flight,
-            };
-            if let Some(payload) = flight.wait_async().await {
-                self.counts.hit();
-                return Ok(self.decode_shared(&payload, &user)?);
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        match shared.lookup(ns, key, shared.on_failure)? {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(missed) => {
+                shared
+                    .compute(
+                        ns,
+                        missed,
+                        &SetOptions::new(),
+                        shared.on_failure,
+                        Caller::Async,
+                        f,
+                    )
+                    .await
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fingerprint::stable_hash;
+use crate::stats::TierStats;
 
 /// Counters live beside the segments in this file (the engine ignores files it does not
 /// know), so that evicting old segments can never reset a namespace or tag generation.
@@ -135,6 +136,24 @@ impl Backend for DiskBackend {
 
     fn flush(&self) -> Result<()> {
         Ok(self.store.sync()?)
+    }
+
+    /// The directory is locked by this process, so only this object changes its counters.
+    fn counters_are_private(&self) -> bool {
+        true
+    }
+
+    fn tiers(&self) -> Vec<TierStats> {
+        let stats = self.store.stats();
+        vec![TierStats::new(
+            "disk",
+            stats.evictions,
+            Some(stats.keys as u64),
+        )]
+    }
+
+    fn engine(&self) -> Option<&Store> {
+        Some(&self.store)
     }
 }
 

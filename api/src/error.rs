@@ -26,6 +26,20 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// An entry was not stored because it does not fit in a memory cache or tier: larger than
+    /// its limit admits per entry, or any entry under `MemoryLimit::Entries(0)`. (Behind a
+    /// memory tier, such an entry is stored in the slower tier only, without error.)
+    #[error(
+        "not stored: an entry of {size} bytes does not fit in memory under {limit:?}, which admits {admits}"
+    )]
+    TooLarge {
+        /// Bytes of the entry's key and value.
+        size: u64,
+        /// The memory limit.
+        limit: crate::MemoryLimit,
+        /// What the limit admits per entry.
+        admits: String,
+    },
     /// A backend other than the disk engine failed (for example a network backend).
     #[error("{backend} backend: {message}")]
     Backend {
@@ -33,12 +47,6 @@ pub enum Error {
         backend: &'static str,
         /// What failed.
         message: String,
-    },
-    /// The computation another thread was running for this key panicked, and so did the retry.
-    #[error("the computation for {key} panicked")]
-    ComputationPanicked {
-        /// The key, as readable text.
-        key: String,
     },
 }
 

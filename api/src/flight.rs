@@ -1,11 +1,18 @@
 //! Single flight: when many threads or tasks miss on the same key at once, one (the leader)
 //! computes and the others wait for its result instead of computing it again.
+//!
+//! Two rules keep waiting safe. A blocking (synchronous) caller never waits for a leader that
+//! is an async task, nor for itself: the task may need the very thread the caller would block
+//! (a `current_thread` runtime), so the caller computes on its own instead. And when a leader
+//! fails (an error, a panic, a cancelled future), its waiters do not form a new flight one
+//! after another: each computes at once.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::thread::{self, ThreadId};
 
 use parking_lot::Mutex;
 
@@ -15,9 +22,23 @@ pub(crate) struct Flights {
     map: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
 }
 
-#[derive(Default)]
 pub(crate) struct Flight {
+    leader: Caller,
     state: Mutex<FlightState>,
+}
+
+/// How a caller waits: by blocking its thread, or as an async task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    Blocking(ThreadId),
+    Async,
+}
+
+impl Caller {
+    /// The calling thread, blocking.
+    pub fn blocking() -> Caller {
+        Caller::Blocking(thread::current().id())
+    }
 }
 
 #[derive(Default)]
@@ -47,12 +68,15 @@ pub(crate) struct Leader<'a> {
 
 impl Flights {
     /// Leads the flight for `key`, or follows the one in progress.
-    pub fn join(&self, key: &[u8]) -> Role<'_> {
+    pub fn join(&self, key: &[u8], caller: Caller) -> Role<'_> {
         let mut map = self.map.lock();
         if let Some(flight) = map.get(key) {
             return Role::Follower(Arc::clone(flight));
         }
-        let flight = Arc::new(Flight::default());
+        let flight = Arc::new(Flight {
+            leader: caller,
+            state: Mutex::default(),
+        });
         map.insert(key.to_vec(), Arc::clone(&flight));
         Role::Leader(Leader {
             flights: self,
@@ -87,6 +111,17 @@ impl Drop for Leader<'_> {
 }
 
 impl Flight {
+    /// Whether `caller` may wait for this flight's leader without risking to wait forever:
+    /// async callers always may; a blocking caller only for a blocking leader on another
+    /// thread.
+    pub fn can_wait(&self, caller: Caller) -> bool {
+        match (caller, self.leader) {
+            (Caller::Async, _) => true,
+            (Caller::Blocking(me), Caller::Blocking(leader)) => me != leader,
+            (Caller::Blocking(_), Caller::Async) => false,
+        }
+    }
+
     /// Waits for the leader: its result, or `None` if it gave up.
     pub fn wait_async(self: Arc<Self>) -> FlightWait {
         FlightWait { flight: self }
@@ -118,6 +153,25 @@ impl Future for FlightWait {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn blocking_callers_wait_only_for_blocking_leaders_on_other_threads() {
+        let flights = Flights::default();
+        let me = Caller::blocking();
+        let _async_leader = flights.join(b"a", Caller::Async);
+        let Role::Follower(a) = flights.join(b"a", me) else {
+            panic!()
+        };
+        assert!(!a.can_wait(me));
+        assert!(a.can_wait(Caller::Async));
+        let _my_own = flights.join(b"b", me);
+        let Role::Follower(b) = flights.join(b"b", me) else {
+            panic!()
+        };
+        assert!(!b.can_wait(me), "a thread never waits for itself");
+        let other = thread::spawn(Caller::blocking).join().unwrap();
+        assert!(b.can_wait(other));
+    }
+
     use std::thread;
     use std::time::Duration;
 
@@ -126,13 +180,16 @@ mod tests {
     #[test]
     fn followers_get_the_leaders_result() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(b"k") else {
+        let Role::Leader(leader) = flights.join(b"k", Caller::blocking()) else {
             panic!("first caller leads")
         };
-        let Role::Follower(f) = flights.join(b"k") else {
+        let Role::Follower(f) = flights.join(b"k", Caller::Async) else {
             panic!("second caller follows")
         };
-        assert!(matches!(flights.join(b"other"), Role::Leader(_)));
+        assert!(matches!(
+            flights.join(b"other", Caller::Async),
+            Role::Leader(_)
+        ));
         thread::scope(|s| {
             let waiter = s.spawn(|| futures_executor::block_on(f.wait_async()));
             thread::sleep(Duration::from_millis(20));
@@ -140,7 +197,7 @@ mod tests {
             assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"result"[..]));
         });
         assert!(
-            matches!(flights.join(b"k"), Role::Leader(_)),
+            matches!(flights.join(b"k", Caller::Async), Role::Leader(_)),
             "the flight is over"
         );
     }
@@ -148,8 +205,8 @@ mod tests {
     #[test]
     fn a_dropped_leader_releases_followers_empty_handed() {
         let flights = Flights::default();
-        let leader = flights.join(b"k");
-        let Role::Follower(f) = flights.join(b"k") else {
+        let leader = flights.join(b"k", Caller::Async);
+        let Role::Follower(f) = flights.join(b"k", Caller::Async) else {
             panic!()
         };
         drop(leader);
@@ -160,10 +217,10 @@ mod tests {
     #[test]
     fn async_followers_are_woken() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join(b"k") else {
+        let Role::Leader(leader) = flights.join(b"k", Caller::Async) else {
             panic!()
         };
-        let Role::Follower(f) = flights.join(b"k") else {
+        let Role::Follower(f) = flights.join(b"k", Caller::Async) else {
             panic!()
         };
         thread::scope(|s| {

@@ -34,14 +34,17 @@
 //! assert_eq!(CACHE.stats().total.hits, 1);
 //! ```
 //!
-//! Values are encoded with serde (bincode) together with a fingerprint of their type's shape:
-//! reading a value as another type, or an old shape of the same type, is
-//! [`Error::Decode`] for [`Cache::get`] and a miss (recompute, overwrite) for memoization.
+//! Values are encoded with serde in a self-describing format (MessagePack, see
+//! docs/format.md) together with a fingerprint of their type's shape: reading a value as
+//! another type, or an old shape of the same type, is [`Error::Decode`] for [`Cache::get`]
+//! and a miss (recompute, overwrite) for memoization. Any serde type works, `serde_json::Value`
+//! and `#[serde(untagged)]`, `flatten` and `skip_serializing_if` included; see [`Value`].
 
 #![warn(missing_docs)]
 
 mod backend;
 mod blocking;
+mod buffers;
 mod builder;
 mod cache;
 mod codec;
@@ -55,14 +58,16 @@ mod flight;
 pub mod fuzz;
 pub mod memo;
 mod memory;
+mod namespace;
 #[cfg(feature = "redis")]
 mod redis_backend;
 mod stats;
 mod tiered;
 
 pub use backend::Backend;
+pub use backend::Stored;
 pub use builder::CacheBuilder;
-pub use cache::{Cache, DEFAULT_NAMESPACE, SetOptions};
+pub use cache::{Cache, DEFAULT_NAMESPACE, SetOptions, Value};
 pub use disk::DiskBackend;
 pub use error::{Error, Result};
 pub use fingerprint::type_fingerprint;
@@ -71,5 +76,5 @@ pub use logcache_macros::memoize;
 pub use memory::{MemoryBackend, MemoryLimit};
 #[cfg(feature = "redis")]
 pub use redis_backend::RedisBackend;
-pub use stats::{CacheStats, Counts};
+pub use stats::{CacheStats, Counts, TierStats};
 pub use tiered::TieredBackend;

@@ -1,24 +1,26 @@
 //! Memoization: what `#[memoize]` expands to, usable by hand too.
 //!
 //! A memoized call is keyed by the function's path (its namespace, so it can be cleared on its
-//! own), a version, a hash of the function's body, the fingerprint of the result type's shape
-//! and the encoded arguments. Changing the body, the version or the result type therefore
-//! makes old entries unreachable instead of returning stale or misread values.
+//! own), a version, a hash of the function's body, the fingerprint of the result type's shape,
+//! the function's generic instantiation and the canonically encoded arguments. Changing the
+//! body, the version or the result type therefore makes old entries unreachable instead of
+//! returning stale or misread values, and `f::<u32>` never returns what `f::<bool>` computed.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::marker::PhantomData;
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::blocking::block_on;
-use crate::cache::{Cache, SetOptions};
-use crate::codec;
+use crate::cache::{self, Cache, MissedKey, OnFailure, SetOptions, Shared, Value};
 use crate::error::Error;
-use crate::fingerprint::type_fingerprint;
+use crate::fingerprint::{stable_hash, type_fingerprint};
+use crate::flight::Caller;
 use crate::memory::MemoryLimit;
+use crate::namespace::Namespace;
 
 /// What the memoization of one function is keyed and stored by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +44,6 @@ impl MemoSpec {
             body_hash: 0,
             ttl: None,
         }
-    }
-
-    fn options(&self) -> SetOptions {
-        self.ttl
-            .map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl))
     }
 }
 
@@ -100,30 +97,229 @@ pub fn default_cache() -> &'static Cache {
     &DEFAULT
 }
 
-/// Encodes a function's arguments for its key. `None` if they cannot be encoded (then the
-/// call is not cached).
-pub fn encode_args<A: Serialize + ?Sized>(args: &A) -> Option<Vec<u8>> {
-    codec::encode_key(args).ok()
+/// A hash of a generic function's instantiation: the names of its type arguments (and of the
+/// types of its `impl Trait` arguments, and its const arguments), so that each instantiation
+/// is memoized apart. 0 for no names.
+pub fn instance(names: &[&str]) -> u64 {
+    if names.is_empty() {
+        return 0;
+    }
+    stable_hash(names.join("\0").as_bytes())
 }
 
-fn key<'a, T: DeserializeOwned + 'static>(
-    spec: &MemoSpec,
-    args: &'a [u8],
-) -> (u32, u64, u64, &'a [u8]) {
-    (spec.version, spec.body_hash, type_fingerprint::<T>(), args)
+/// One memoized function: `#[memoize]` makes one of these a `static` per function. It keeps a
+/// handle on the function's namespace in the last cache it was used with, so a call that hits
+/// does no lookup by name and allocates nothing.
+pub struct Memo {
+    function: &'static str,
+    version: u32,
+    body_hash: u64,
+    /// The namespace in the first cache used (a weak pointer to that cache, so the static
+    /// neither keeps the cache open nor mistakes another cache at the same address for it).
+    namespace: OnceLock<(Weak<Shared>, Arc<Namespace>)>,
+}
+
+/// What [`Memo::lookup`] found.
+pub enum Lookup<T> {
+    /// The stored result.
+    Hit(T),
+    /// Compute it with one of [`Miss`]'s methods.
+    Miss(Miss<T>),
+}
+
+/// A memoized call that missed: computing its result also stores it (once for all callers
+/// that miss on it at the same time).
+pub struct Miss<T> {
+    shared: Arc<Shared>,
+    ns: Arc<Namespace>,
+    missed: MissedKey,
+    opts: SetOptions,
+    on_failure: OnFailure,
+    value: PhantomData<fn() -> T>,
 }
 
 /// Why a memoized computation did not produce a value: the function's own error, or (only
-/// before it ran, or in strict mode) the cache's.
+/// in strict mode) the cache's.
 enum MemoError<E> {
     Function(E),
-    /// Already counted in the statistics.
-    Cache,
+    Cache(Error),
 }
 
 impl<E> From<Error> for MemoError<E> {
-    fn from(_: Error) -> Self {
-        MemoError::Cache
+    fn from(e: Error) -> Self {
+        MemoError::Cache(e)
+    }
+}
+
+impl Memo {
+    /// A memoized function at path `function` (also its namespace), with a version and a
+    /// hash of its body that are part of every key.
+    pub const fn new(function: &'static str, version: u32, body_hash: u64) -> Memo {
+        Memo {
+            function,
+            version,
+            body_hash,
+            namespace: OnceLock::new(),
+        }
+    }
+
+    fn namespace(&self, shared: &Arc<Shared>) -> Arc<Namespace> {
+        if let Some((cache, ns)) = self.namespace.get()
+            && Weak::as_ptr(cache) == Arc::as_ptr(shared)
+        {
+            return Arc::clone(ns);
+        }
+        let ns = shared.namespaces_get(self.function);
+        let _ = self
+            .namespace
+            .set((Arc::downgrade(shared), Arc::clone(&ns)));
+        ns
+    }
+
+    /// Looks up the result of this function for `args` (in `instance`, see [`instance`]).
+    /// Cache failures are counted in the statistics and make a miss that computes without
+    /// storing.
+    pub fn lookup<T: Value, A: Serialize + ?Sized>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: &A,
+    ) -> Lookup<T> {
+        match self.find(cache, ttl, instance, args, OnFailure::Compute) {
+            Ok(found) => found,
+            Err(e) => unreachable!("a lenient lookup returned {e}"),
+        }
+    }
+
+    /// [`lookup`](Memo::lookup) in strict mode: a cache failure is an error (the function is
+    /// not run), and so is a failure to store its result.
+    pub fn lookup_strict<T: Value, A: Serialize + ?Sized>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: &A,
+    ) -> Result<Lookup<T>, Error> {
+        self.find(cache, ttl, instance, args, OnFailure::Fail)
+    }
+
+    fn find<T: Value, A: Serialize + ?Sized>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: &A,
+        on_failure: OnFailure,
+    ) -> Result<Lookup<T>, Error> {
+        let shared = cache.shared();
+        let ns = self.namespace(shared);
+        let key = (
+            self.version,
+            self.body_hash,
+            type_fingerprint::<T>(),
+            instance,
+            args,
+        );
+        Ok(match shared.lookup::<T, _>(&ns, &key, on_failure)? {
+            cache::Lookup::Hit(v) => Lookup::Hit(v),
+            cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
+                shared: Arc::clone(shared),
+                ns,
+                missed,
+                opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
+                on_failure,
+                value: PhantomData,
+            }),
+        })
+    }
+}
+
+impl<T: Value> Miss<T> {
+    async fn run<E, F, Fut>(self, caller: Caller, f: F) -> Result<T, MemoError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.shared
+            .compute(
+                &self.ns,
+                self.missed,
+                &self.opts,
+                self.on_failure,
+                caller,
+                || {
+                    let fut = f();
+                    async move { fut.await.map_err(MemoError::Function) }
+                },
+            )
+            .await
+    }
+
+    /// Runs `f` and stores its result.
+    pub fn compute(self, f: impl FnOnce() -> T) -> T {
+        match self.try_compute(|| Ok::<T, Infallible>(f())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Runs `f` and stores its result if it is `Ok`; an `Err` is returned and not stored.
+    pub fn try_compute<E>(self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let on_failure = self.on_failure;
+        match block_on(self.run(Caller::blocking(), || std::future::ready(f()))) {
+            Ok(v) => Ok(v),
+            Err(MemoError::Function(e)) => Err(e),
+            Err(MemoError::Cache(e)) => unreachable!("{on_failure:?} returned a cache error: {e}"),
+        }
+    }
+
+    /// [`try_compute`](Miss::try_compute) in strict mode: a failure to store is returned too.
+    pub fn try_compute_strict<E: From<Error>>(
+        self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        match block_on(self.run(Caller::blocking(), || std::future::ready(f()))) {
+            Ok(v) => Ok(v),
+            Err(MemoError::Function(e)) => Err(e),
+            Err(MemoError::Cache(e)) => Err(e.into()),
+        }
+    }
+
+    /// Async form of [`compute`](Miss::compute).
+    pub async fn compute_async<Fut: Future<Output = T>>(self, f: impl FnOnce() -> Fut) -> T {
+        let result = self
+            .try_compute_async(|| async { Ok::<T, Infallible>(f().await) })
+            .await;
+        match result {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Async form of [`try_compute`](Miss::try_compute).
+    pub async fn try_compute_async<E, Fut: Future<Output = Result<T, E>>>(
+        self,
+        f: impl FnOnce() -> Fut,
+    ) -> Result<T, E> {
+        let on_failure = self.on_failure;
+        match self.run(Caller::Async, f).await {
+            Ok(v) => Ok(v),
+            Err(MemoError::Function(e)) => Err(e),
+            Err(MemoError::Cache(e)) => unreachable!("{on_failure:?} returned a cache error: {e}"),
+        }
+    }
+
+    /// Async form of [`try_compute_strict`](Miss::try_compute_strict).
+    pub async fn try_compute_strict_async<E: From<Error>, Fut: Future<Output = Result<T, E>>>(
+        self,
+        f: impl FnOnce() -> Fut,
+    ) -> Result<T, E> {
+        match self.run(Caller::Async, f).await {
+            Ok(v) => Ok(v),
+            Err(MemoError::Function(e)) => Err(e),
+            Err(MemoError::Cache(e)) => Err(e.into()),
+        }
     }
 }
 
@@ -136,122 +332,71 @@ impl<E> From<Error> for MemoError<E> {
 /// use logcache::memo::{self, MemoSpec};
 /// let cache = logcache::Cache::memory(100);
 /// let spec = MemoSpec::new("my_app::Client::lookup");
-/// let lookup = |id: u32| memo::memoize(&cache, &spec, memo::encode_args(&(id,)), || id * 10);
+/// let lookup = |id: u32| memo::memoize(&cache, &spec, &(id,), || id * 10);
 /// assert_eq!(lookup(4), 40);
 /// assert_eq!(lookup(4), 40); // from the cache
 /// assert_eq!(cache.stats().total.hits, 1);
 /// ```
-pub fn memoize<T, F>(cache: &Cache, spec: &MemoSpec, args: Option<Vec<u8>>, f: F) -> T
+pub fn memoize<T, A, F>(cache: &Cache, spec: &MemoSpec, args: &A, f: F) -> T
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Value,
+    A: Serialize + ?Sized,
     F: FnOnce() -> T,
 {
-    block_on(memoize_async(cache, spec, args, || std::future::ready(f())))
+    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+        Lookup::Hit(v) => v,
+        Lookup::Miss(m) => m.compute(f),
+    }
 }
 
 /// [`memoize`] for functions returning `Result`: only `Ok` is cached; an `Err` is returned
 /// and the next call runs `f` again.
-pub fn try_memoize<T, E, F>(
-    cache: &Cache,
-    spec: &MemoSpec,
-    args: Option<Vec<u8>>,
-    f: F,
-) -> Result<T, E>
+pub fn try_memoize<T, E, A, F>(cache: &Cache, spec: &MemoSpec, args: &A, f: F) -> Result<T, E>
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Value,
+    A: Serialize + ?Sized,
     F: FnOnce() -> Result<T, E>,
 {
-    block_on(try_memoize_async(cache, spec, args, || {
-        std::future::ready(f())
-    }))
+    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+        Lookup::Hit(v) => Ok(v),
+        Lookup::Miss(m) => m.try_compute(f),
+    }
 }
 
 /// [`try_memoize`] in strict mode: cache failures are returned as the function's error.
-pub fn try_memoize_strict<T, E, F>(
+pub fn try_memoize_strict<T, E, A, F>(
     cache: &Cache,
     spec: &MemoSpec,
-    args: Option<Vec<u8>>,
+    args: &A,
     f: F,
 ) -> Result<T, E>
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Value,
     E: From<Error>,
+    A: Serialize + ?Sized,
     F: FnOnce() -> Result<T, E>,
 {
-    block_on(try_memoize_strict_async(cache, spec, args, || {
-        std::future::ready(f())
-    }))
+    match by_hand(spec).lookup_strict(cache, spec.ttl, 0, args)? {
+        Lookup::Hit(v) => Ok(v),
+        Lookup::Miss(m) => m.try_compute_strict(f),
+    }
 }
 
 /// Async form of [`memoize`].
-pub async fn memoize_async<T, F, Fut>(
-    cache: &Cache,
-    spec: &MemoSpec,
-    args: Option<Vec<u8>>,
-    f: F,
-) -> T
+pub async fn memoize_async<T, A, F, Fut>(cache: &Cache, spec: &MemoSpec, args: &A, f: F) -> T
 where
-    T: Serialize + DeserializeOwned + 'static,
+    T: Value,
+    A: Serialize + ?Sized,
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    let never_fails = try_memoize_async(cache, spec, args, || async {
-        Ok::<T, Infallible>(f().await)
-    });
-    match never_fails.await {
-        Ok(v) => v,
-        Err(never) => match never {},
+    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+        Lookup::Hit(v) => v,
+        Lookup::Miss(m) => m.compute_async(f).await,
     }
 }
 
-/// Async form of [`try_memoize`].
-pub async fn try_memoize_async<T, E, F, Fut>(
-    cache: &Cache,
-    spec: &MemoSpec,
-    args: Option<Vec<u8>>,
-    f: F,
-) -> Result<T, E>
-where
-    T: Serialize + DeserializeOwned + 'static,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let ns = cache.namespace(spec.function);
-    let Some(args) = args else {
-        return f().await;
-    };
-    let mut f = Some(f);
-    let result = ns
-        .try_compute_async(&key::<T>(spec, &args), &spec.options(), false, || {
-            let fut = (f.take().expect("runs once"))();
-            async move { fut.await.map_err(MemoError::Function) }
-        })
-        .await;
-    match result {
-        Ok(v) => Ok(v),
-        Err(MemoError::Function(e)) => Err(e),
-        Err(MemoError::Cache) => (f.take().expect("not run yet"))().await,
-    }
-}
-
-/// Async form of [`try_memoize_strict`].
-pub async fn try_memoize_strict_async<T, E, F, Fut>(
-    cache: &Cache,
-    spec: &MemoSpec,
-    args: Option<Vec<u8>>,
-    f: F,
-) -> Result<T, E>
-where
-    T: Serialize + DeserializeOwned + 'static,
-    E: From<Error>,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let ns = cache.namespace(spec.function);
-    let args = args.ok_or_else(|| Error::Encode {
-        what: "key",
-        message: "the arguments of a memoized call could not be encoded".into(),
-    })?;
-    ns.try_compute_async(&key::<T>(spec, &args), &spec.options(), true, f)
-        .await
+/// A `Memo` for one call by hand (no static to keep a namespace handle in).
+fn by_hand(spec: &MemoSpec) -> Memo {
+    Memo::new(spec.function, spec.version, spec.body_hash)
 }

@@ -1,88 +1,150 @@
 //! The in-process backend: a bounded concurrent map (quick_cache, S3-FIFO eviction) with
-//! per-entry expiry.
+//! per-entry expiry, keeping beside each entry's bytes the value decoded from them.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
-use crate::backend::Backend;
-use crate::error::Result;
+use crate::backend::{Backend, Stored};
+use crate::error::{Error, Result};
+use crate::stats::TierStats;
 
 /// What bounds a [`MemoryBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryLimit {
-    /// At most this many entries.
+    /// At most this many entries (0: store nothing).
     Entries(usize),
-    /// At most about this many bytes of keys and values (plus 64 bytes of bookkeeping per
-    /// entry).
+    /// At most about this many bytes: per entry its key, twice its value (the encoded bytes
+    /// and, estimated at the same size, the decoded value kept beside them) and 64 bytes of
+    /// bookkeeping.
     Bytes(u64),
 }
 
 /// Bytes charged per entry on top of its key and value.
 const ENTRY_OVERHEAD: u64 = 64;
+/// quick_cache's share of a shard for new entries; an entry heavier than that is refused.
+const HOT_ALLOCATION: f64 = 0.97;
 
-#[derive(Clone)]
-struct Entry {
-    value: Arc<[u8]>,
+/// One entry: the stored bytes, their expiry, and the value decoded from them once a typed
+/// read has decoded it.
+pub(crate) struct Item {
+    bytes: Box<[u8]>,
     expires_at: Option<Instant>,
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
 }
+
+impl Item {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub(crate) fn decoded<T: Any>(&self) -> Option<&T> {
+        self.decoded.get()?.downcast_ref()
+    }
+
+    /// Keeps the value decoded from this item's bytes (the first one kept stays).
+    pub(crate) fn keep_decoded<T: Any + Send + Sync>(&self, value: T) {
+        let _ = self.decoded.set(Box::new(value));
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+type Key = Arc<[u8]>;
 
 #[derive(Clone)]
 struct ByLimit(MemoryLimit);
 
-impl Weighter<Vec<u8>, Entry> for ByLimit {
-    fn weight(&self, key: &Vec<u8>, val: &Entry) -> u64 {
+impl ByLimit {
+    fn weight_of(&self, key_len: usize, value_len: usize) -> u64 {
         match self.0 {
             MemoryLimit::Entries(_) => 1,
-            MemoryLimit::Bytes(_) => key.len() as u64 + val.value.len() as u64 + ENTRY_OVERHEAD,
+            MemoryLimit::Bytes(_) => key_len as u64 + 2 * value_len as u64 + ENTRY_OVERHEAD,
         }
     }
 }
 
-/// Counts evictions.
+impl Weighter<Key, Arc<Item>> for ByLimit {
+    fn weight(&self, key: &Key, val: &Arc<Item>) -> u64 {
+        self.weight_of(key.len(), val.bytes.len())
+    }
+}
+
+/// What one insertion did besides inserting: told apart in the eviction hook, so that
+/// overwrites are not counted as evictions and a refused entry is an error.
+#[derive(Default)]
+struct Insertion {
+    key: Option<Key>,
+    item: Option<Arc<Item>>,
+    refused: bool,
+    evicted: u64,
+    /// Dropped after the shard lock is released.
+    dropped: Vec<Arc<Item>>,
+}
+
 #[derive(Clone, Default)]
-struct CountEvictions(Arc<AtomicU64>);
+struct Hooks;
 
-impl Lifecycle<Vec<u8>, Entry> for CountEvictions {
-    type RequestState = ();
+impl Lifecycle<Key, Arc<Item>> for Hooks {
+    type RequestState = Insertion;
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: Vec<u8>, _val: Entry) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, state: &mut Insertion, key: Key, val: Arc<Item>) {
+        if state
+            .item
+            .as_ref()
+            .is_some_and(|new| Arc::ptr_eq(new, &val))
+        {
+            state.refused = true;
+        } else if state.key.as_deref() != Some(&*key) {
+            state.evicted += 1;
+        }
+        state.dropped.push(val);
     }
 }
 
 /// Entries in this process's memory, bounded by entry count or bytes; lost when the process
 /// exits. The Rust counterpart of `functools.lru_cache(maxsize=...)`.
+///
+/// An entry that cannot fit (larger than the limit admits per entry, or any entry under
+/// `MemoryLimit::Entries(0)`) is refused with [`Error::TooLarge`], never dropped silently.
 pub struct MemoryBackend {
-    entries: QuickCache<Vec<u8>, Entry, ByLimit, DefaultHashBuilder, CountEvictions>,
+    entries: QuickCache<Key, Arc<Item>, ByLimit, DefaultHashBuilder, Hooks>,
+    limit: MemoryLimit,
     counters: Mutex<HashMap<String, u64>>,
-    evictions: Arc<AtomicU64>,
+    evictions: AtomicU64,
 }
 
 impl MemoryBackend {
     /// A backend bounded by `limit`.
     pub fn new(limit: MemoryLimit) -> MemoryBackend {
         let (estimated_items, capacity) = match limit {
-            MemoryLimit::Entries(n) => (n.max(1), n.max(1) as u64),
-            MemoryLimit::Bytes(b) => (((b / 256).max(16)) as usize, b.max(1)),
+            MemoryLimit::Entries(n) => (n.max(1), n as u64),
+            MemoryLimit::Bytes(b) => (((b / 256).max(16)) as usize, b),
         };
-        let evictions = CountEvictions::default();
-        let counter = Arc::clone(&evictions.0);
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(capacity)
+            .hot_allocation(HOT_ALLOCATION)
+            .build()
+            .expect("valid quick_cache options");
         MemoryBackend {
-            entries: QuickCache::with(
-                estimated_items,
-                capacity,
+            entries: QuickCache::with_options(
+                options,
                 ByLimit(limit),
                 DefaultHashBuilder::default(),
-                evictions,
+                Hooks,
             ),
+            limit,
             counters: Mutex::new(HashMap::new()),
-            evictions: counter,
+            evictions: AtomicU64::new(0),
         }
     }
 
@@ -96,13 +158,69 @@ impl MemoryBackend {
         self.entries.is_empty()
     }
 
-    fn live(&self, key: &[u8]) -> Option<Entry> {
-        let entry = self.entries.get(key)?;
-        if entry.expires_at.is_some_and(|at| at <= Instant::now()) {
+    /// The largest weight one entry may have (quick_cache admits an entry into one shard's
+    /// share for new entries).
+    fn admits(&self) -> u64 {
+        let shard = self.entries.shard_capacity();
+        ((shard as f64 * HOT_ALLOCATION) as u64).clamp(shard.min(1), shard)
+    }
+
+    fn too_large(&self, size: usize) -> Error {
+        let admits = self.admits();
+        Error::TooLarge {
+            size: size as u64,
+            limit: self.limit,
+            admits: match self.limit {
+                MemoryLimit::Entries(_) if admits == 0 => "no entry".into(),
+                MemoryLimit::Entries(_) => "entries of any size".into(),
+                MemoryLimit::Bytes(_) => format!(
+                    "entries of at most {} bytes of key and value, the value counted twice",
+                    admits.saturating_sub(ENTRY_OVERHEAD)
+                ),
+            },
+        }
+    }
+
+    fn live(&self, key: &[u8]) -> Option<Arc<Item>> {
+        let item = self.entries.get(key)?;
+        if item.is_expired(Instant::now()) {
             self.entries.remove(key);
             return None;
         }
-        Some(entry)
+        Some(item)
+    }
+
+    /// Inserts `value` under `key` and returns its entry; [`Error::TooLarge`] (and nothing of
+    /// `key` left) if it cannot fit.
+    pub(crate) fn insert(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Arc<Item>> {
+        let item = Arc::new(Item {
+            bytes: value.into(),
+            expires_at: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
+            decoded: OnceLock::new(),
+        });
+        if ByLimit(self.limit).weight_of(key.len(), value.len()) > self.admits() {
+            self.entries.remove(key);
+            return Err(self.too_large(key.len() + value.len()));
+        }
+        let key: Key = key.into();
+        let mut insertion = Insertion {
+            key: Some(Arc::clone(&key)),
+            item: Some(Arc::clone(&item)),
+            ..Insertion::default()
+        };
+        self.entries
+            .insert_with_lifecycle(key, Arc::clone(&item), &mut insertion);
+        self.evictions
+            .fetch_add(insertion.evicted, Ordering::Relaxed);
+        if insertion.refused {
+            return Err(self.too_large(item.bytes.len()));
+        }
+        Ok(item)
     }
 }
 
@@ -112,19 +230,15 @@ impl Backend for MemoryBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.live(key).map(|e| e.value.to_vec()))
+        Ok(self.live(key).map(|item| item.bytes.to_vec()))
+    }
+
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+        Ok(self.live(key).map(Stored::memory))
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let expires_at = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        self.entries.insert(
-            key.to_vec(),
-            Entry {
-                value: value.into(),
-                expires_at,
-            },
-        );
-        Ok(())
+        self.insert(key, value, ttl).map(drop)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -138,7 +252,7 @@ impl Backend for MemoryBackend {
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        let keys: Vec<Vec<u8>> = self
+        let keys: Vec<Key> = self
             .entries
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
@@ -146,7 +260,7 @@ impl Backend for MemoryBackend {
             .collect();
         let mut removed = 0;
         for k in keys {
-            removed += u64::from(self.entries.remove(&k).is_some());
+            removed += u64::from(self.entries.remove(&*k).is_some());
         }
         Ok(removed)
     }
@@ -169,6 +283,18 @@ impl Backend for MemoryBackend {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    fn counters_are_private(&self) -> bool {
+        true
+    }
+
+    fn tiers(&self) -> Vec<TierStats> {
+        vec![TierStats::new(
+            "memory",
+            self.evictions(),
+            Some(self.len() as u64),
+        )]
+    }
 }
 
 #[cfg(test)]
@@ -182,17 +308,55 @@ mod tests {
             m.set(&i.to_le_bytes(), b"v", None).unwrap();
         }
         assert!(m.len() <= 100, "{}", m.len());
-        assert!(m.evictions() >= 900);
+        assert_eq!(m.evictions(), 1000 - m.len() as u64);
+    }
+
+    #[test]
+    fn overwrites_and_deletes_are_not_evictions() {
+        let m = MemoryBackend::new(MemoryLimit::Entries(100));
+        for round in 0..50u8 {
+            for i in 0..10u32 {
+                m.set(&i.to_le_bytes(), &[round], None).unwrap();
+            }
+        }
+        assert_eq!(m.get(&3u32.to_le_bytes()).unwrap(), Some(vec![49]));
+        assert!(m.delete(&3u32.to_le_bytes()).unwrap());
+        assert_eq!(m.delete_prefix(&[]).unwrap(), 9);
+        assert_eq!(m.evictions(), 0);
     }
 
     #[test]
     fn byte_bound_holds() {
-        let m = MemoryBackend::new(MemoryLimit::Bytes(100_000));
+        let m = MemoryBackend::new(MemoryLimit::Bytes(200_000));
         for i in 0..1000u32 {
             m.set(&i.to_le_bytes(), &[0; 1000], None).unwrap();
         }
-        assert!(m.len() * 1068 <= 100_000 + 1068, "{}", m.len());
-        assert!(m.evictions() > 0);
+        let per_entry = 4 + 2 * 1000 + ENTRY_OVERHEAD as usize;
+        assert!(m.len() * per_entry <= 200_000, "{}", m.len());
+        assert_eq!(m.evictions(), 1000 - m.len() as u64);
+    }
+
+    #[test]
+    fn what_cannot_fit_is_refused_not_dropped() {
+        let none = MemoryBackend::new(MemoryLimit::Entries(0));
+        assert!(matches!(
+            none.set(b"k", b"v", None),
+            Err(Error::TooLarge { size: 2, .. })
+        ));
+        assert_eq!(none.get(b"k").unwrap(), None);
+        assert!(none.is_empty());
+        let small = MemoryBackend::new(MemoryLimit::Bytes(10_000));
+        small.set(b"k", b"old", None).unwrap();
+        let err = small.set(b"k", &[0; 20_000], None).unwrap_err();
+        assert!(err.to_string().contains("20001 bytes"), "{err}");
+        assert_eq!(
+            small.get(b"k").unwrap(),
+            None,
+            "the old value does not linger"
+        );
+        assert_eq!(small.evictions(), 0);
+        small.set(b"k", &[0; 1000], None).unwrap();
+        assert!(small.contains(b"k").unwrap());
     }
 
     #[test]
@@ -212,5 +376,33 @@ mod tests {
         assert_eq!(m.increment("g").unwrap(), 2);
         assert_eq!(m.counter("g").unwrap(), 2);
         assert_eq!(m.counter("other").unwrap(), 0);
+        assert_eq!(m.evictions(), 0);
+    }
+
+    #[test]
+    fn decoded_values_stay_with_their_bytes() {
+        let m = MemoryBackend::new(MemoryLimit::Entries(10));
+        m.set(b"k", b"one", None).unwrap();
+        let first = m.get_stored(b"k").unwrap().unwrap();
+        first.keep_decoded(1u32);
+        assert_eq!(
+            m.get_stored(b"k").unwrap().unwrap().decoded::<u32>(),
+            Some(&1)
+        );
+        assert_eq!(
+            first.decoded::<String>(),
+            None,
+            "another type is not a match"
+        );
+        m.set(b"k", b"two", None).unwrap();
+        let second = m.get_stored(b"k").unwrap().unwrap();
+        assert_eq!(second.bytes(), b"two");
+        assert_eq!(
+            second.decoded::<u32>(),
+            None,
+            "a new value starts undecoded"
+        );
+        first.keep_decoded(3u32);
+        assert_eq!(m.get_stored(b"k").unwrap().unwrap().decoded::<u32>(), None);
     }
 }

@@ -1,10 +1,7 @@
-//! Hit, miss, write and error counts, per namespace.
+//! Hit, miss, write and error counts, per namespace, and what each tier evicted.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::RwLock;
 
 /// Counts of one namespace, or of all of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,7 +13,8 @@ pub struct Counts {
     pub misses: u64,
     /// Values stored.
     pub writes: u64,
-    /// Operations that failed (backend errors, values that did not decode).
+    /// Operations that failed (backend errors, values that did not decode, values too large
+    /// to store).
     pub errors: u64,
 }
 
@@ -31,7 +29,7 @@ impl Counts {
         }
     }
 
-    fn add(&mut self, other: &Counts) {
+    pub(crate) fn add(&mut self, other: &Counts) {
         self.hits += other.hits;
         self.misses += other.misses;
         self.writes += other.writes;
@@ -39,15 +37,42 @@ impl Counts {
     }
 }
 
+/// What one tier of a backend holds and evicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// The tier's backend (`"memory"`, `"disk"`, ...).
+    pub backend: &'static str,
+    /// Entries it evicted to stay within its size limit since it was opened (not overwrites,
+    /// deletes or expiries).
+    pub evictions: u64,
+    /// Entries it holds, where it knows.
+    pub entries: Option<u64>,
+}
+
+impl TierStats {
+    /// The statistics of one tier.
+    pub fn new(backend: &'static str, evictions: u64, entries: Option<u64>) -> TierStats {
+        TierStats {
+            backend,
+            evictions,
+            entries,
+        }
+    }
+}
+
 /// A snapshot of a cache's statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// All namespaces together.
     pub total: Counts,
     /// Per namespace (memoized functions are namespaces named by their path).
     pub namespaces: BTreeMap<String, Counts>,
-    /// Entries the backend evicted to stay within its size limit since it was opened.
+    /// Entries evicted to stay within size limits since the cache was opened, by every tier.
     pub evictions: u64,
+    /// Per tier, the fastest first: a memory tier in front of a disk is two.
+    pub tiers: Vec<TierStats>,
 }
 
 /// Live counters of one namespace.
@@ -76,7 +101,7 @@ impl AtomicCounts {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> Counts {
+    pub fn snapshot(&self) -> Counts {
         Counts {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -85,46 +110,9 @@ impl AtomicCounts {
         }
     }
 
-    fn reset(&self) {
+    pub fn reset(&self) {
         for c in [&self.hits, &self.misses, &self.writes, &self.errors] {
             c.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The counters of every namespace of a cache.
-#[derive(Debug, Default)]
-pub(crate) struct StatsRegistry {
-    namespaces: RwLock<HashMap<Arc<str>, Arc<AtomicCounts>>>,
-}
-
-impl StatsRegistry {
-    /// The counters of namespace `name`, created on first use.
-    pub fn namespace(&self, name: &Arc<str>) -> Arc<AtomicCounts> {
-        if let Some(c) = self.namespaces.read().get(name) {
-            return Arc::clone(c);
-        }
-        Arc::clone(self.namespaces.write().entry(Arc::clone(name)).or_default())
-    }
-
-    /// A snapshot.
-    pub fn snapshot(&self, evictions: u64) -> CacheStats {
-        let mut stats = CacheStats {
-            evictions,
-            ..CacheStats::default()
-        };
-        for (name, counts) in self.namespaces.read().iter() {
-            let c = counts.snapshot();
-            stats.total.add(&c);
-            stats.namespaces.insert(name.to_string(), c);
-        }
-        stats
-    }
-
-    /// Sets every counter to zero.
-    pub fn reset(&self) {
-        for counts in self.namespaces.read().values() {
-            counts.reset();
         }
     }
 }
@@ -134,37 +122,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_namespace_and_total() {
-        let r = StatsRegistry::default();
-        let a = r.namespace(&Arc::from("a"));
-        let b = r.namespace(&Arc::from("b"));
+    fn counts_add_and_reset() {
+        let a = AtomicCounts::default();
         a.hit();
         a.hit();
         a.miss();
-        b.write();
-        b.error();
-        let s = r.snapshot(3);
+        a.write();
+        a.error();
+        let mut total = Counts::default();
+        total.add(&a.snapshot());
+        total.add(&a.snapshot());
         assert_eq!(
-            s.namespaces["a"],
+            total,
             Counts {
-                hits: 2,
-                misses: 1,
-                writes: 0,
-                errors: 0
+                hits: 4,
+                misses: 2,
+                writes: 2,
+                errors: 2
             }
         );
-        assert_eq!(
-            s.total,
-            Counts {
-                hits: 2,
-                misses: 1,
-                writes: 1,
-                errors: 1
-            }
-        );
-        assert_eq!(s.evictions, 3);
-        assert!((s.namespaces["a"].hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
-        r.reset();
-        assert_eq!(r.snapshot(0).total, Counts::default());
+        assert!((a.snapshot().hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
+        a.reset();
+        assert_eq!(a.snapshot(), Counts::default());
+        assert_eq!(Counts::default().hit_ratio(), 0.0);
     }
 }

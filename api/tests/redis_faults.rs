@@ -131,7 +131,7 @@ fn a_server_down_at_start_gives_typed_errors_then_the_cache_recovers_on_its_own(
     assert!(matches!(cache.get::<u8>("k"), Err(Error::Backend { .. })));
     // A memoized function still returns its value; the failures are counted.
     let spec = MemoSpec::new("redis_faults::double");
-    let v: u32 = memo::memoize(&cache, &spec, memo::encode_args(&(21u32,)), || 42);
+    let v: u32 = memo::memoize(&cache, &spec, &(21u32,), || 42);
     assert_eq!(v, 42);
     assert!(cache.stats().total.errors >= 3);
 

@@ -118,16 +118,16 @@ fn get_or_insert_with_recomputes_and_overwrites_a_stale_value(f: &Fixture) {
 fn changing_the_result_type_invalidates_memoized_results(f: &Fixture) {
     let cache = f.open();
     let spec = MemoSpec::new("suite::extract");
-    let args = memo::encode_args(&("Jason is 25",));
+    let args = ("Jason is 25",);
     let calls = AtomicUsize::new(0);
-    let old: UserDetail = memo::memoize(&cache, &spec, args.clone(), || {
+    let old: UserDetail = memo::memoize(&cache, &spec, &args, || {
         calls.fetch_add(1, Ordering::SeqCst);
         jason()
     });
-    let cached: UserDetail = memo::memoize(&cache, &spec, args.clone(), || unreachable!("cached"));
+    let cached: UserDetail = memo::memoize(&cache, &spec, &args, || unreachable!("cached"));
     assert_eq!(old, cached);
     // Same function, same arguments, a new result shape: computed afresh, never misread.
-    let new: v2::UserDetail = memo::memoize(&cache, &spec, args.clone(), || {
+    let new: v2::UserDetail = memo::memoize(&cache, &spec, &args, || {
         calls.fetch_add(1, Ordering::SeqCst);
         v2::UserDetail {
             name: "Jason".into(),
@@ -144,7 +144,7 @@ fn changing_the_result_type_invalidates_memoized_results(f: &Fixture) {
     };
     let bumped = MemoSpec { version: 1, ..spec };
     for s in [&edited, &bumped] {
-        let _: UserDetail = memo::memoize(&cache, s, args.clone(), || {
+        let _: UserDetail = memo::memoize(&cache, s, &args, || {
             calls.fetch_add(1, Ordering::SeqCst);
             jason()
         });

@@ -19,8 +19,10 @@ use syn::{
 /// ```
 ///
 /// The key is the function's path, a version, a hash of the function's body, the shape of
-/// the result type, and the arguments (which must implement `Serialize`). The result type
-/// must implement `Serialize` and `DeserializeOwned`.
+/// the result type, the generic instantiation (for generic functions), and the arguments
+/// (which must implement `Serialize`; maps and hash sets among them are keyed by content,
+/// whatever their iteration order). The result type must implement `logcache::Value`
+/// (`Serialize + DeserializeOwned + Clone + Send + Sync + 'static`).
 ///
 /// Options, all optional:
 /// - `cache = EXPR`: anything implementing `logcache::memo::AsCache` (a `Cache`, a
@@ -28,7 +30,7 @@ use syn::{
 /// - `ttl = "90s"` (units `ms`, `s`, `m`, `h`, `d`) or `ttl = EXPR` (a `Duration`).
 /// - `key = EXPR`: what to key on instead of all the arguments, e.g. `key = (url,)` to
 ///   leave out a client handle.
-/// - `version = N`: bump to invalidate old results by hand.
+/// - `version = N` (a constant): bump to invalidate old results by hand.
 /// - `hash_body = false`: do not key on the body (editing it then keeps old results).
 /// - `strict`: for functions returning `Result<T, E>` with `E: From<logcache::Error>`: cache
 ///   failures are returned instead of computing anyway.
@@ -229,42 +231,90 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
     let key = options
         .key
         .map_or_else(|| quote!((#(&#arg_names,)*)), |k| quote!(#k));
+    let instance = instance(&sig);
 
-    let call = match (is_async, is_result, options.strict) {
-        (false, false, _) => {
-            quote!(::logcache::memo::memoize(__lc_cache, &__lc_spec, __lc_args, move || -> #ret_type #block))
-        }
-        (false, true, false) => {
-            quote!(::logcache::memo::try_memoize(__lc_cache, &__lc_spec, __lc_args, move || -> #ret_type #block))
-        }
-        (false, true, true) => {
-            quote!(::logcache::memo::try_memoize_strict(__lc_cache, &__lc_spec, __lc_args, move || -> #ret_type #block))
-        }
+    let hit = if is_result {
+        quote!(::core::result::Result::Ok(__lc_v))
+    } else {
+        quote!(__lc_v)
+    };
+    let compute = match (is_async, is_result, options.strict) {
+        (false, false, _) => quote!(__lc_m.compute(move || -> #ret_type #block)),
+        (false, true, false) => quote!(__lc_m.try_compute(move || -> #ret_type #block)),
+        (false, true, true) => quote!(__lc_m.try_compute_strict(move || -> #ret_type #block)),
         (true, false, _) => {
-            quote!(::logcache::memo::memoize_async(__lc_cache, &__lc_spec, __lc_args, move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
+            quote!(__lc_m.compute_async(move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
         }
         (true, true, false) => {
-            quote!(::logcache::memo::try_memoize_async(__lc_cache, &__lc_spec, __lc_args, move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
+            quote!(__lc_m.try_compute_async(move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
         }
         (true, true, true) => {
-            quote!(::logcache::memo::try_memoize_strict_async(__lc_cache, &__lc_spec, __lc_args, move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
+            quote!(__lc_m.try_compute_strict_async(move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
         }
+    };
+    let lookup = if options.strict {
+        quote! {
+            match __LC_MEMO.lookup_strict(__lc_cache, #ttl, __lc_instance, &#key) {
+                ::core::result::Result::Ok(__lc_found) => __lc_found,
+                ::core::result::Result::Err(__lc_e) => {
+                    return ::core::result::Result::Err(::core::convert::From::from(__lc_e));
+                }
+            }
+        }
+    } else {
+        quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, &#key))
     };
 
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
-            let __lc_spec = ::logcache::memo::MemoSpec {
-                function: ::core::concat!(::core::module_path!(), "::", #name),
-                version: #version,
-                body_hash: #body_hash,
-                ttl: #ttl,
-            };
+            static __LC_MEMO: ::logcache::memo::Memo = ::logcache::memo::Memo::new(
+                ::core::concat!(::core::module_path!(), "::", #name),
+                #version,
+                #body_hash,
+            );
             let __lc_cache = ::logcache::memo::AsCache::as_cache(#cache);
-            let __lc_args = ::logcache::memo::encode_args(&#key);
-            #call
+            let __lc_instance: u64 = #instance;
+            match #lookup {
+                ::logcache::memo::Lookup::Hit(__lc_v) => #hit,
+                ::logcache::memo::Lookup::Miss(__lc_m) => #compute,
+            }
         }
     })
+}
+
+/// What tells the instantiations of a generic function apart: the names of its type
+/// arguments, the types of its `impl Trait` arguments and its const arguments (`0` for a
+/// function that is not generic).
+fn instance(sig: &syn::Signature) -> proc_macro2::TokenStream {
+    let mut parts = Vec::new();
+    for param in &sig.generics.params {
+        match param {
+            syn::GenericParam::Type(t) => {
+                let ident = &t.ident;
+                parts.push(quote!(::core::any::type_name::<#ident>()));
+            }
+            syn::GenericParam::Const(c) => {
+                let ident = &c.ident;
+                parts.push(quote!(&*::std::string::ToString::to_string(&#ident)));
+            }
+            syn::GenericParam::Lifetime(_) => {}
+        }
+    }
+    for input in &sig.inputs {
+        if let FnArg::Typed(t) = input
+            && t.ty.to_token_stream().to_string().contains("impl ")
+            && let Pat::Ident(ident) = &*t.pat
+        {
+            let ident = &ident.ident;
+            parts.push(quote!(::core::any::type_name_of_val(&#ident)));
+        }
+    }
+    if parts.is_empty() {
+        quote!(0u64)
+    } else {
+        quote!(::logcache::memo::instance(&[#(#parts),*]))
+    }
 }
 
 #[cfg(test)]

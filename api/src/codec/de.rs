@@ -15,7 +15,7 @@ pub struct Decoder<'de> {
 }
 
 /// What a marker byte introduces.
-enum Item<'de> {
+pub(super) enum Item<'de> {
     Nil,
     Bool(bool),
     Uint(u64),
@@ -51,7 +51,7 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    fn error(&self, what: impl std::fmt::Display) -> CodecError {
+    pub(super) fn error(&self, what: impl std::fmt::Display) -> CodecError {
         CodecError(format!("{what} at byte {}", self.pos))
     }
 
@@ -107,7 +107,7 @@ impl<'de> Decoder<'de> {
     }
 
     /// Reads the next item's marker and header (not the contents of arrays and maps).
-    fn item(&mut self) -> Result<Item<'de>, CodecError> {
+    pub(super) fn item(&mut self) -> Result<Item<'de>, CodecError> {
         let at = self.pos;
         let marker = self.byte()?;
         Ok(match marker {
@@ -190,11 +190,11 @@ impl<'de> Decoder<'de> {
         })
     }
 
-    fn str(&self, bytes: &'de [u8]) -> Result<&'de str, CodecError> {
+    pub(super) fn str(&self, bytes: &'de [u8]) -> Result<&'de str, CodecError> {
         std::str::from_utf8(bytes).map_err(|_| self.error("a string that is not UTF-8"))
     }
 
-    fn enter(&mut self) -> Result<(), CodecError> {
+    pub(super) fn enter(&mut self) -> Result<(), CodecError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
@@ -202,13 +202,13 @@ impl<'de> Decoder<'de> {
         Ok(())
     }
 
-    fn leave(&mut self) {
+    pub(super) fn leave(&mut self) {
         debug_assert!(self.depth > 0);
         self.depth -= 1;
     }
 
     /// A decoder over extension data, one level deeper.
-    fn nested(&self, data: &'de [u8]) -> Result<Decoder<'de>, CodecError> {
+    pub(super) fn nested(&self, data: &'de [u8]) -> Result<Decoder<'de>, CodecError> {
         let mut sub = Decoder {
             input: data,
             pos: 0,

@@ -19,6 +19,7 @@
 mod bincode;
 mod de;
 mod ser;
+mod text;
 
 use std::fmt;
 
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use self::bincode::{decode_bincode, encode_bincode};
 pub use de::Decoder;
+pub use text::to_json;
 
 /// Values and keys nest at most this deep (a guard against stack overflow on hostile input;
 /// serde_json allows 128 too). Encoding refuses what decoding could not read back.
@@ -116,6 +118,7 @@ pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
 }
 
 /// The encoding of `value`.
+#[cfg(test)]
 pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     encode_value_into(value, &mut out)?;

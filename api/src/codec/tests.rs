@@ -526,3 +526,25 @@ proptest! {
         let _ = decode::<serde::de::IgnoredAny>(&bytes);
     }
 }
+
+#[test]
+fn any_value_renders_as_json() {
+    let value = json!({"a": [1, -2, 2.5, "q\"\n", null, true], "b": {"c": {}}});
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(
+            &to_json(&encode_value(&value).unwrap()).unwrap()
+        )
+        .unwrap(),
+        value
+    );
+    let odd = (
+        Bytes(vec![1, 2]),
+        u128::MAX,
+        Some(None::<u8>),
+        BTreeMap::from([(1u8, f64::NAN)]),
+    );
+    let text = to_json(&encode_value(&odd).unwrap()).unwrap();
+    assert_eq!(text, format!("[[1,2],{},null,{{\"1\":null}}]", u128::MAX));
+    serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    assert!(to_json(&[0x91]).is_err());
+}

@@ -1,0 +1,146 @@
+//! Namespaces: each has its own keys (a prefix and a generation that `clear` moves on) and its
+//! own statistics. All handles on one namespace of one cache share one `Namespace`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::stats::{AtomicCounts, Counts};
+
+pub(crate) struct Namespace {
+    pub name: Arc<str>,
+    /// `name length u32 LE | name`: every key of the namespace starts with it, then the
+    /// generation.
+    prefix: Box<[u8]>,
+    /// The backend counter that holds the generation.
+    counter: Box<str>,
+    pub counts: AtomicCounts,
+    /// The generation plus one, 0 while unknown. Kept only for backends whose counters
+    /// change through this process alone; only ever raised.
+    known: AtomicU64,
+}
+
+impl Namespace {
+    fn new(name: &str) -> Namespace {
+        let mut prefix = Vec::with_capacity(4 + name.len());
+        prefix.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        prefix.extend_from_slice(name.as_bytes());
+        Namespace {
+            name: Arc::from(name),
+            prefix: prefix.into(),
+            counter: format!("ns:{name}").into(),
+            counts: AtomicCounts::default(),
+            known: AtomicU64::new(0),
+        }
+    }
+
+    /// The namespace's current generation.
+    pub fn generation(&self, backend: &dyn Backend) -> Result<u64> {
+        if !backend.counters_are_private() {
+            return backend.counter(&self.counter);
+        }
+        match self.known.load(Ordering::Acquire) {
+            0 => {
+                let generation = backend.counter(&self.counter)?;
+                self.raise(generation);
+                Ok(generation)
+            }
+            known => Ok(known - 1),
+        }
+    }
+
+    /// Moves to a new generation (`clear`).
+    pub fn advance(&self, backend: &dyn Backend) -> Result<u64> {
+        let generation = backend.increment(&self.counter)?;
+        self.raise(generation);
+        Ok(generation)
+    }
+
+    /// Notes `generation`; a stale value read before a concurrent `advance` can never lower
+    /// what is known.
+    fn raise(&self, generation: u64) {
+        self.known
+            .fetch_max(generation.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// Appends the start of the keys of `generation` to `out`.
+    pub fn key_prefix(&self, generation: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&generation.to_le_bytes());
+    }
+}
+
+/// The namespaces of one cache.
+#[derive(Default)]
+pub(crate) struct Namespaces {
+    map: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+}
+
+impl Namespaces {
+    /// The namespace called `name`, created on first use.
+    pub fn get(&self, name: &str) -> Arc<Namespace> {
+        if let Some(ns) = self.map.read().get(name) {
+            return Arc::clone(ns);
+        }
+        let mut map = self.map.write();
+        let ns = map
+            .entry(Arc::from(name))
+            .or_insert_with(|| Arc::new(Namespace::new(name)));
+        Arc::clone(ns)
+    }
+
+    /// Every namespace's counts, and their sum.
+    pub fn counts(&self) -> (Counts, BTreeMap<String, Counts>) {
+        let mut total = Counts::default();
+        let mut each = BTreeMap::new();
+        for (name, ns) in self.map.read().iter() {
+            let c = ns.counts.snapshot();
+            total.add(&c);
+            each.insert(name.to_string(), c);
+        }
+        (total, each)
+    }
+
+    /// Sets every count to zero.
+    pub fn reset(&self) {
+        for ns in self.map.read().values() {
+            ns.counts.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryBackend, MemoryLimit};
+
+    #[test]
+    fn handles_share_one_namespace_and_its_generation() {
+        let backend = MemoryBackend::new(MemoryLimit::Entries(10));
+        let namespaces = Namespaces::default();
+        let a = namespaces.get("a");
+        assert!(Arc::ptr_eq(&a, &namespaces.get("a")));
+        assert_eq!(a.generation(&backend).unwrap(), 0);
+        assert_eq!(namespaces.get("a").advance(&backend).unwrap(), 1);
+        assert_eq!(a.generation(&backend).unwrap(), 1);
+        a.raise(0);
+        assert_eq!(a.generation(&backend).unwrap(), 1, "never lowered");
+        let mut key = Vec::new();
+        a.key_prefix(1, &mut key);
+        assert_eq!(
+            key,
+            [&1u32.to_le_bytes()[..], b"a", &1u64.to_le_bytes()].concat()
+        );
+        a.counts.hit();
+        namespaces.get("b").counts.miss();
+        let (total, each) = namespaces.counts();
+        assert_eq!((total.hits, total.misses), (1, 1));
+        assert_eq!(each["a"].hits, 1);
+        namespaces.reset();
+        assert_eq!(namespaces.counts().0, Counts::default());
+    }
+}
