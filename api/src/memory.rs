@@ -30,6 +30,9 @@ pub enum MemoryLimit {
 const ENTRY_OVERHEAD: u64 = 64;
 /// quick_cache's share of a shard for new entries; an entry heavier than that is refused.
 const HOT_ALLOCATION: f64 = 0.97;
+/// A byte limit is split into shards of at least this much (one entry must fit in a shard),
+/// up to quick_cache's default number of shards.
+const MIN_SHARD_BYTES: u64 = 1 << 20;
 
 /// One entry: the stored bytes, their expiry, and the value decoded from them once a typed
 /// read has decoded it.
@@ -113,8 +116,10 @@ impl Lifecycle<Key, Arc<Item>> for Hooks {
 /// Entries in this process's memory, bounded by entry count or bytes; lost when the process
 /// exits. The Rust counterpart of `functools.lru_cache(maxsize=...)`.
 ///
-/// An entry that cannot fit (larger than the limit admits per entry, or any entry under
-/// `MemoryLimit::Entries(0)`) is refused with [`Error::TooLarge`], never dropped silently.
+/// An entry that cannot fit is refused with [`Error::TooLarge`], never dropped silently:
+/// under `MemoryLimit::Entries(0)` every entry; under a byte limit, an entry weighing more
+/// than one shard holds (the whole limit below 2 MiB, else at least 1 MiB and about an eighth
+/// of the limit on 2 cores; shards let threads work in parallel).
 pub struct MemoryBackend {
     entries: QuickCache<Key, Arc<Item>, ByLimit, DefaultHashBuilder, Hooks>,
     limit: MemoryLimit,
@@ -129,12 +134,16 @@ impl MemoryBackend {
             MemoryLimit::Entries(n) => (n.max(1), n as u64),
             MemoryLimit::Bytes(b) => (((b / 256).max(16)) as usize, b),
         };
-        let options = OptionsBuilder::new()
+        let mut options = OptionsBuilder::new();
+        options
             .estimated_items_capacity(estimated_items)
             .weight_capacity(capacity)
-            .hot_allocation(HOT_ALLOCATION)
-            .build()
-            .expect("valid quick_cache options");
+            .hot_allocation(HOT_ALLOCATION);
+        if let MemoryLimit::Bytes(b) = limit {
+            let most = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+            options.shards(((b / MIN_SHARD_BYTES) as usize).clamp(1, most));
+        }
+        let options = options.build().expect("valid quick_cache options");
         MemoryBackend {
             entries: QuickCache::with_options(
                 options,

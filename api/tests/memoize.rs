@@ -1,6 +1,7 @@
 //! The `#[memoize]` attribute: sync and async functions, `Result` functions, options, and a
 //! backend that fails.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -218,4 +219,69 @@ fn clearing_a_functions_namespace_recomputes_it() {
     CACHE.namespace("memoize::versioned").clear().unwrap();
     versioned(1);
     assert_eq!(COUNTED.load(Ordering::SeqCst), 2);
+}
+
+static GENERIC_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[memoize(cache = CACHE)]
+fn show<T: Serialize + std::fmt::Debug>(x: T) -> String {
+    GENERIC_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("{x:?}")
+}
+
+#[memoize(cache = CACHE)]
+fn size_of_type<T>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+#[memoize(cache = CACHE)]
+fn show_impl(x: impl Serialize + std::fmt::Debug) -> String {
+    format!("{x:?} of {}", std::any::type_name_of_val(&x))
+}
+
+#[test]
+fn generic_functions_are_memoized_per_instantiation() {
+    // 1u32 and true encode differently, 1u32 and 1u64 alike: the instantiation tells them apart.
+    assert_eq!(show(1u32), "1");
+    assert_eq!(show(true), "true");
+    assert_eq!(show(1u64), "1");
+    assert_eq!(show(1u32), "1");
+    assert_eq!(GENERIC_CALLS.load(Ordering::SeqCst), 3);
+    assert_eq!(size_of_type::<u8>(), 1);
+    assert_eq!(size_of_type::<u64>(), 8);
+    assert_eq!(size_of_type::<[u8; 3]>(), 3);
+    assert_eq!(show_impl(7u8), "7 of u8");
+    assert_eq!(show_impl(7u16), "7 of u16");
+}
+
+static TOTAL_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[memoize(cache = CACHE)]
+fn total(prices: HashMap<String, u32>, seen: HashSet<u32>) -> u32 {
+    TOTAL_CALLS.fetch_add(1, Ordering::SeqCst);
+    prices.values().sum::<u32>() + seen.len() as u32
+}
+
+#[test]
+fn equal_maps_and_sets_are_one_key() {
+    let ns = CACHE.namespace("memoize::total");
+    let writes = ns
+        .stats()
+        .namespaces
+        .get("memoize::total")
+        .map_or(0, |c| c.writes);
+    for i in 0..5u32 {
+        // Built in a different order each time (and each HashMap has its own random seed).
+        let mut entries: Vec<(String, u32)> = (0..40).map(|n| (format!("item{n}"), n)).collect();
+        entries.rotate_left(i as usize * 7);
+        let mut seen: Vec<u32> = (0..40).collect();
+        seen.rotate_left(i as usize * 3);
+        assert_eq!(
+            total(entries.into_iter().collect(), seen.into_iter().collect()),
+            780 + 40
+        );
+    }
+    assert_eq!(TOTAL_CALLS.load(Ordering::SeqCst), 1, "computed once");
+    let after = CACHE.stats().namespaces["memoize::total"].writes;
+    assert_eq!(after - writes, 1, "one entry written");
 }

@@ -51,6 +51,216 @@ fn typed_values_round_trip_under_any_serde_key(f: &Fixture) {
     assert_eq!(cache.get::<u64>(&43u64).unwrap(), None, "keys are exact");
 }
 
+/// The serde shapes that need a self-describing encoding, and the edges of the data model.
+mod shapes {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    #[serde(untagged)]
+    pub enum Untagged {
+        Number(i64),
+        Text(String),
+        List(Vec<Untagged>),
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    #[serde(tag = "type")]
+    pub enum Internal {
+        Message {
+            role: String,
+            content: String,
+        },
+        ToolCall {
+            name: String,
+            arguments: serde_json::Value,
+        },
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    #[serde(tag = "t", content = "c")]
+    pub enum Adjacent {
+        A(u8),
+        B { x: Option<String> },
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Usage {
+        pub prompt_tokens: u32,
+        pub completion_tokens: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Flattened {
+        pub id: String,
+        #[serde(flatten)]
+        pub usage: Usage,
+        #[serde(flatten)]
+        pub extra: BTreeMap<String, serde_json::Value>,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Sparse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub email: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        pub tags: Vec<String>,
+        pub name: String,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub enum Sentiment {
+        Positive,
+        Negative,
+        Mixed { score: f32 },
+    }
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Review {
+        pub sentiment: Option<Sentiment>,
+        pub history: Vec<Sentiment>,
+        pub by_model: HashMap<String, (u8, i128)>,
+        pub nested: Option<Option<()>>,
+        pub ip: std::net::IpAddr,
+        pub count: std::num::NonZeroU32,
+    }
+}
+
+fn check_round_trip<T: logcache::Value + PartialEq + std::fmt::Debug>(
+    cache: &Cache,
+    key: &str,
+    value: T,
+) {
+    cache.set(key, &value).unwrap();
+    assert_eq!(cache.get::<T>(key).unwrap().as_ref(), Some(&value), "{key}");
+    assert_eq!(
+        cache.get::<T>(key).unwrap().as_ref(),
+        Some(&value),
+        "{key}, read again"
+    );
+    let computed: T = cache
+        .get_or_insert_with(&(key, "computed"), || value.clone())
+        .unwrap();
+    assert_eq!(computed, value);
+    let cached: T = cache
+        .get_or_insert_with(&(key, "computed"), || -> T {
+            unreachable!("{key} was cached")
+        })
+        .unwrap();
+    assert_eq!(cached, value, "{key} through get_or_insert_with");
+}
+
+fn every_serde_shape_round_trips(f: &Fixture) {
+    use serde_json::json;
+    use shapes::*;
+    let check_all = |cache: &Cache| {
+        check_round_trip(
+            cache,
+            "json",
+            json!({"model": "m", "choices": [{"index": 0, "text": "hi", "logprobs": null}], "usage": {"total": 7}, "score": -0.5}),
+        );
+        check_round_trip(
+            cache,
+            "untagged",
+            vec![
+                Untagged::Number(-3),
+                Untagged::Text("t".into()),
+                Untagged::List(vec![Untagged::Number(1)]),
+            ],
+        );
+        check_round_trip(
+            cache,
+            "internal",
+            vec![
+                Internal::Message {
+                    role: "user".into(),
+                    content: "hello".into(),
+                },
+                Internal::ToolCall {
+                    name: "search".into(),
+                    arguments: json!({"q": "rust"}),
+                },
+            ],
+        );
+        check_round_trip(cache, "adjacent", (Adjacent::A(1), Adjacent::B { x: None }));
+        check_round_trip(
+            cache,
+            "flatten",
+            Flattened {
+                id: "r1".into(),
+                usage: Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                },
+                extra: [("system_fingerprint".to_string(), json!("fp"))]
+                    .into_iter()
+                    .collect(),
+            },
+        );
+        check_round_trip(
+            cache,
+            "sparse",
+            Sparse {
+                email: None,
+                tags: vec![],
+                name: "n".into(),
+            },
+        );
+        check_round_trip(
+            cache,
+            "sparse full",
+            Sparse {
+                email: Some("e".into()),
+                tags: vec!["a".into()],
+                name: "n".into(),
+            },
+        );
+        check_round_trip(
+            cache,
+            "review",
+            Review {
+                sentiment: Some(Sentiment::Mixed { score: 0.25 }),
+                history: vec![Sentiment::Positive, Sentiment::Negative],
+                by_model: [("m".to_string(), (1u8, i128::MIN))].into_iter().collect(),
+                nested: Some(None),
+                ip: "::1".parse().unwrap(),
+                count: std::num::NonZeroU32::new(3).unwrap(),
+            },
+        );
+        check_round_trip(cache, "some none", Some(None::<u8>));
+        check_round_trip(cache, "u128", u128::MAX);
+    };
+    let cache = f.open();
+    check_all(&cache);
+    if f.persistent() {
+        drop(cache);
+        let cache = f.open();
+        assert_eq!(
+            cache.get::<Option<Option<u8>>>("some none").unwrap(),
+            Some(Some(None)),
+            "after reopen"
+        );
+        check_all(&cache);
+    }
+    // A memoized function whose result is a serde_json::Value computes once.
+    let cache = f.open();
+    let spec = MemoSpec::new("suite::llm_json");
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let v: serde_json::Value = memo::memoize(&cache, &spec, &("prompt",), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            json!({"answer": 42, "sources": ["a", "b"]})
+        });
+        assert_eq!(v["answer"], 42);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the Value result is cached"
+    );
+}
+
 fn delete_and_contains(f: &Fixture) {
     let cache = f.open();
     cache.set("k", &1u8).unwrap();
@@ -393,6 +603,7 @@ fn the_cache_is_send_sync_and_cheap_to_share(f: &Fixture) {
 
 per_backend!(
     typed_values_round_trip_under_any_serde_key,
+    every_serde_shape_round_trips,
     delete_and_contains,
     values_persist_across_reopen,
     a_value_of_another_type_is_a_decode_error_for_get,

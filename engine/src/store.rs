@@ -411,6 +411,16 @@ impl Store {
         Ok(stats)
     }
 
+    /// Checks this open store's files as [`verify`](crate::verify) does (every header,
+    /// record checksum and hint file), without closing it. Compaction and writes wait while
+    /// it runs; buffered writes are handed to the OS first.
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        let _guard = self.inner.compaction_lock.lock();
+        let mut writer = self.inner.writer.lock();
+        writer.flush()?;
+        crate::verify::verify_files(&self.inner.dir)
+    }
+
     fn stop_background(&mut self) {
         self.inner.closing.store(true, Ordering::Release);
         if let Some(mut worker) = self.worker.take() {

@@ -53,6 +53,12 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         return Err(Error::NotADirectory(dir.to_path_buf()));
     }
     let _lock = DirLock::acquire(dir)?;
+    verify_files(dir)
+}
+
+/// The checks of [`verify`], on files nobody changes meanwhile (the caller holds the lock, or
+/// is the open store holding its writer and compaction still).
+pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
     let mut ids = Vec::new();
     let mut hints = Vec::new();
     for entry in fs::read_dir(dir).context("listing the store directory")? {
@@ -175,9 +181,15 @@ mod tests {
     }
 
     #[test]
-    fn verify_needs_the_lock() {
+    fn verify_needs_the_lock_or_the_open_store() {
         let dir = tempfile::tempdir().unwrap();
-        let _store = Store::open(dir.path(), Options::default()).unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
         assert!(matches!(verify(dir.path()), Err(Error::Locked(_))));
+        for i in 0..100u32 {
+            store.put(&i.to_le_bytes(), &[1; 30]).unwrap();
+        }
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.records, 100);
     }
 }
