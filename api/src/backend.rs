@@ -1,11 +1,10 @@
 //! The storage interface every backend implements: bytes in, bytes out.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::memory::Item;
+use crate::memory::{Decoded, Item};
 use crate::stats::TierStats;
 
 /// A place to keep cache entries: in memory, on disk, or on a server.
@@ -103,8 +102,9 @@ impl Stored {
         }
     }
 
-    /// The value decoded from these bytes, if it was kept and is a `T`.
-    pub(crate) fn decoded<T: Any>(&self) -> Option<&T> {
+    /// The value decoded from these bytes, if one was kept.
+    #[inline]
+    pub(crate) fn decoded(&self) -> Option<&Decoded> {
         match &self.0 {
             StoredBytes::Owned(_) => None,
             StoredBytes::Memory(item) => item.decoded(),
@@ -116,10 +116,10 @@ impl Stored {
         matches!(self.0, StoredBytes::Memory(_))
     }
 
-    /// Keeps `value`, decoded from exactly these bytes, for later reads.
-    pub(crate) fn keep_decoded<T: Any + Send + Sync>(&self, value: T) {
+    /// Keeps a value decoded from exactly these bytes, for later reads.
+    pub(crate) fn keep_decoded(&self, decoded: Decoded) {
         if let StoredBytes::Memory(item) = &self.0 {
-            item.keep_decoded(value);
+            item.keep_decoded(decoded);
         }
     }
 }

@@ -13,11 +13,17 @@ pub(crate) struct Buffers {
 }
 
 thread_local! {
-    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+    static BUFFERS: RefCell<Buffers> = const {
+        RefCell::new(Buffers {
+            key: Vec::new(),
+            value: Vec::new(),
+        })
+    };
 }
 
 /// Runs `f` with this thread's buffers, empty. A nested call (a `Serialize` impl or backend
 /// that uses a cache itself) gets fresh ones.
+#[inline]
 pub(crate) fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffers) => {

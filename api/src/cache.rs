@@ -15,7 +15,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::{Error, Result};
 use crate::fingerprint::type_fingerprint;
 use crate::flight::{Caller, Flights, Role};
-use crate::memory::{MemoryBackend, MemoryLimit};
+use crate::memory::{Decoded, MemoryBackend, MemoryLimit};
 use crate::namespace::{Namespace, Namespaces};
 use crate::stats::CacheStats;
 
@@ -63,6 +63,8 @@ pub struct Cache {
 /// What every handle of one cache shares.
 pub(crate) struct Shared {
     backend: Box<dyn Backend>,
+    /// `backend.counters_are_private()`, asked once.
+    private_counters: bool,
     default_ttl: Option<Duration>,
     on_failure: OnFailure,
     flights: Flights,
@@ -146,6 +148,13 @@ fn describe_key(namespace: &str, user_key: &[u8]) -> String {
     }
 }
 
+/// Writes the canonical encoding of a user key.
+fn user_key<K: Serialize + ?Sized>(
+    key: &K,
+) -> impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError> + '_ {
+    move |out| codec::encode_key_into(key, out)
+}
+
 fn encode_error(what: &'static str) -> impl FnOnce(codec::CodecError) -> Error {
     move |e| Error::Encode {
         what,
@@ -174,17 +183,19 @@ impl Shared {
         self.namespaces.get(name)
     }
 
-    /// Appends the storage key of `key` in `ns` to `out`; returns where the user key starts.
-    fn key_into<K: Serialize + ?Sized>(
+    /// Appends the storage key in `ns` of the user key `write_key` writes to `out`; returns
+    /// where the user key starts.
+    #[inline]
+    fn key_into(
         &self,
         ns: &Namespace,
-        key: &K,
+        write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         out: &mut Vec<u8>,
     ) -> Result<usize> {
-        let generation = ns.generation(&*self.backend)?;
+        let generation = ns.generation(&*self.backend, self.private_counters)?;
         ns.key_prefix(generation, out);
         let at = out.len();
-        codec::encode_key_into(key, out).map_err(encode_error("key"))?;
+        write_key(out).map_err(encode_error("key"))?;
         Ok(at)
     }
 
@@ -194,6 +205,7 @@ impl Shared {
     }
 
     /// Whether an entry is neither expired nor evicted by its tags.
+    #[inline]
     fn is_live(&self, env: &Envelope<'_>) -> Result<bool> {
         if env.expires_at != 0 && env.expires_at <= now_ms() {
             return Ok(false);
@@ -228,10 +240,22 @@ impl Shared {
 
     /// The live value at `skey` as a `T`: `None` if absent, expired or evicted by a tag; a
     /// value of another type is [`Error::Decode`].
+    #[inline]
     fn read<T: Value>(&self, ns: &Namespace, skey: &[u8], user_at: usize) -> Result<Option<T>> {
         let Some(stored) = self.backend.get_stored(skey)? else {
             return Ok(None);
         };
+        // A value kept decoded (a memory entry read before): no need to read the bytes, unless
+        // tags must be checked.
+        if let Some(kept) = stored.decoded()
+            && !kept.has_tags
+            && let Some(value) = kept.value::<T>()
+        {
+            if kept.expires_at != 0 && kept.expires_at <= now_ms() {
+                return Ok(None);
+            }
+            return Ok(Some(value.clone()));
+        }
         let env = envelope::decode(stored.bytes()).map_err(|m| Error::Decode {
             key: describe_key(&ns.name, &skey[user_at..]),
             type_name: std::any::type_name::<T>(),
@@ -240,12 +264,13 @@ impl Shared {
         if !self.is_live(&env)? {
             return Ok(None);
         }
-        if let Some(value) = stored.decoded::<T>() {
+        if let Some(value) = stored.decoded().and_then(|kept| kept.value::<T>()) {
             return Ok(Some(value.clone()));
         }
         let value: T = Self::decode_entry(ns, &env, skey, user_at)?;
         if stored.keeps_decoded() {
-            stored.keep_decoded(value.clone());
+            let has_tags = env.tags().next().is_some();
+            stored.keep_decoded(Decoded::new(value.clone(), env.expires_at, has_tags));
         }
         Ok(Some(value))
     }
@@ -282,6 +307,7 @@ impl Shared {
 
     /// Reads for `get_or_insert_with`: a value that does not decode is a miss to recompute;
     /// a backend failure is counted and, unless strict, also a miss.
+    #[inline]
     fn read_for_compute<T: Value>(
         &self,
         ns: &Namespace,
@@ -302,15 +328,17 @@ impl Shared {
         }
     }
 
-    /// Looks `key` up for `get_or_insert_with`: a hit (counted), or what computing needs.
-    pub(crate) fn lookup<T: Value, K: Serialize + ?Sized>(
+    /// Looks the key `write_key` writes up for `get_or_insert_with`: a hit (counted), or what
+    /// computing needs.
+    #[inline]
+    pub(crate) fn lookup<T: Value>(
         &self,
         ns: &Namespace,
-        key: &K,
+        write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         on_failure: OnFailure,
     ) -> Result<Lookup<T>> {
         let found = with_buffers(|b| {
-            let user_at = match self.key_into(ns, key, &mut b.key) {
+            let user_at = match self.key_into(ns, write_key, &mut b.key) {
                 Ok(at) => at,
                 Err(e) => {
                     ns.counts.error();
@@ -433,6 +461,7 @@ impl Cache {
         strict: bool,
     ) -> Cache {
         let shared = Arc::new(Shared {
+            private_counters: backend.counters_are_private(),
             backend,
             default_ttl,
             on_failure: if strict {
@@ -516,9 +545,10 @@ impl Cache {
     }
 
     /// The backend key of `key` in this namespace, and where the user key starts in it.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn storage_key<K: Serialize + ?Sized>(&self, key: &K) -> Result<(Vec<u8>, usize)> {
         let mut out = Vec::new();
-        let at = self.shared.key_into(&self.ns, key, &mut out)?;
+        let at = self.shared.key_into(&self.ns, user_key(key), &mut out)?;
         Ok((out, at))
     }
 
@@ -528,7 +558,7 @@ impl Cache {
     pub fn get<T: Value>(&self, key: &(impl Serialize + ?Sized)) -> Result<Option<T>> {
         let (shared, ns) = (&*self.shared, &*self.ns);
         let result = with_buffers(|b| {
-            let at = shared.key_into(ns, key, &mut b.key)?;
+            let at = shared.key_into(ns, user_key(key), &mut b.key)?;
             shared.read::<T>(ns, &b.key, at)
         });
         let found = Shared::counted(ns, result)?;
@@ -576,7 +606,7 @@ impl Cache {
     ) -> Result<()> {
         let (shared, ns) = (&*self.shared, &*self.ns);
         let result = with_buffers(|b| {
-            shared.key_into(ns, key, &mut b.key)?;
+            shared.key_into(ns, user_key(key), &mut b.key)?;
             shared.entry_into(value, opts, &mut b.value)?;
             shared.write(ns, &b.key, &b.value, opts)
         });
@@ -587,7 +617,7 @@ impl Cache {
     pub fn delete(&self, key: &(impl Serialize + ?Sized)) -> Result<bool> {
         let (shared, ns) = (&*self.shared, &*self.ns);
         let result = with_buffers(|b| {
-            shared.key_into(ns, key, &mut b.key)?;
+            shared.key_into(ns, user_key(key), &mut b.key)?;
             shared.backend.delete(&b.key)
         });
         Shared::counted(ns, result)
@@ -597,7 +627,7 @@ impl Cache {
     pub fn contains(&self, key: &(impl Serialize + ?Sized)) -> Result<bool> {
         let (shared, ns) = (&*self.shared, &*self.ns);
         let result = with_buffers(|b| {
-            shared.key_into(ns, key, &mut b.key)?;
+            shared.key_into(ns, user_key(key), &mut b.key)?;
             let Some(stored) = shared.backend.get_stored(&b.key)? else {
                 return Ok(false);
             };
@@ -623,7 +653,7 @@ impl Cache {
     pub fn vacuum(&self) -> Result<u64> {
         let result = self
             .ns
-            .generation(&*self.shared.backend)
+            .generation(&*self.shared.backend, self.shared.private_counters)
             .and_then(|current| {
                 let mut removed = 0;
                 for generation in 0..current {
@@ -742,7 +772,7 @@ impl Cache {
         F: FnOnce() -> Result<T, E>,
     {
         let (shared, ns) = (&*self.shared, &*self.ns);
-        match shared.lookup(ns, key, shared.on_failure)? {
+        match shared.lookup(ns, user_key(key), shared.on_failure)? {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss(missed) => block_on(shared.compute(
                 ns,
@@ -784,7 +814,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let (shared, ns) = (&*self.shared, &*self.ns);
-        match shared.lookup(ns, key, shared.on_failure)? {
+        match shared.lookup(ns, user_key(key), shared.on_failure)? {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss(missed) => {
                 shared

@@ -17,7 +17,7 @@ use crate::stats::TierStats;
 
 /// Counters live beside the segments in this file (the engine ignores files it does not
 /// know), so that evicting old segments can never reset a namespace or tag generation.
-const COUNTERS_FILE: &str = "logcache-counters";
+pub(crate) const COUNTERS_FILE: &str = "logcache-counters";
 
 /// Entries in a directory on the local disk, surviving restarts and crashes: the Rust
 /// counterpart of Python's `diskcache`. One process at a time may open a directory.
@@ -53,7 +53,7 @@ fn counters_error(message: String) -> Error {
     }
 }
 
-fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
+pub(crate) fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),

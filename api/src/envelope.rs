@@ -1,8 +1,10 @@
 //! How a typed value is stored, the same on every backend:
 //!
 //! ```text
-//! version u8 (2) | type fingerprint u64 LE | expires_at u64 LE (unix ms, 0 = never)
-//! | tag count u8 | per tag: name length u16 LE, name, generation u64 LE
+//! version u8 (2) | flags u8 | type fingerprint u64 LE
+//! | expires_at u64 LE (unix ms)                  if flags & EXPIRES
+//! | tag count u8, per tag: name length u16 LE,
+//!   name, generation u64 LE                      if flags & TAGS
 //! | payload (the codec's bytes)
 //! ```
 //! The fingerprint lets `get::<T>` refuse a value written as another type instead of
@@ -12,18 +14,22 @@
 
 /// 2: the payload is the self-describing format of `codec` (1 was bincode).
 const VERSION: u8 = 2;
-const VERSION_LEN: usize = 1;
-const FINGERPRINT_AT: usize = VERSION_LEN;
-const EXPIRES_AT: usize = FINGERPRINT_AT + 8;
-const TAG_COUNT_AT: usize = EXPIRES_AT + 8;
+const FLAGS_AT: usize = 1;
+const FINGERPRINT_AT: usize = FLAGS_AT + 1;
 /// The fixed part of the header.
-pub(crate) const HEADER_LEN: usize = TAG_COUNT_AT + 1;
-const _: () = assert!(HEADER_LEN == 18);
+const FIXED_LEN: usize = FINGERPRINT_AT + 8;
+const _: () = assert!(FIXED_LEN == 10);
+
+/// The entry expires (an `expires_at` follows the fingerprint).
+const EXPIRES: u8 = 1;
+/// The entry has tags (their count and the tags follow).
+const TAGS: u8 = 2;
 
 /// A decoded envelope borrowing from the stored bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Envelope<'a> {
     pub fingerprint: u64,
+    /// Unix ms; 0 = never.
     pub expires_at: u64,
     /// The tags' encoding (`tags()` reads it); checked to be well formed.
     tags: &'a [u8],
@@ -44,7 +50,7 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// Appends the header (everything but the payload) to `out`.
+/// Appends the header (everything but the payload) to `out`. `expires_at` 0: never.
 pub(crate) fn encode_header(
     fingerprint: u64,
     expires_at: u64,
@@ -53,46 +59,74 @@ pub(crate) fn encode_header(
 ) -> Result<(), String> {
     let count = u8::try_from(tags.len())
         .map_err(|_| format!("{} tags; at most 255 are allowed", tags.len()))?;
-    out.push(VERSION);
+    let mut flags = 0;
+    if expires_at != 0 {
+        flags |= EXPIRES;
+    }
+    if count != 0 {
+        flags |= TAGS;
+    }
+    out.extend_from_slice(&[VERSION, flags]);
     out.extend_from_slice(&fingerprint.to_le_bytes());
-    out.extend_from_slice(&expires_at.to_le_bytes());
-    out.push(count);
-    for (tag, generation) in tags {
-        let len =
-            u16::try_from(tag.len()).map_err(|_| "a tag longer than 65535 bytes".to_string())?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(tag.as_bytes());
-        out.extend_from_slice(&generation.to_le_bytes());
+    if expires_at != 0 {
+        out.extend_from_slice(&expires_at.to_le_bytes());
+    }
+    if count != 0 {
+        out.push(count);
+        for (tag, generation) in tags {
+            let len = u16::try_from(tag.len())
+                .map_err(|_| "a tag longer than 65535 bytes".to_string())?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(tag.as_bytes());
+            out.extend_from_slice(&generation.to_le_bytes());
+        }
     }
     Ok(())
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
+
+const CUT_SHORT: &str = "value envelope cut short";
 
 /// Parses stored bytes (the tags are checked, not collected).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
-    if bytes.len() < HEADER_LEN {
-        return Err("value envelope cut short");
+    if bytes.len() < FIXED_LEN {
+        return Err(CUT_SHORT);
     }
     if bytes[0] != VERSION {
         return Err("unknown value envelope version");
     }
-    let count = bytes[TAG_COUNT_AT];
-    let mut end = HEADER_LEN;
-    for _ in 0..count {
-        let len = bytes.get(end..end + 2).ok_or("value envelope cut short")?;
-        end += 2 + usize::from(u16::from_le_bytes([len[0], len[1]])) + 8;
-        if end > bytes.len() {
-            return Err("value envelope cut short");
+    let flags = bytes[FLAGS_AT];
+    if flags & !(EXPIRES | TAGS) != 0 {
+        return Err("unknown value envelope flags");
+    }
+    let fingerprint = u64_at(bytes, FINGERPRINT_AT).ok_or(CUT_SHORT)?;
+    let mut at = FIXED_LEN;
+    let mut expires_at = 0;
+    if flags & EXPIRES != 0 {
+        expires_at = u64_at(bytes, at).ok_or(CUT_SHORT)?.max(1);
+        at += 8;
+    }
+    let tags_at = at;
+    if flags & TAGS != 0 {
+        let count = *bytes.get(at).ok_or(CUT_SHORT)?;
+        at += 1;
+        for _ in 0..count {
+            let len = bytes.get(at..at + 2).ok_or(CUT_SHORT)?;
+            at += 2 + usize::from(u16::from_le_bytes([len[0], len[1]])) + 8;
+            if at > bytes.len() {
+                return Err(CUT_SHORT);
+            }
         }
     }
     Ok(Envelope {
-        fingerprint: u64_at(bytes, FINGERPRINT_AT),
-        expires_at: u64_at(bytes, EXPIRES_AT),
-        tags: &bytes[HEADER_LEN..end],
-        payload: &bytes[end..],
+        fingerprint,
+        expires_at,
+        // Past the count byte, if any.
+        tags: bytes.get(tags_at + 1..at).unwrap_or_default(),
+        payload: &bytes[at..],
     })
 }
 
@@ -118,21 +152,41 @@ mod tests {
             vec![(&b"users"[..], 3), (&b""[..], 0)]
         );
         assert_eq!(env.payload, b"payload");
-        let plain = encode(1, 0, &[], b"");
-        assert_eq!(decode(&plain).unwrap().tags().count(), 0);
+        let plain = encode(1, 0, &[], b"p");
+        assert_eq!(
+            plain.len(),
+            FIXED_LEN + 1,
+            "no expiry, no tags: the fixed header only"
+        );
+        let env = decode(&plain).unwrap();
+        assert_eq!(
+            (env.expires_at, env.tags().count(), env.payload),
+            (0, 0, &b"p"[..])
+        );
     }
 
     #[test]
     fn every_cut_is_refused_or_shortens_only_the_payload() {
-        let bytes = encode(7, 0, &[("users", 3)], b"payload");
-        let header = bytes.len() - b"payload".len();
-        for cut in 0..bytes.len() {
-            match decode(&bytes[..cut]) {
-                Ok(env) => assert!(cut >= header && env.payload.len() == cut - header),
-                Err(_) => assert!(cut < header),
+        for (expires, tags) in [
+            (0, &[][..]),
+            (5, &[][..]),
+            (0, &[("users", 3)][..]),
+            (5, &[("u", 1), ("v", 2)][..]),
+        ] {
+            let bytes = encode(7, expires, tags, b"payload");
+            let header = bytes.len() - b"payload".len();
+            for cut in 0..bytes.len() {
+                match decode(&bytes[..cut]) {
+                    Ok(env) => assert!(cut >= header && env.payload.len() == cut - header),
+                    Err(_) => assert!(cut < header),
+                }
             }
         }
         assert!(decode(&[1; 30]).is_err(), "version 1");
+        assert!(
+            decode(&[VERSION, 4, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+            "unknown flags"
+        );
         let mut out = Vec::new();
         assert!(encode_header(1, 0, &vec![("t", 0); 256], &mut out).is_err());
     }

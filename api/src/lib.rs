@@ -56,6 +56,7 @@ mod flight;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod inspect;
 pub mod memo;
 mod memory;
 mod namespace;

@@ -6,6 +6,7 @@
 //! body, the version or the result type therefore makes old entries unreachable instead of
 //! returning stale or misread values, and `f::<u32>` never returns what `f::<bool>` computed.
 
+use std::any::TypeId;
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::blocking::block_on;
 use crate::cache::{self, Cache, MissedKey, OnFailure, SetOptions, Shared, Value};
+use crate::codec;
 use crate::error::Error;
 use crate::fingerprint::{stable_hash, type_fingerprint};
 use crate::flight::Caller;
@@ -117,6 +119,23 @@ pub struct Memo {
     /// The namespace in the first cache used (a weak pointer to that cache, so the static
     /// neither keeps the cache open nor mistakes another cache at the same address for it).
     namespace: OnceLock<(Weak<Shared>, Arc<Namespace>)>,
+    /// The fingerprint of the first result type (a generic function may have others).
+    fingerprint: OnceLock<(TypeId, u64)>,
+}
+
+/// A namespace, kept in a `Memo` or looked up.
+enum NamespaceRef<'a> {
+    Kept(&'a Arc<Namespace>),
+    Found(Arc<Namespace>),
+}
+
+impl NamespaceRef<'_> {
+    fn get(&self) -> &Arc<Namespace> {
+        match self {
+            NamespaceRef::Kept(ns) => ns,
+            NamespaceRef::Found(ns) => ns,
+        }
+    }
 }
 
 /// What [`Memo::lookup`] found.
@@ -160,20 +179,34 @@ impl Memo {
             version,
             body_hash,
             namespace: OnceLock::new(),
+            fingerprint: OnceLock::new(),
         }
     }
 
-    fn namespace(&self, shared: &Arc<Shared>) -> Arc<Namespace> {
-        if let Some((cache, ns)) = self.namespace.get()
-            && Weak::as_ptr(cache) == Arc::as_ptr(shared)
-        {
-            return Arc::clone(ns);
+    #[inline]
+    fn fingerprint<T: Value>(&self) -> u64 {
+        let (id, fp) = self
+            .fingerprint
+            .get_or_init(|| (TypeId::of::<T>(), type_fingerprint::<T>()));
+        if *id == TypeId::of::<T>() {
+            *fp
+        } else {
+            type_fingerprint::<T>()
         }
-        let ns = shared.namespaces_get(self.function);
-        let _ = self
+    }
+
+    /// The function's namespace in the cache of `shared`: the one kept, or (another cache)
+    /// looked up by name.
+    #[inline]
+    fn namespace(&self, shared: &Arc<Shared>) -> NamespaceRef<'_> {
+        let kept = self
             .namespace
-            .set((Arc::downgrade(shared), Arc::clone(&ns)));
-        ns
+            .get_or_init(|| (Arc::downgrade(shared), shared.namespaces_get(self.function)));
+        if Weak::as_ptr(&kept.0) == Arc::as_ptr(shared) {
+            NamespaceRef::Kept(&kept.1)
+        } else {
+            NamespaceRef::Found(shared.namespaces_get(self.function))
+        }
     }
 
     /// Looks up the result of this function for `args` (in `instance`, see [`instance`]).
@@ -204,6 +237,7 @@ impl Memo {
         self.find(cache, ttl, instance, args, OnFailure::Fail)
     }
 
+    #[inline]
     fn find<T: Value, A: Serialize + ?Sized>(
         &self,
         cache: &Cache,
@@ -214,18 +248,18 @@ impl Memo {
     ) -> Result<Lookup<T>, Error> {
         let shared = cache.shared();
         let ns = self.namespace(shared);
-        let key = (
-            self.version,
+        let header = [
+            u64::from(self.version),
             self.body_hash,
-            type_fingerprint::<T>(),
+            self.fingerprint::<T>(),
             instance,
-            args,
-        );
-        Ok(match shared.lookup::<T, _>(&ns, &key, on_failure)? {
+        ];
+        let key = |out: &mut Vec<u8>| codec::encode_key_tuple_into(&header, args, out);
+        Ok(match shared.lookup::<T>(ns.get(), key, on_failure)? {
             cache::Lookup::Hit(v) => Lookup::Hit(v),
             cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
                 shared: Arc::clone(shared),
-                ns,
+                ns: Arc::clone(ns.get()),
                 missed,
                 opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
                 on_failure,

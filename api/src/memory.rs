@@ -39,7 +39,32 @@ const MIN_SHARD_BYTES: u64 = 1 << 20;
 pub(crate) struct Item {
     bytes: Box<[u8]>,
     expires_at: Option<Instant>,
-    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    decoded: OnceLock<Decoded>,
+}
+
+/// A value decoded from an item's bytes, with what a read checks before returning it (so a
+/// hit need not read the bytes again).
+pub(crate) struct Decoded {
+    /// The entry's expiry, unix ms (0: never).
+    pub expires_at: u64,
+    /// Whether the entry has tags (then the bytes say which).
+    pub has_tags: bool,
+    value: Box<dyn Any + Send + Sync>,
+}
+
+impl Decoded {
+    pub(crate) fn new<T: Any + Send + Sync>(value: T, expires_at: u64, has_tags: bool) -> Decoded {
+        Decoded {
+            expires_at,
+            has_tags,
+            value: Box::new(value),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn value<T: Any>(&self) -> Option<&T> {
+        self.value.downcast_ref()
+    }
 }
 
 impl Item {
@@ -47,21 +72,74 @@ impl Item {
         &self.bytes
     }
 
-    pub(crate) fn decoded<T: Any>(&self) -> Option<&T> {
-        self.decoded.get()?.downcast_ref()
+    #[inline]
+    pub(crate) fn decoded(&self) -> Option<&Decoded> {
+        self.decoded.get()
     }
 
     /// Keeps the value decoded from this item's bytes (the first one kept stays).
-    pub(crate) fn keep_decoded<T: Any + Send + Sync>(&self, value: T) {
-        let _ = self.decoded.set(Box::new(value));
+    pub(crate) fn keep_decoded(&self, decoded: Decoded) {
+        let _ = self.decoded.set(decoded);
     }
 
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
+    fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= Instant::now())
     }
 }
 
-type Key = Arc<[u8]>;
+/// Bytes of a key kept inside the map entry; longer keys live on the heap.
+const INLINE_KEY: usize = 62;
+
+/// A key, inline up to 62 bytes (a short key with its namespace, or most memoized calls'),
+/// so that a lookup compares it without following a pointer.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+const _: () = assert!(std::mem::size_of::<Key>() == INLINE_KEY + 2);
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY => {
+                let mut bytes = [0; INLINE_KEY];
+                bytes[..key.len()].copy_from_slice(key);
+                Key::Inline { len, bytes }
+            }
+            _ => Key::Heap(key.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Hashes and compares as the bytes do (what `Borrow<[u8]>` requires).
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
 
 #[derive(Clone)]
 struct ByLimit(MemoryLimit);
@@ -77,7 +155,7 @@ impl ByLimit {
 
 impl Weighter<Key, Arc<Item>> for ByLimit {
     fn weight(&self, key: &Key, val: &Arc<Item>) -> u64 {
-        self.weight_of(key.len(), val.bytes.len())
+        self.weight_of(key.as_slice().len(), val.bytes.len())
     }
 }
 
@@ -106,7 +184,7 @@ impl Lifecycle<Key, Arc<Item>> for Hooks {
             .is_some_and(|new| Arc::ptr_eq(new, &val))
         {
             state.refused = true;
-        } else if state.key.as_deref() != Some(&*key) {
+        } else if state.key.as_ref() != Some(&key) {
             state.evicted += 1;
         }
         state.dropped.push(val);
@@ -190,9 +268,10 @@ impl MemoryBackend {
         }
     }
 
+    #[inline]
     fn live(&self, key: &[u8]) -> Option<Arc<Item>> {
         let item = self.entries.get(key)?;
-        if item.is_expired(Instant::now()) {
+        if item.is_expired() {
             self.entries.remove(key);
             return None;
         }
@@ -216,9 +295,9 @@ impl MemoryBackend {
             self.entries.remove(key);
             return Err(self.too_large(key.len() + value.len()));
         }
-        let key: Key = key.into();
+        let key = Key::new(key);
         let mut insertion = Insertion {
-            key: Some(Arc::clone(&key)),
+            key: Some(key.clone()),
             item: Some(Arc::clone(&item)),
             ..Insertion::default()
         };
@@ -264,12 +343,12 @@ impl Backend for MemoryBackend {
         let keys: Vec<Key> = self
             .entries
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.as_slice().starts_with(prefix))
             .map(|(k, _)| k)
             .collect();
         let mut removed = 0;
         for k in keys {
-            removed += u64::from(self.entries.remove(&*k).is_some());
+            removed += u64::from(self.entries.remove(k.as_slice()).is_some());
         }
         Ok(removed)
     }
@@ -309,6 +388,19 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_inline_and_on_the_heap_are_bytes() {
+        let m = MemoryBackend::new(MemoryLimit::Entries(10));
+        for len in [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300] {
+            let key = vec![len as u8; len];
+            m.set(&key, &[7], None).unwrap();
+            assert_eq!(m.get(&key).unwrap(), Some(vec![7]), "{len}");
+            assert_eq!(Key::new(&key).as_slice(), &key[..]);
+        }
+        assert_eq!(m.get(&[1, 1]).unwrap(), None);
+        assert_eq!(m.delete_prefix(&[]).unwrap(), 6);
+    }
 
     #[test]
     fn entry_bound_evicts_and_counts() {
@@ -393,25 +485,18 @@ mod tests {
         let m = MemoryBackend::new(MemoryLimit::Entries(10));
         m.set(b"k", b"one", None).unwrap();
         let first = m.get_stored(b"k").unwrap().unwrap();
-        first.keep_decoded(1u32);
-        assert_eq!(
-            m.get_stored(b"k").unwrap().unwrap().decoded::<u32>(),
-            Some(&1)
-        );
-        assert_eq!(
-            first.decoded::<String>(),
-            None,
-            "another type is not a match"
+        first.keep_decoded(Decoded::new(1u32, 0, false));
+        let kept = |s: &Stored| s.decoded().and_then(|d| d.value::<u32>().copied());
+        assert_eq!(kept(&m.get_stored(b"k").unwrap().unwrap()), Some(1));
+        assert!(
+            first.decoded().unwrap().value::<String>().is_none(),
+            "another type"
         );
         m.set(b"k", b"two", None).unwrap();
         let second = m.get_stored(b"k").unwrap().unwrap();
         assert_eq!(second.bytes(), b"two");
-        assert_eq!(
-            second.decoded::<u32>(),
-            None,
-            "a new value starts undecoded"
-        );
-        first.keep_decoded(3u32);
-        assert_eq!(m.get_stored(b"k").unwrap().unwrap().decoded::<u32>(), None);
+        assert_eq!(kept(&second), None, "a new value starts undecoded");
+        first.keep_decoded(Decoded::new(3u32, 0, false));
+        assert_eq!(kept(&m.get_stored(b"k").unwrap().unwrap()), None);
     }
 }

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 
 use crate::backend::Backend;
+use crate::codec;
 use crate::error::Result;
 use crate::stats::{AtomicCounts, Counts};
 
 pub(crate) struct Namespace {
     pub name: Arc<str>,
-    /// `name length u32 LE | name`: every key of the namespace starts with it, then the
-    /// generation.
+    /// The name, encoded (a MessagePack string): every key of the namespace starts with it,
+    /// then the generation (a MessagePack integer).
     prefix: Box<[u8]>,
     /// The backend counter that holds the generation.
     counter: Box<str>,
@@ -26,9 +27,8 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     fn new(name: &str) -> Namespace {
-        let mut prefix = Vec::with_capacity(4 + name.len());
-        prefix.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        prefix.extend_from_slice(name.as_bytes());
+        let mut prefix = Vec::with_capacity(5 + name.len());
+        codec::encode_key_into(name, &mut prefix).expect("a string encodes");
         Namespace {
             name: Arc::from(name),
             prefix: prefix.into(),
@@ -38,9 +38,11 @@ impl Namespace {
         }
     }
 
-    /// The namespace's current generation.
-    pub fn generation(&self, backend: &dyn Backend) -> Result<u64> {
-        if !backend.counters_are_private() {
+    /// The namespace's current generation. `private`: the backend's counters change only
+    /// through this process (`Backend::counters_are_private`), so a value read once is kept.
+    #[inline]
+    pub fn generation(&self, backend: &dyn Backend, private: bool) -> Result<u64> {
+        if !private {
             return backend.counter(&self.counter);
         }
         match self.known.load(Ordering::Acquire) {
@@ -67,10 +69,12 @@ impl Namespace {
             .fetch_max(generation.saturating_add(1), Ordering::AcqRel);
     }
 
-    /// Appends the start of the keys of `generation` to `out`.
+    /// Appends the start of the keys of `generation` to `out`. Both parts are MessagePack
+    /// values, each delimiting itself, so no generation's prefix starts another's.
+    #[inline]
     pub fn key_prefix(&self, generation: u64, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&generation.to_le_bytes());
+        codec::write_uint(generation, out);
     }
 }
 
@@ -124,17 +128,14 @@ mod tests {
         let namespaces = Namespaces::default();
         let a = namespaces.get("a");
         assert!(Arc::ptr_eq(&a, &namespaces.get("a")));
-        assert_eq!(a.generation(&backend).unwrap(), 0);
+        assert_eq!(a.generation(&backend, true).unwrap(), 0);
         assert_eq!(namespaces.get("a").advance(&backend).unwrap(), 1);
-        assert_eq!(a.generation(&backend).unwrap(), 1);
+        assert_eq!(a.generation(&backend, true).unwrap(), 1);
         a.raise(0);
-        assert_eq!(a.generation(&backend).unwrap(), 1, "never lowered");
+        assert_eq!(a.generation(&backend, true).unwrap(), 1, "never lowered");
         let mut key = Vec::new();
         a.key_prefix(1, &mut key);
-        assert_eq!(
-            key,
-            [&1u32.to_le_bytes()[..], b"a", &1u64.to_le_bytes()].concat()
-        );
+        assert_eq!(key, [0xa1, b'a', 1], "MessagePack \"a\", then 1");
         a.counts.hit();
         namespaces.get("b").counts.miss();
         let (total, each) = namespaces.counts();

@@ -39,6 +39,18 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Skips one value; returns the bytes it took.
+    pub fn skip_value(&mut self) -> Result<&'de [u8], CodecError> {
+        let start = self.pos;
+        self.skip()?;
+        Ok(&self.input[start..self.pos])
+    }
+
     /// Fails unless every byte was read.
     pub fn end(&self) -> Result<(), CodecError> {
         if self.pos == self.input.len() {
@@ -55,22 +67,37 @@ impl<'de> Decoder<'de> {
         CodecError(format!("{what} at byte {}", self.pos))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8], CodecError> {
-        let rest = &self.input[self.pos..];
-        if rest.len() < n {
-            return Err(self.error(format!(
-                "value cut short: {n} bytes needed, {} left",
-                rest.len()
-            )));
+        match self.input.get(self.pos..self.pos + n) {
+            Some(bytes) => {
+                self.pos += n;
+                Ok(bytes)
+            }
+            None => Err(self.cut_short(n)),
         }
-        self.pos += n;
-        Ok(&rest[..n])
     }
 
+    #[cold]
+    fn cut_short(&self, n: usize) -> CodecError {
+        self.error(format!(
+            "value cut short: {n} bytes needed, {} left",
+            self.input.len() - self.pos
+        ))
+    }
+
+    #[inline]
     fn byte(&mut self) -> Result<u8, CodecError> {
-        Ok(self.take(1)?[0])
+        match self.input.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.cut_short(1)),
+        }
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         Ok(self.take(N)?.try_into().expect("take returned N bytes"))
     }
@@ -107,6 +134,7 @@ impl<'de> Decoder<'de> {
     }
 
     /// Reads the next item's marker and header (not the contents of arrays and maps).
+    #[inline]
     pub(super) fn item(&mut self) -> Result<Item<'de>, CodecError> {
         let at = self.pos;
         let marker = self.byte()?;
@@ -190,6 +218,7 @@ impl<'de> Decoder<'de> {
         })
     }
 
+    #[inline]
     pub(super) fn str(&self, bytes: &'de [u8]) -> Result<&'de str, CodecError> {
         std::str::from_utf8(bytes).map_err(|_| self.error("a string that is not UTF-8"))
     }

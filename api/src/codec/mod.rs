@@ -118,7 +118,6 @@ pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
 }
 
 /// The encoding of `value`.
-#[cfg(test)]
 pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     encode_value_into(value, &mut out)?;
@@ -132,6 +131,25 @@ pub(crate) fn encode_key_into<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
     ser::encode(key, out, true)
+}
+
+/// Appends `v` as a MessagePack integer (what `encode_key_into(&v)` writes).
+pub(crate) fn write_uint(v: u64, out: &mut Vec<u8>) {
+    ser::write_uint(v, out);
+}
+
+/// Appends the canonical encoding of the array `[parts..., last]` to `out`, the integers
+/// written directly (the key of a memoized call: it is built on every call).
+pub(crate) fn encode_key_tuple_into<T: Serialize + ?Sized>(
+    parts: &[u64],
+    last: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    ser::container_header(ser::Kind::Array, parts.len() + 1, out)?;
+    for &part in parts {
+        ser::write_uint(part, out);
+    }
+    encode_key_into(last, out)
 }
 
 /// The canonical encoding of `key` (see [`encode_key_into`]).

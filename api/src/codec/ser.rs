@@ -15,7 +15,7 @@ pub(super) fn encode<T: Serialize + ?Sized>(
         out,
         canonical,
         depth: 0,
-        unordered: false,
+        current: "",
     };
     encoder.value(value)?;
     debug_assert_eq!(encoder.depth, 0, "every nesting level was left");
@@ -26,9 +26,9 @@ struct Encoder<'a> {
     out: &'a mut Vec<u8>,
     canonical: bool,
     depth: u32,
-    /// Canonical mode: the value being serialized is a hash set, so the sequence it starts
-    /// is sorted.
-    unordered: bool,
+    /// Canonical mode: the type name of the value being serialized, so that a sequence it
+    /// starts is sorted if it is a hash set.
+    current: &'static str,
 }
 
 /// Whether a type, by its name, is a hash set (std's or hashbrown's, also behind a reference,
@@ -66,8 +66,32 @@ fn too_long(what: &str, len: usize) -> CodecError {
     ))
 }
 
+/// Appends `v` as a MessagePack integer in its smallest form.
+#[inline]
+pub(super) fn write_uint(v: u64, out: &mut Vec<u8>) {
+    if v <= u64::from(m::POS_FIXINT_MAX) {
+        out.push(v as u8);
+    } else if let Ok(v) = u8::try_from(v) {
+        out.extend_from_slice(&[m::UINT8, v]);
+    } else if let Ok(v) = u16::try_from(v) {
+        out.push(m::UINT16);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if let Ok(v) = u32::try_from(v) {
+        out.push(m::UINT32);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else {
+        out.push(m::UINT64);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
 /// The header of an array or map of `len` entries.
-fn container_header(kind: Kind, len: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+#[inline]
+pub(super) fn container_header(
+    kind: Kind,
+    len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
     let (fix, b16, b32) = match kind {
         Kind::Array => (m::FIXARRAY, m::ARRAY16, m::ARRAY32),
         Kind::Map => (m::FIXMAP, m::MAP16, m::MAP32),
@@ -128,14 +152,13 @@ fn needs_some_wrapper(encoded: &[u8]) -> bool {
 }
 
 impl<'a> Encoder<'a> {
-    /// Serializes a nested value (in canonical mode, noting whether it is a hash set).
+    /// Serializes a nested value (in canonical mode, noting its type: see `current`).
+    #[inline]
     fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CodecError> {
         if self.canonical {
-            self.unordered = is_hash_set(std::any::type_name::<T>());
+            self.current = std::any::type_name::<T>();
         }
-        let result = v.serialize(&mut *self);
-        self.unordered = false;
-        result
+        v.serialize(&mut *self)
     }
 
     fn enter(&mut self) -> Result<(), CodecError> {
@@ -153,23 +176,12 @@ impl<'a> Encoder<'a> {
         self.depth -= 1;
     }
 
+    #[inline]
     fn uint(&mut self, v: u64) {
-        if v <= u64::from(m::POS_FIXINT_MAX) {
-            self.out.push(v as u8);
-        } else if let Ok(v) = u8::try_from(v) {
-            self.out.extend_from_slice(&[m::UINT8, v]);
-        } else if let Ok(v) = u16::try_from(v) {
-            self.out.push(m::UINT16);
-            self.out.extend_from_slice(&v.to_be_bytes());
-        } else if let Ok(v) = u32::try_from(v) {
-            self.out.push(m::UINT32);
-            self.out.extend_from_slice(&v.to_be_bytes());
-        } else {
-            self.out.push(m::UINT64);
-            self.out.extend_from_slice(&v.to_be_bytes());
-        }
+        write_uint(v, self.out);
     }
 
+    #[inline]
     fn int(&mut self, v: i64) {
         if v >= 0 {
             self.uint(v as u64);
@@ -189,8 +201,10 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    #[inline]
     fn str(&mut self, s: &str) -> Result<(), CodecError> {
         let len = s.len();
+        self.out.reserve(len + 5);
         if len < 32 {
             self.out.push(m::FIXSTR | len as u8);
         } else if let Ok(n) = u8::try_from(len) {
@@ -227,6 +241,7 @@ impl<'a> Encoder<'a> {
 
     /// Starts an array or map of `len` entries (0 if unknown: the header is fixed at the end).
     /// `sorted`: in canonical mode, the entries are sorted by their encoding at the end.
+    #[inline]
     fn compound<'e>(
         &'e mut self,
         kind: Kind,
@@ -257,7 +272,7 @@ impl<'a> Encoder<'a> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Array,
     Map,
 }
@@ -276,6 +291,7 @@ struct Compound<'e, 'a> {
 }
 
 impl Compound<'_, '_> {
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CodecError> {
         let start = self.enc.out.len();
         if let Some(spans) = &mut self.spans {
@@ -295,6 +311,7 @@ impl Compound<'_, '_> {
         Ok(())
     }
 
+    #[inline]
     fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), CodecError> {
         self.enc.value(v)
     }
@@ -309,6 +326,7 @@ impl Compound<'_, '_> {
         self.enc.value(v)
     }
 
+    #[inline]
     fn end(self) -> Result<(), CodecError> {
         let Compound {
             enc,
@@ -524,7 +542,9 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'e, 'a>, CodecError> {
-        let sorted = std::mem::take(&mut self.unordered);
+        // Every serialize call is made for the value `value()` last noted, or from within its
+        // own `Serialize` impl: the type that starts this sequence.
+        let sorted = self.canonical && is_hash_set(self.current);
         self.compound(Kind::Array, len, sorted)
     }
 

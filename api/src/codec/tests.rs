@@ -548,3 +548,14 @@ fn any_value_renders_as_json() {
     serde_json::from_str::<serde_json::Value>(&text).unwrap();
     assert!(to_json(&[0x91]).is_err());
 }
+
+#[test]
+fn a_key_tuple_written_directly_is_the_tuple_encoded() {
+    let args = ("Jason is 25", 3u8);
+    let mut direct = Vec::new();
+    encode_key_tuple_into(&[0, u64::MAX, 300, 7], &args, &mut direct).unwrap();
+    assert_eq!(
+        direct,
+        encode_key(&(0u32, u64::MAX, 300u64, 7u64, &args)).unwrap()
+    );
+}

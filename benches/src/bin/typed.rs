@@ -1,23 +1,29 @@
-//! The typed cache against the raw engine and the memory backend, in one run.
+//! The typed cache against the raw engine, the memory backend and a `HashMap`, in one run.
 //!
 //! ```text
 //! cargo run --release -p logcache-benches --bin typed -- [KEYS] [REPETITIONS]
 //! ```
-//! KEYS (default 200,000) `UserDetail { name, age }` values under `"user:N"` keys:
-//! - raw: `Store::put`/`get` of the key bytes and the bincode bytes of the value, encoded
+//! KEYS (default 200,000) values under `"user:N"` keys, for three value types of about the same
+//! encoded size: the quickstart's `UserDetail { name, age }`, the same data as a
+//! `serde_json::Value`, and a struct carrying an enum (`Labeled { label, sentiment }`).
+//! - raw: `Store::put`/`get` of the key bytes and the value's encoded bytes, encoded
 //!   beforehand (what the engine does when nothing is typed);
-//! - typed disk: `Cache::set`/`get::<UserDetail>` on the same engine (encoding, type
+//! - typed disk: `Cache::set`/`get` on the same engine (key and value encoding, type
 //!   fingerprint, envelope, namespace generation, statistics on top);
-//! - typed memory: the same calls on `Cache::memory`;
-//! - memoized hit: `get_or_insert_with` that finds the value;
-//! - typed Redis over loopback (if `LOGCACHE_REDIS_URL` is set), on the first 20,000 keys,
-//!   against the typed disk cache on the same keys.
+//! - typed memory: `set`, then `get` twice (the first decodes, the second clones the value kept);
+//! - memoized hit: a `#[memoize]` function on a memory cache, called a third time with each
+//!   key (the first computes, the second decodes the stored value and keeps it), against a
+//!   `HashMap<String, V>` get and clone of the same values;
+//! - typed Redis over loopback (if `LOGCACHE_REDIS_URL` is set), `UserDetail` on the first
+//!   20,000 keys, against the typed disk cache on the same keys.
 //!
 //! `Durability::None` for both disk runs. Median (min–max) of REPETITIONS runs (default 3).
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::LazyLock;
 
-use logcache::{Cache, CacheBuilder, MemoryLimit};
+use logcache::{Cache, CacheBuilder, MemoryLimit, memoize};
 use logcache_benches::{Spread, ops_per_sec, time};
 use logcache_engine::{Durability, Options, Store};
 use serde::{Deserialize, Serialize};
@@ -28,17 +34,239 @@ struct UserDetail {
     age: u8,
 }
 
-fn user(i: usize) -> UserDetail {
-    UserDetail {
-        name: format!("User number {i}"),
-        age: (i % 100) as u8,
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+enum Sentiment {
+    Positive,
+    Negative,
+    Mixed { score: u8 },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Labeled {
+    label: String,
+    sentiment: Sentiment,
+}
+
+/// A value type under test.
+trait Kind: logcache::Value {
+    const NAME: &'static str;
+    fn make(i: usize) -> Self;
+    /// The memoized function returning this type, called with `key`.
+    fn memoized(key: &str) -> Self;
+}
+
+fn index(key: &str) -> usize {
+    key.trim_start_matches("user:").parse().expect("user:N")
+}
+
+impl Kind for UserDetail {
+    const NAME: &'static str = "`UserDetail`";
+    fn make(i: usize) -> Self {
+        UserDetail {
+            name: format!("User number {i}"),
+            age: (i % 100) as u8,
+        }
     }
+    fn memoized(key: &str) -> Self {
+        memo_user(key)
+    }
+}
+
+impl Kind for serde_json::Value {
+    const NAME: &'static str = "`serde_json::Value`";
+    fn make(i: usize) -> Self {
+        serde_json::json!({ "name": format!("User number {i}"), "age": i % 100 })
+    }
+    fn memoized(key: &str) -> Self {
+        memo_json(key)
+    }
+}
+
+impl Kind for Labeled {
+    const NAME: &'static str = "enum-carrying struct";
+    fn make(i: usize) -> Self {
+        Labeled {
+            label: format!("Review nr {i}"),
+            sentiment: match i % 3 {
+                0 => Sentiment::Positive,
+                1 => Sentiment::Negative,
+                _ => Sentiment::Mixed {
+                    score: (i % 100) as u8,
+                },
+            },
+        }
+    }
+    fn memoized(key: &str) -> Self {
+        memo_labeled(key)
+    }
+}
+
+static MEMO_CACHE: LazyLock<Cache> = LazyLock::new(|| Cache::memory(4 << 20));
+
+#[memoize(cache = MEMO_CACHE)]
+fn memo_user(key: &str) -> UserDetail {
+    UserDetail::make(index(key))
+}
+
+#[memoize(cache = MEMO_CACHE)]
+fn memo_json(key: &str) -> serde_json::Value {
+    serde_json::Value::make(index(key))
+}
+
+#[memoize(cache = MEMO_CACHE)]
+fn memo_labeled(key: &str) -> Labeled {
+    Labeled::make(index(key))
 }
 
 fn engine_options() -> Options {
     Options::default()
         .durability(Durability::None)
         .auto_compaction(false)
+}
+
+/// What is measured per value type, in ops/s.
+const RAW_SET: usize = 0;
+const RAW_GET: usize = 1;
+const DISK_SET: usize = 2;
+const DISK_GET: usize = 3;
+const DISK_HIT: usize = 4;
+const MEM_SET: usize = 5;
+const MEM_FIRST: usize = 6;
+const MEM_AGAIN: usize = 7;
+const MEMO_HIT: usize = 8;
+const HASHMAP: usize = 9;
+const MEASURES: usize = 10;
+
+fn measure<V: Kind>(keys: &[String], reps: usize, base: &str) -> Vec<Spread> {
+    let n = keys.len();
+    let values: Vec<V> = (0..n).map(V::make).collect();
+    let encoded: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| logcache::inspect::encode_value(v).unwrap())
+        .collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); MEASURES];
+    for rep in 0..reps {
+        eprintln!("{}: repetition {}/{reps}", V::NAME, rep + 1);
+        let tmp = tempfile::tempdir_in(base).unwrap();
+        let mut record = |what: usize, d| samples[what].push(ops_per_sec(n, d));
+
+        let store = Store::open(tmp.path().join("raw"), engine_options()).unwrap();
+        record(
+            RAW_SET,
+            time(|| {
+                for (k, v) in keys.iter().zip(&encoded) {
+                    store.put(k.as_bytes(), v).unwrap();
+                }
+            })
+            .0,
+        );
+        record(
+            RAW_GET,
+            time(|| {
+                for k in keys {
+                    black_box(store.get(k.as_bytes()).unwrap().unwrap());
+                }
+            })
+            .0,
+        );
+        drop(store);
+
+        let disk = CacheBuilder::new()
+            .disk(tmp.path().join("typed"))
+            .engine_options(engine_options())
+            .build()
+            .unwrap();
+        record(
+            DISK_SET,
+            time(|| {
+                for (k, v) in keys.iter().zip(&values) {
+                    disk.set(k.as_str(), v).unwrap();
+                }
+            })
+            .0,
+        );
+        record(
+            DISK_GET,
+            time(|| {
+                for k in keys {
+                    black_box(disk.get::<V>(k.as_str()).unwrap().unwrap());
+                }
+            })
+            .0,
+        );
+        record(
+            DISK_HIT,
+            time(|| {
+                for (k, v) in keys.iter().zip(&values) {
+                    black_box(disk.get_or_insert_with(k.as_str(), || v.clone()).unwrap());
+                }
+            })
+            .0,
+        );
+        drop(disk);
+
+        let memory = CacheBuilder::new()
+            .memory(MemoryLimit::Entries(2 * n))
+            .build()
+            .unwrap();
+        record(
+            MEM_SET,
+            time(|| {
+                for (k, v) in keys.iter().zip(&values) {
+                    memory.set(k.as_str(), v).unwrap();
+                }
+            })
+            .0,
+        );
+        for what in [MEM_FIRST, MEM_AGAIN] {
+            record(
+                what,
+                time(|| {
+                    for k in keys {
+                        black_box(memory.get::<V>(k.as_str()).unwrap().unwrap());
+                    }
+                })
+                .0,
+            );
+        }
+        drop(memory);
+
+        // Compute and store, then read once (the first read decodes and keeps the value).
+        for _ in 0..2 {
+            for k in keys {
+                black_box(V::memoized(k));
+            }
+        }
+        record(
+            MEMO_HIT,
+            time(|| {
+                for k in keys {
+                    black_box(V::memoized(k));
+                }
+            })
+            .0,
+        );
+        let map: HashMap<String, V> = keys.iter().cloned().zip(values.iter().cloned()).collect();
+        record(
+            HASHMAP,
+            time(|| {
+                for k in keys {
+                    black_box(map.get(k.as_str()).cloned().unwrap());
+                }
+            })
+            .0,
+        );
+        for ns in [
+            "typed::memo_user",
+            "typed::memo_json",
+            "typed::memo_labeled",
+        ] {
+            let ns = MEMO_CACHE.namespace(ns);
+            ns.clear().unwrap();
+            ns.vacuum().unwrap();
+        }
+    }
+    samples.iter().map(|s| Spread::of(s)).collect()
 }
 
 fn main() {
@@ -48,95 +276,59 @@ fn main() {
     let base = std::env::var("LOGCACHE_BENCH_DIR").unwrap_or_else(|_| "target".into());
     std::fs::create_dir_all(&base).unwrap();
     let keys: Vec<String> = (0..n).map(|i| format!("user:{i}")).collect();
-    let users: Vec<UserDetail> = (0..n).map(user).collect();
-    let raw_values: Vec<Vec<u8>> = users
-        .iter()
-        .map(|u| bincode::serde::encode_to_vec(u, bincode::config::standard()).unwrap())
-        .collect();
 
-    let mut samples: [Vec<f64>; 7] = Default::default();
-    for rep in 0..reps {
-        eprintln!("repetition {}/{reps}", rep + 1);
-        let tmp = tempfile::tempdir_in(&base).unwrap();
-
-        let store = Store::open(tmp.path().join("raw"), engine_options()).unwrap();
-        let (d, ()) = time(|| {
-            for (k, v) in keys.iter().zip(&raw_values) {
-                store.put(k.as_bytes(), v).unwrap();
-            }
-        });
-        samples[0].push(ops_per_sec(n, d));
-        let (d, ()) = time(|| {
-            for k in &keys {
-                black_box(store.get(k.as_bytes()).unwrap().unwrap());
-            }
-        });
-        samples[1].push(ops_per_sec(n, d));
-        drop(store);
-
-        let disk = CacheBuilder::new()
-            .disk(tmp.path().join("typed"))
-            .engine_options(engine_options())
-            .build()
-            .unwrap();
-        let memory = CacheBuilder::new()
-            .memory(MemoryLimit::Entries(2 * n))
-            .build()
-            .unwrap();
-        for (i, cache) in [&disk, &memory].into_iter().enumerate() {
-            let (d, ()) = time(|| {
-                for (k, u) in keys.iter().zip(&users) {
-                    cache.set(k.as_str(), u).unwrap();
-                }
-            });
-            samples[2 + 2 * i].push(ops_per_sec(n, d));
-            let (d, ()) = time(|| {
-                for k in &keys {
-                    black_box(cache.get::<UserDetail>(k.as_str()).unwrap().unwrap());
-                }
-            });
-            samples[3 + 2 * i].push(ops_per_sec(n, d));
-        }
-        let hits = |cache: &Cache| {
-            time(|| {
-                for (k, u) in keys.iter().zip(&users) {
-                    black_box(cache.get_or_insert_with(k.as_str(), || u.clone()).unwrap());
-                }
-            })
-        };
-        let (d, ()) = hits(&disk);
-        samples[6].push(ops_per_sec(n, d));
-    }
-
+    let results = [
+        (UserDetail::NAME, measure::<UserDetail>(&keys, reps, &base)),
+        (
+            serde_json::Value::NAME,
+            measure::<serde_json::Value>(&keys, reps, &base),
+        ),
+        (Labeled::NAME, measure::<Labeled>(&keys, reps, &base)),
+    ];
     let redis = std::env::var("LOGCACHE_REDIS_URL")
         .ok()
-        .map(|url| redis_vs_disk(&url, &base, &keys, &users, reps));
-    let s: Vec<Spread> = samples.iter().map(|v| Spread::of(v)).collect();
+        .map(|url| redis_vs_disk(&url, &base, &keys, reps));
+
     println!(
-        "Command: cargo run --release -p logcache-benches --bin typed -- {n} {reps}; median (min–max) of {reps} runs\n"
+        "Command: cargo run --release -p logcache-benches --bin typed -- {n} {reps}; median (min–max) of {reps} runs, Mops/s\n"
     );
     println!(
-        "| operation | raw engine | typed, disk | typed / raw | typed, memory | memory / disk |"
+        "| value | raw set | typed set, disk | typed / raw | raw get | typed get, disk | typed / raw | `get_or_insert_with` hit, disk |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (name, raw, disk, mem) in [("set", 0, 2, 4), ("get", 1, 3, 5)] {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, s) in &results {
         println!(
-            "| {name} | {} Mops/s | {} Mops/s | {:.2} | {} Mops/s | {:.2} |",
-            s[raw].show(1e6, 2),
-            s[disk].show(1e6, 2),
-            s[disk].median / s[raw].median,
-            s[mem].show(1e6, 2),
-            s[mem].median / s[disk].median
+            "| {name} | {} | {} | {:.2} | {} | {} | {:.2} | {} |",
+            s[RAW_SET].show(1e6, 2),
+            s[DISK_SET].show(1e6, 2),
+            s[DISK_SET].median / s[RAW_SET].median,
+            s[RAW_GET].show(1e6, 2),
+            s[DISK_GET].show(1e6, 2),
+            s[DISK_GET].median / s[RAW_GET].median,
+            s[DISK_HIT].show(1e6, 2),
         );
     }
+    println!("\nIn memory (Mops/s; ns per call in the last column's ratio):\n");
     println!(
-        "| get_or_insert_with, hit | | {} Mops/s | {:.2} (vs raw get) | | |",
-        s[6].show(1e6, 2),
-        s[6].median / s[1].median
+        "| value | set | get, first (decodes) | get, again (clone of the kept value) | memoized hit | `HashMap` get + clone | memoized hit / `HashMap` (time) |"
     );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, s) in &results {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {:.2} |",
+            s[MEM_SET].show(1e6, 2),
+            s[MEM_FIRST].show(1e6, 2),
+            s[MEM_AGAIN].show(1e6, 2),
+            s[MEMO_HIT].show(1e6, 2),
+            s[HASHMAP].show(1e6, 2),
+            s[HASHMAP].median / s[MEMO_HIT].median,
+        );
+    }
     if let Some(r) = redis {
         let r: Vec<Spread> = r.iter().map(|v| Spread::of(v)).collect();
-        println!("\nTyped Redis over loopback against the typed disk cache, 20,000 keys:\n");
+        println!(
+            "\nTyped Redis over loopback against the typed disk cache, `UserDetail`, 20,000 keys:\n"
+        );
         println!("| operation | Redis | disk | Redis / disk |");
         println!("|---|---|---|---|");
         for (name, redis, disk) in [("set", 0, 2), ("get", 1, 3)] {
@@ -152,14 +344,9 @@ fn main() {
 
 /// Typed set and get over Redis against the typed disk cache, on the first 20,000 keys:
 /// (redis set, redis get, disk set, disk get) samples in ops/s.
-fn redis_vs_disk(
-    url: &str,
-    base: &str,
-    keys: &[String],
-    users: &[UserDetail],
-    reps: usize,
-) -> [Vec<f64>; 4] {
+fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f64>; 4] {
     let n = keys.len().min(20_000);
+    let users: Vec<UserDetail> = (0..n).map(UserDetail::make).collect();
     let mut out: [Vec<f64>; 4] = Default::default();
     for _ in 0..reps {
         let tmp = tempfile::tempdir_in(base).unwrap();
@@ -174,7 +361,7 @@ fn redis_vs_disk(
             .unwrap();
         for (i, cache) in [&redis, &disk].into_iter().enumerate() {
             let (d, ()) = time(|| {
-                for (k, u) in keys[..n].iter().zip(users) {
+                for (k, u) in keys[..n].iter().zip(&users) {
                     cache.set(k.as_str(), u).unwrap();
                 }
             });
