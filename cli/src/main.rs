@@ -1,19 +1,25 @@
 //! `logcache`: inspect and maintain a logcache store directory.
 //!
+//! It understands the typed cache (`logcache::Cache`): keys are shown as their namespace and
+//! the key as JSON, `get` finds a key as `cache.get` does and prints the value as JSON. Keys
+//! that are not the typed cache's (written by the engine directly, or by `logcache set`) are
+//! shown and read as raw bytes.
+//!
 //! Exit codes: 0 success; 1 a key was not found, or `verify` found a problem; 2 the store
 //! could not be used (missing, locked, corrupt, I/O error) or the arguments were wrong.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use logcache::inspect;
 use logcache_engine::{Durability, Error, Options, Store};
-use logcache_workload::Unit;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -29,11 +35,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Keys, bytes live and dead, segments, what opening repaired.
+    /// Keys, bytes live and dead, segments, typed-cache namespaces, what opening repaired.
     Stats { dir: PathBuf },
-    /// Print the value of KEY (raw bytes) to stdout; exit 1 if absent.
-    Get { dir: PathBuf, key: String },
-    /// Store VALUE under KEY; `@path` reads the value from a file, `@-` from stdin.
+    /// Print the value under KEY: a typed-cache value as JSON, a raw value as its bytes. Exit
+    /// 1 if absent.
+    Get {
+        dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Store VALUE under the raw key KEY; `@path` reads the value from a file, `@-` from
+    /// stdin. (Typed values are written by programs, which know their types.)
     Set {
         dir: PathBuf,
         key: String,
@@ -42,14 +54,22 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Delete KEY; exit 1 if it was absent.
-    Del { dir: PathBuf, key: String },
-    /// List the live keys, one a line (non-UTF-8 bytes escaped).
+    /// Delete KEY (typed or raw, as `get` finds it); exit 1 if it was absent.
+    Del {
+        dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// List the live keys, one a line: typed-cache keys as `NAMESPACE KEY-AS-JSON`, others as
+    /// their bytes (non-UTF-8 bytes escaped).
     Keys {
         dir: PathBuf,
-        /// Only keys starting with this prefix.
+        /// Only keys whose line starts with this.
         #[arg(long)]
         prefix: Option<String>,
+        /// Also keys that `clear()` left behind (marked `(cleared)`).
+        #[arg(long)]
+        all: bool,
     },
     /// Rewrite the segments without their dead records.
     Compact { dir: PathBuf },
@@ -61,6 +81,7 @@ enum Command {
     Import { dir: PathBuf },
     /// Run the logcache part of the peer comparison (docs/benchmarks.md) on a temporary
     /// store: load, reads, a 2-thread mix, durable writes, overwrites and compaction, open.
+    #[cfg(feature = "bench")]
     Bench {
         /// How many keys.
         #[arg(long, default_value_t = 200_000)]
@@ -69,6 +90,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         value_size: usize,
     },
+}
+
+/// A key as the command line names it.
+#[derive(Args)]
+struct KeyArg {
+    /// The key: a string, as in `cache.get("user:1")`; with `--json`, any key as JSON.
+    key: String,
+    /// The key's namespace (a memoized function's is its path, as `keys` shows).
+    #[arg(long, default_value = logcache::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// KEY is JSON: `'["square",12]'` for `cache.get(&("square", 12))`.
+    #[arg(long)]
+    json: bool,
+    /// KEY is a raw key of the store, not a typed-cache key.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
 }
 
 /// One exported entry.
@@ -97,6 +134,15 @@ impl From<Error> for Failure {
     }
 }
 
+impl From<logcache::Error> for Failure {
+    fn from(e: logcache::Error) -> Self {
+        match e {
+            logcache::Error::Engine(e) => e.into(),
+            other => Failure::Fatal(other.to_string()),
+        }
+    }
+}
+
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
         Failure::Fatal(e.to_string())
@@ -115,6 +161,10 @@ fn open(dir: &Path) -> Result<Store, Failure> {
     if !dir.exists() {
         return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
     }
+    Ok(Store::open(dir, options())?)
+}
+
+fn open_or_create(dir: &Path) -> Result<Store, Failure> {
     Ok(Store::open(dir, options())?)
 }
 
@@ -150,186 +200,299 @@ fn read_value(arg: &str) -> Result<Vec<u8>, Failure> {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
-    match cli.command {
-        Command::Stats { dir } => {
-            let store = open(&dir)?;
-            let s = store.stats();
-            let r = store.recovery_report();
-            writeln!(out, "keys          {}", s.keys)?;
-            writeln!(out, "segments      {}", s.segments)?;
-            writeln!(out, "disk bytes    {}", s.disk_bytes)?;
-            writeln!(out, "live bytes    {}", s.live_bytes)?;
-            writeln!(out, "dead bytes    {}", s.dead_bytes)?;
-            writeln!(out, "hints used    {} of {}", r.hints_used, r.segments)?;
-            if let Some(t) = r.torn_tail {
-                writeln!(
-                    out,
-                    "torn tail     {} bytes cut from segment {} at {} ({})",
-                    t.bytes, t.segment, t.offset, t.reason
-                )?;
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The typed cache's view of a store: its namespace and tag counters.
+struct Typed {
+    counters: BTreeMap<String, u64>,
+}
+
+impl Typed {
+    fn of(dir: &Path) -> Result<Typed, Failure> {
+        Ok(Typed {
+            counters: inspect::disk_counters(dir)?,
+        })
+    }
+
+    fn generation(&self, namespace: &str) -> u64 {
+        self.counters
+            .get(&inspect::namespace_counter(namespace))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether stored bytes are a live typed value: not expired, no evicted tag.
+    fn is_live(&self, value: &inspect::StoredValue<'_>) -> bool {
+        (value.expires_at == 0 || value.expires_at > now_ms())
+            && value.tags.iter().all(|(tag, generation)| {
+                self.counters
+                    .get(&format!("tag:{tag}"))
+                    .copied()
+                    .unwrap_or(0)
+                    == *generation
+            })
+    }
+
+    /// The storage key KEY names.
+    fn key(&self, arg: &KeyArg) -> Result<Vec<u8>, Failure> {
+        let generation = self.generation(&arg.namespace);
+        let encoded = if arg.json {
+            let key: serde_json::Value = serde_json::from_str(&arg.key)
+                .map_err(|e| Failure::Fatal(format!("KEY is not JSON: {e}")))?;
+            inspect::storage_key(&arg.namespace, generation, &key)
+        } else {
+            inspect::storage_key(&arg.namespace, generation, &arg.key)
+        };
+        encoded.map_err(|e| Failure::Fatal(format!("KEY cannot be encoded: {e}")))
+    }
+}
+
+/// Where KEY lives in the store: a typed entry (with its value as JSON), or a raw key.
+enum Found {
+    Typed { key: Vec<u8>, json: String },
+    Raw { key: Vec<u8>, value: Vec<u8> },
+}
+
+fn find(store: &Store, dir: &Path, arg: &KeyArg) -> Result<Option<Found>, Failure> {
+    if !arg.raw {
+        let typed = Typed::of(dir)?;
+        let key = typed.key(arg)?;
+        if let Some(bytes) = store.get(&key)? {
+            let value = inspect::parse_value(&bytes)
+                .map_err(|e| Failure::Fatal(format!("the stored value is damaged: {e}")))?;
+            if !typed.is_live(&value) {
+                return Ok(None);
             }
+            let json = inspect::to_json(value.value)
+                .map_err(|e| Failure::Fatal(format!("the stored value is damaged: {e}")))?;
+            return Ok(Some(Found::Typed { key, json }));
         }
-        Command::Get { dir, key } => {
-            let store = open(&dir)?;
-            match store.get(key.as_bytes())? {
-                Some(v) => out.write_all(&v)?,
-                None => return Err(Failure::NotFound(format!("{key}: not found"))),
-            }
+        if arg.json || arg.namespace != logcache::DEFAULT_NAMESPACE {
+            return Ok(None);
         }
-        Command::Set {
-            dir,
-            key,
-            value,
-            ttl,
-        } => {
-            let value = read_value(&value)?;
-            let store = open_or_create(&dir)?;
-            match ttl {
-                Some(secs) => {
-                    store.put_with_ttl(key.as_bytes(), &value, Duration::from_secs(secs))?
-                }
-                None => store.put(key.as_bytes(), &value)?,
-            }
-            store.close()?;
-        }
-        Command::Del { dir, key } => {
-            let store = open(&dir)?;
-            let existed = store.delete(key.as_bytes())?;
-            store.close()?;
-            if !existed {
-                return Err(Failure::NotFound(format!("{key}: not found")));
-            }
-        }
-        Command::Keys { dir, prefix } => {
-            let store = open(&dir)?;
-            let prefix = prefix.unwrap_or_default();
-            let mut keys: Vec<Vec<u8>> = store
-                .keys()
-                .filter(|k| k.starts_with(prefix.as_bytes()))
-                .collect();
-            keys.sort();
-            for k in keys {
-                writeln!(out, "{}", printable(&k))?;
-            }
-        }
-        Command::Compact { dir } => {
-            let store = open(&dir)?;
-            let bar = if io::stderr().is_terminal() {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                    )
-                    .expect("a valid template"),
-                );
-                bar
+    }
+    let key = arg.key.as_bytes().to_vec();
+    Ok(store.get(&key)?.map(|value| Found::Raw { key, value }))
+}
+
+fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let store = open(dir)?;
+    let s = store.stats();
+    let r = store.recovery_report();
+    writeln!(out, "keys          {}", s.keys)?;
+    writeln!(out, "segments      {}", s.segments)?;
+    writeln!(out, "disk bytes    {}", s.disk_bytes)?;
+    writeln!(out, "live bytes    {}", s.live_bytes)?;
+    writeln!(out, "dead bytes    {}", s.dead_bytes)?;
+    writeln!(out, "hints used    {} of {}", r.hints_used, r.segments)?;
+    if let Some(t) = &r.torn_tail {
+        writeln!(
+            out,
+            "torn tail     {} bytes cut from segment {:016x}.data at {} ({})",
+            t.bytes, t.segment, t.offset, t.reason
+        )?;
+    }
+    let typed = Typed::of(dir)?;
+    let mut namespaces: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for key in store.keys() {
+        if let Some(k) = inspect::parse_key(&key) {
+            let current = k.generation == typed.generation(&k.namespace);
+            let counts = namespaces.entry(k.namespace).or_default();
+            if current {
+                counts.0 += 1;
             } else {
-                ProgressBar::hidden()
-            };
-            let stats = store.compact_with_progress(&|done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })?;
-            bar.finish_and_clear();
-            store.close()?;
-            writeln!(
-                out,
-                "compacted {} segments into {} in {:.2?}: read {} bytes, wrote {}, reclaimed {}; {} records kept, {} dropped",
-                stats.segments_in,
-                stats.segments_out,
-                stats.duration,
-                stats.bytes_read,
-                stats.bytes_written,
-                stats.bytes_reclaimed,
-                stats.records_copied,
-                stats.records_dropped
-            )?;
-        }
-        Command::Verify { dir } => {
-            if !dir.exists() {
-                return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
-            }
-            let report = logcache_engine::verify(&dir)?;
-            writeln!(
-                out,
-                "{} segments, {} records, {} hint files checked",
-                report.segments, report.records, report.hints
-            )?;
-            for p in &report.problems {
-                let note = if p.torn_tail {
-                    " (torn tail: opening the store cuts it off)"
-                } else {
-                    ""
-                };
-                writeln!(
-                    out,
-                    "segment {:016x} offset {}: {}{note}",
-                    p.segment, p.offset, p.reason
-                )?;
-            }
-            if !report.is_clean() {
-                return Err(Failure::NotFound(format!(
-                    "{} problem(s) found",
-                    report.problems.len()
-                )));
-            }
-            writeln!(out, "ok")?;
-        }
-        Command::Export { dir } => {
-            let store = open(&dir)?;
-            let mut keys: Vec<Vec<u8>> = store.keys().collect();
-            keys.sort();
-            for k in keys {
-                let Some((v, expires_at)) = store.get_with_expiry(&k)? else {
-                    continue;
-                };
-                let line = Line {
-                    key: BASE64.encode(&k),
-                    value: BASE64.encode(&v),
-                    expires_at: (expires_at != 0).then_some(expires_at),
-                };
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&line).expect("plain strings serialize")
-                )?;
+                counts.1 += 1;
             }
         }
-        Command::Import { dir } => {
-            let store = open_or_create(&dir)?;
-            let mut count = 0u64;
-            for (n, line) in io::stdin().lock().lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let bad = |what: &str| Failure::Fatal(format!("line {}: {what}", n + 1));
-                let entry: Line = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
-                let key = BASE64
-                    .decode(&entry.key)
-                    .map_err(|_| bad("key is not base64"))?;
-                let value = BASE64
-                    .decode(&entry.value)
-                    .map_err(|_| bad("value is not base64"))?;
-                store.put_expiring_at(&key, &value, entry.expires_at.unwrap_or(0))?;
-                count += 1;
-            }
-            store.close()?;
-            writeln!(out, "imported {count} entries")?;
-        }
-        Command::Bench { keys, value_size } => bench(&mut out, keys, value_size)?,
+    }
+    for (namespace, (live, cleared)) in namespaces {
+        let cleared = if cleared > 0 {
+            format!(" (and {cleared} left by clear(), for vacuum())")
+        } else {
+            String::new()
+        };
+        writeln!(out, "namespace     {namespace}: {live} keys{cleared}")?;
     }
     Ok(())
 }
 
-fn open_or_create(dir: &Path) -> Result<Store, Failure> {
-    Ok(Store::open(dir, options())?)
+fn get(out: &mut impl Write, dir: &Path, key: &KeyArg) -> Result<(), Failure> {
+    let store = open(dir)?;
+    match find(&store, dir, key)? {
+        Some(Found::Typed { json, .. }) => writeln!(out, "{json}")?,
+        Some(Found::Raw { value, .. }) => out.write_all(&value)?,
+        None => return Err(Failure::NotFound(format!("{}: not found", key.key))),
+    }
+    Ok(())
+}
+
+fn set(dir: &Path, key: &str, value: &str, ttl: Option<u64>) -> Result<(), Failure> {
+    let value = read_value(value)?;
+    let store = open_or_create(dir)?;
+    match ttl {
+        Some(secs) => store.put_with_ttl(key.as_bytes(), &value, Duration::from_secs(secs))?,
+        None => store.put(key.as_bytes(), &value)?,
+    }
+    Ok(store.close()?)
+}
+
+fn del(dir: &Path, key: &KeyArg) -> Result<(), Failure> {
+    let store = open(dir)?;
+    let stored_key = match find(&store, dir, key)? {
+        Some(Found::Typed { key, .. } | Found::Raw { key, .. }) => key,
+        None => return Err(Failure::NotFound(format!("{}: not found", key.key))),
+    };
+    store.delete(&stored_key)?;
+    Ok(store.close()?)
+}
+
+fn keys(out: &mut impl Write, dir: &Path, prefix: Option<&str>, all: bool) -> Result<(), Failure> {
+    let store = open(dir)?;
+    let typed = Typed::of(dir)?;
+    let mut lines = Vec::new();
+    for key in store.keys() {
+        let line = match inspect::parse_key(&key) {
+            Some(k) => {
+                let current = k.generation == typed.generation(&k.namespace);
+                if !current && !all {
+                    continue;
+                }
+                let json = inspect::to_json(k.key).unwrap_or_else(|_| printable(k.key));
+                let mark = if current { "" } else { " (cleared)" };
+                format!("{} {json}{mark}", k.namespace)
+            }
+            None => printable(&key),
+        };
+        if prefix.is_none_or(|p| line.starts_with(p)) {
+            lines.push(line);
+        }
+    }
+    lines.sort();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn compact(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let store = open(dir)?;
+    let bar = if io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .expect("a valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let stats = store.compact_with_progress(&|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    store.close()?;
+    writeln!(
+        out,
+        "compacted {} segments into {} in {:.2?}: read {} bytes, wrote {}, reclaimed {}; {} records kept, {} dropped",
+        stats.segments_in,
+        stats.segments_out,
+        stats.duration,
+        stats.bytes_read,
+        stats.bytes_written,
+        stats.bytes_reclaimed,
+        stats.records_copied,
+        stats.records_dropped
+    )?;
+    Ok(())
+}
+
+fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    if !dir.exists() {
+        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
+    }
+    let report = logcache_engine::verify(dir)?;
+    writeln!(
+        out,
+        "{} segments, {} records, {} hint files checked",
+        report.segments, report.records, report.hints
+    )?;
+    for p in &report.problems {
+        let note = if p.torn_tail {
+            " (torn tail: opening the store cuts it off)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{:016x}.data offset {}: {}{note}",
+            p.segment, p.offset, p.reason
+        )?;
+    }
+    if !report.is_clean() {
+        return Err(Failure::NotFound(format!(
+            "{} problem(s) found",
+            report.problems.len()
+        )));
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}
+
+fn export(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let store = open(dir)?;
+    let mut keys: Vec<Vec<u8>> = store.keys().collect();
+    keys.sort();
+    for k in keys {
+        let Some((v, expires_at)) = store.get_with_expiry(&k)? else {
+            continue;
+        };
+        let line = Line {
+            key: BASE64.encode(&k),
+            value: BASE64.encode(&v),
+            expires_at: (expires_at != 0).then_some(expires_at),
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&line).expect("plain strings serialize")
+        )?;
+    }
+    Ok(())
+}
+
+fn import(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let store = open_or_create(dir)?;
+    let mut count = 0u64;
+    for (n, line) in io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |what: &str| Failure::Fatal(format!("line {}: {what}", n + 1));
+        let entry: Line = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
+        let key = BASE64
+            .decode(&entry.key)
+            .map_err(|_| bad("key is not base64"))?;
+        let value = BASE64
+            .decode(&entry.value)
+            .map_err(|_| bad("value is not base64"))?;
+        store.put_expiring_at(&key, &value, entry.expires_at.unwrap_or(0))?;
+        count += 1;
+    }
+    store.close()?;
+    writeln!(out, "imported {count} entries")?;
+    Ok(())
 }
 
 /// The logcache part of the peer comparison (docs/benchmarks.md), on a temporary store.
+#[cfg(feature = "bench")]
 fn bench(out: &mut impl Write, n: usize, value_size: usize) -> Result<(), Failure> {
+    use logcache_workload::Unit;
     let dir = tempfile::tempdir()?;
     writeln!(
         out,
@@ -350,6 +513,28 @@ fn bench(out: &mut impl Write, n: usize, value_size: usize) -> Result<(), Failur
         writeln!(out, "{:<60} {value}", m.label)?;
     }
     Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match cli.command {
+        Command::Stats { dir } => stats(&mut out, &dir),
+        Command::Get { dir, key } => get(&mut out, &dir, &key),
+        Command::Set {
+            dir,
+            key,
+            value,
+            ttl,
+        } => set(&dir, &key, &value, ttl),
+        Command::Del { dir, key } => del(&dir, &key),
+        Command::Keys { dir, prefix, all } => keys(&mut out, &dir, prefix.as_deref(), all),
+        Command::Compact { dir } => compact(&mut out, &dir),
+        Command::Verify { dir } => verify(&mut out, &dir),
+        Command::Export { dir } => export(&mut out, &dir),
+        Command::Import { dir } => import(&mut out, &dir),
+        #[cfg(feature = "bench")]
+        Command::Bench { keys, value_size } => bench(&mut out, keys, value_size),
+    }
 }
 
 fn main() -> ExitCode {

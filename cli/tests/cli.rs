@@ -104,7 +104,7 @@ fn verify_reports_corruption_with_segment_and_offset() {
     let (code, stdout, _) = run(&["verify", d]);
     assert_eq!(code, 1, "{stdout}");
     assert!(
-        stdout.contains(&format!("segment {name} offset 20: checksum mismatch")),
+        stdout.contains(&format!("{name}.data offset 20: checksum mismatch")),
         "{stdout}"
     );
     let (code, _, stderr) = run(&["stats", d]);
@@ -200,6 +200,7 @@ fn compact_reclaims_and_reports() {
     assert_eq!(v, "value 9");
 }
 
+#[cfg(feature = "bench")]
 #[test]
 fn bench_runs_the_peer_workloads_on_a_temporary_store() {
     let (code, stdout, stderr) = run(&["bench", "--keys", "2000", "--value-size", "64"]);
@@ -219,4 +220,106 @@ fn bench_runs_the_peer_workloads_on_a_temporary_store() {
     ] {
         assert!(stdout.contains(label), "{label} missing: {stdout}");
     }
+}
+
+/// What a program stored with the typed cache, as the command line shows and finds it.
+#[test]
+fn typed_caches_are_shown_and_found_as_the_program_named_them() {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    struct UserDetail {
+        name: String,
+        age: u8,
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    {
+        let cache = logcache::Cache::open(dir.path()).unwrap();
+        cache
+            .set(
+                "opt",
+                &UserDetail {
+                    name: "Jason".into(),
+                    age: 25,
+                },
+            )
+            .unwrap();
+        cache.set(&("square", 12), &144u32).unwrap();
+        cache
+            .namespace("sessions")
+            .set("s1", &vec!["a".to_string(), "b".into()])
+            .unwrap();
+        cache.namespace("old").set("gone", &1u8).unwrap();
+        cache.namespace("old").clear().unwrap();
+        let spec = logcache::memo::MemoSpec::new("app::extract");
+        let _: String = logcache::memo::memoize(&cache, &spec, &("Jason is 25",), || "J".into());
+        cache
+            .set_with_ttl("expired", &1u8, std::time::Duration::from_millis(1))
+            .unwrap();
+        cache
+            .set_with("tagged", &2u8, &logcache::SetOptions::new().tag("t"))
+            .unwrap();
+        cache.evict_tag("t").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+
+    let (code, stdout, stderr) = run(&["get", d, "opt"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "{\"name\":\"Jason\",\"age\":25}\n"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(&["get", d, "--json", r#"["square",12]"#]);
+    assert_eq!((code, stdout.as_str()), (0, "144\n"));
+    let (code, stdout, _) = run(&["get", d, "--namespace", "sessions", "s1"]);
+    assert_eq!((code, stdout.as_str()), (0, "[\"a\",\"b\"]\n"));
+    for gone in [["get", d, "expired"], ["get", d, "tagged"]] {
+        assert_eq!(run(&gone).0, 1, "{gone:?}: expired or evicted by its tag");
+    }
+    assert_eq!(
+        run(&["get", d, "--namespace", "old", "gone"]).0,
+        1,
+        "cleared"
+    );
+    assert_eq!(run(&["get", d, "--raw", "opt"]).0, 1, "not a raw key");
+
+    let (code, stdout, _) = run(&["keys", d]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&r#"default "opt""#), "{stdout}");
+    assert!(lines.contains(&r#"default ["square",12]"#), "{stdout}");
+    assert!(lines.contains(&r#"sessions "s1""#), "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("app::extract [0,0,") && l.ends_with(r#",0,["Jason is 25"]]"#)),
+        "a memoized call: version, body hash, result type, instantiation, arguments: {stdout}"
+    );
+    assert!(
+        !stdout.contains("gone"),
+        "cleared keys are hidden: {stdout}"
+    );
+    let (_, all, _) = run(&["keys", d, "--all"]);
+    assert!(all.contains(r#"old "gone" (cleared)"#), "{all}");
+    let (_, sessions, _) = run(&["keys", d, "--prefix", "sessions"]);
+    assert_eq!(sessions, "sessions \"s1\"\n");
+
+    let (_, stats, _) = run(&["stats", d]);
+    assert!(stats.contains("namespace     sessions: 1 keys"), "{stats}");
+    assert!(
+        stats.contains("namespace     old: 0 keys (and 1 left by clear()"),
+        "{stats}"
+    );
+
+    assert_eq!(run(&["del", d, "opt"]).0, 0);
+    assert_eq!(run(&["get", d, "opt"]).0, 1);
+    let cache = logcache::Cache::open(dir.path()).unwrap();
+    assert_eq!(
+        cache.get::<UserDetail>("opt").unwrap(),
+        None,
+        "deleted for the program too"
+    );
+    assert_eq!(cache.get::<u32>(&("square", 12)).unwrap(), Some(144));
 }

@@ -87,11 +87,11 @@ impl Output {
             .write(true)
             .create_new(true)
             .open(&temp)
-            .context("creating a compaction output")?;
+            .context("creating a compaction output", &temp)?;
         let header = segment::encode_header(id, FileKind::Data);
         if let Err(e) = file.write_all(&header) {
             let _ = fs::remove_file(&temp);
-            return Err(Error::io("writing a compaction output", e));
+            return Err(Error::io("writing a compaction output", &temp, e));
         }
         Ok(Output {
             id,
@@ -138,7 +138,7 @@ impl Output {
     fn write_buffer(&mut self) -> Result<()> {
         self.file
             .write_all(&self.buf)
-            .context("writing a compaction output")?;
+            .context("writing a compaction output", &self.temp)?;
         self.unsynced += self.buf.len() as u64;
         self.unpaced += self.buf.len() as u64;
         self.buf.clear();
@@ -156,7 +156,7 @@ impl Output {
         if step.sync {
             self.file
                 .sync_data()
-                .context("syncing a compaction output")?;
+                .context("syncing a compaction output", &self.temp)?;
             self.unsynced = 0;
         }
         if !step.sleep.is_zero() {
@@ -171,11 +171,11 @@ impl Output {
         self.write_buffer()?;
         self.file
             .sync_all()
-            .context("syncing a compaction output")?;
-        fs::rename(&self.temp, segment::path(dir, self.id))
-            .context("renaming a compaction output")?;
+            .context("syncing a compaction output", &self.temp)?;
+        let path = segment::path(dir, self.id);
+        fs::rename(&self.temp, &path).context("renaming a compaction output", &self.temp)?;
         segment::sync_dir(dir)?;
-        let seg = Segment::sealed(self.id, self.file, self.len)?;
+        let seg = Segment::sealed(self.id, path, self.file, self.len)?;
         // The data is durable; a hint that fails to be written only makes the next open slower.
         let hint = self.hint.finish(self.len);
         seg.set_has_hint(hint::write(dir, self.id, &hint).is_ok());

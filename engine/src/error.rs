@@ -1,28 +1,33 @@
 //! The engine's error type.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in the engine. No operation panics on bad input: it returns one
 /// of these.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O error from the operating system, with what the engine was doing.
-    #[error("I/O error while {context}: {source}")]
+    /// An I/O error from the operating system, with what the engine was doing and on which
+    /// file.
+    #[error("I/O error while {context} {}: {source}", path.display())]
     Io {
         /// What the engine was doing.
         context: &'static str,
+        /// The file or directory.
+        path: PathBuf,
         /// The underlying error.
         #[source]
         source: io::Error,
     },
     /// The disk (or quota) is full. Nothing already stored is lost; writes may resume once
     /// space is freed.
-    #[error("no space left on the device while {context}")]
+    #[error("no space left on the device while {context} {}", path.display())]
     StorageFull {
         /// What the engine was doing.
         context: &'static str,
+        /// The file or directory.
+        path: PathBuf,
     },
     /// Another `Store` (in this process or another one) holds the directory open.
     #[error("store directory {0} is locked by another open store")]
@@ -32,9 +37,9 @@ pub enum Error {
     NotADirectory(PathBuf),
     /// A record or header failed validation (bad checksum, impossible length, unknown flags)
     /// somewhere other than the torn tail of the newest segment.
-    #[error("corrupt data in segment {segment} at offset {offset}: {reason}")]
+    #[error("corrupt data in segment file {} at offset {offset}: {reason}", data_file(*segment))]
     Corrupt {
-        /// Id of the segment file.
+        /// Id of the segment (its file is named by the id in sixteen hex digits, `.data`).
         segment: u64,
         /// Byte offset of the bad record (or header) in that file.
         offset: u64,
@@ -42,7 +47,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A segment file was written by a newer (or unknown) on-disk format version.
-    #[error("segment {segment} has format version {found}; this build reads version {supported}")]
+    #[error("segment file {} has format version {found}; this build reads version {supported}", data_file(*segment))]
     UnsupportedVersion {
         /// Id of the segment file.
         segment: u64,
@@ -93,18 +98,29 @@ pub enum Error {
     WritesDisabled(String),
 }
 
+/// The name of segment `id`'s data file, for messages.
+fn data_file(id: u64) -> String {
+    crate::segment::file_name(id, crate::segment::FileKind::Data)
+}
+
 /// Result alias for engine operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps an I/O error with context, mapping "disk full" to [`Error::StorageFull`].
-    pub(crate) fn io(context: &'static str, source: io::Error) -> Self {
+    /// Wraps an I/O error on `path` with context, mapping "disk full" to
+    /// [`Error::StorageFull`].
+    pub(crate) fn io(context: &'static str, path: &Path, source: io::Error) -> Self {
+        let path = path.to_path_buf();
         if source.kind() == io::ErrorKind::StorageFull
             || source.kind() == io::ErrorKind::QuotaExceeded
         {
-            Error::StorageFull { context }
+            Error::StorageFull { context, path }
         } else {
-            Error::Io { context, source }
+            Error::Io {
+                context,
+                path,
+                source,
+            }
         }
     }
 }
@@ -112,12 +128,12 @@ impl Error {
 /// Adds context to an `io::Result`.
 pub(crate) trait IoContext<T> {
     /// Converts the error with [`Error::io`].
-    fn context(self, context: &'static str) -> Result<T>;
+    fn context(self, context: &'static str, path: &Path) -> Result<T>;
 }
 
 impl<T> IoContext<T> for io::Result<T> {
-    fn context(self, context: &'static str) -> Result<T> {
-        self.map_err(|e| Error::io(context, e))
+    fn context(self, context: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(context, path, e))
     }
 }
 
@@ -127,18 +143,30 @@ mod tests {
 
     #[test]
     fn disk_full_maps_to_storage_full() {
-        let e = Error::io("appending", io::Error::from(io::ErrorKind::StorageFull));
+        let at = Path::new("/store/0000000000100000.data");
+        let e = Error::io("appending", at, io::Error::from(io::ErrorKind::StorageFull));
         assert!(matches!(
             e,
             Error::StorageFull {
-                context: "appending"
+                context: "appending",
+                ..
             }
         ));
+        assert_eq!(
+            e.to_string(),
+            "no space left on the device while appending /store/0000000000100000.data"
+        );
         let e = Error::io(
             "appending",
+            at,
             io::Error::from(io::ErrorKind::PermissionDenied),
         );
         assert!(matches!(e, Error::Io { .. }));
+        assert!(
+            e.to_string()
+                .starts_with("I/O error while appending /store/0000000000100000.data: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -150,7 +178,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "corrupt data in segment 3 at offset 120: checksum mismatch"
+            "corrupt data in segment file 0000000000000003.data at offset 120: checksum mismatch"
         );
     }
 }

@@ -76,7 +76,7 @@ impl GroupCommit {
             writer
                 .lock()
                 .disable(format!("fsync of segment {} failed: {e}", segment.id()));
-            return Err(Error::io("syncing a segment", e));
+            return Err(Error::io("syncing a segment", segment.path(), e));
         }
         Ok(target)
     }

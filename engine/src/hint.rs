@@ -77,7 +77,7 @@ pub(crate) fn write(dir: &Path, id: u64, contents: &[u8]) -> Result<()> {
     let written = File::create(&temp)
         .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
         .and_then(|()| fs::rename(&temp, dir.join(segment::file_name(id, FileKind::Hint))))
-        .context("writing a hint file");
+        .context("writing a hint file", &temp);
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }

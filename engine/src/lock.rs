@@ -25,11 +25,11 @@ impl DirLock {
             .read(true)
             .write(true)
             .open(dir.join(LOCK_FILE))
-            .context("opening the lock file")?;
+            .context("opening the lock file", &dir.join(LOCK_FILE))?;
         match file.try_lock() {
             Ok(()) => Ok(DirLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-            Err(TryLockError::Error(e)) => Err(Error::io("locking the store directory", e)),
+            Err(TryLockError::Error(e)) => Err(Error::io("locking", &dir.join(LOCK_FILE), e)),
         }
     }
 }

@@ -111,8 +111,8 @@ struct Listing {
 
 fn list(dir: &Path) -> Result<Listing> {
     let mut listing = Listing::default();
-    for entry in fs::read_dir(dir).context("listing the store directory")? {
-        let entry = entry.context("listing the store directory")?;
+    for entry in fs::read_dir(dir).context("listing", dir)? {
+        let entry = entry.context("listing", dir)?;
         let Some(parsed) = entry
             .file_name()
             .to_str()
@@ -137,7 +137,7 @@ fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
         return Ok(());
     }
     for p in paths {
-        fs::remove_file(p).context("removing a leftover file")?;
+        fs::remove_file(p).context("removing the leftover file", p)?;
     }
     segment::sync_dir(dir)
 }
@@ -145,7 +145,7 @@ fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
 /// Whether the newest segment file is what a crash during its creation leaves: no complete,
 /// valid header (the header is synced before any record is appended).
 fn is_torn_creation(path: &Path, id: u64) -> Result<bool> {
-    let bytes = fs::read(path).context("reading a segment header")?;
+    let bytes = fs::read(path).context("reading the header of", path)?;
     Ok(bytes.len() <= SEGMENT_HEADER_LEN
         && segment::check_header(&bytes, id, FileKind::Data).is_err())
 }
@@ -167,8 +167,12 @@ fn load_segment(
     keydir: &mut KeyDir,
     now_ms: u64,
 ) -> Result<(Segment, Loaded)> {
-    let file = File::open(segment::path(dir, id)).context("opening a segment")?;
-    let len = file.metadata().context("reading segment metadata")?.len();
+    let path = segment::path(dir, id);
+    let file = File::open(&path).context("opening", &path)?;
+    let len = file
+        .metadata()
+        .context("reading the metadata of", &path)?
+        .len();
     if len > MAX_SEGMENT_LEN {
         return Err(Error::Corrupt {
             segment: id,
@@ -183,12 +187,12 @@ fn load_segment(
             reason: "segment header cut short",
         });
     }
-    let seg = Segment::sealed(id, file, len)?;
+    let seg = Segment::sealed(id, path, file, len)?;
     let bytes = seg.read(0, len as usize)?;
     segment::check_header(&bytes, id, FileKind::Data)?;
     if has_hint {
         let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
-        let hint = fs::read(&hint_path).context("reading a hint file")?;
+        let hint = fs::read(&hint_path).context("reading", &hint_path)?;
         let loaded = hint::load(&hint, id, len, |e| {
             let loc = Location {
                 segment: id,
@@ -223,15 +227,16 @@ fn load_segment(
 
 /// Cuts segment `id` to `len` bytes and makes the cut durable.
 fn truncate_segment(dir: &Path, id: u64, len: u64) -> Result<Segment> {
+    let path = segment::path(dir, id);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(segment::path(dir, id))
-        .context("opening a segment to cut its torn tail")?;
+        .open(&path)
+        .context("opening, to cut its torn tail,", &path)?;
     file.set_len(len)
         .and_then(|()| file.sync_all())
-        .context("cutting a torn tail")?;
-    Segment::sealed(id, file, len)
+        .context("cutting the torn tail of", &path)?;
+    Segment::sealed(id, path, file, len)
 }
 
 /// Rebuilds the store state from the segment files in `dir` (which the caller has locked).
@@ -248,7 +253,8 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
     if let Some(&last) = ids.last()
         && is_torn_creation(&segment::path(dir, last), last)?
     {
-        fs::remove_file(segment::path(dir, last)).context("removing an empty segment")?;
+        let path = segment::path(dir, last);
+        fs::remove_file(&path).context("removing the empty segment", &path)?;
         segment::sync_dir(dir)?;
         report.empty_segments_removed += 1;
         ids.pop();
@@ -317,7 +323,8 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         }
         if is_newest && records == 0 {
             drop(seg);
-            fs::remove_file(segment::path(dir, id)).context("removing an empty segment")?;
+            let path = segment::path(dir, id);
+            fs::remove_file(&path).context("removing the empty segment", &path)?;
             segment::sync_dir(dir)?;
             report.empty_segments_removed += 1;
             continue;

@@ -149,12 +149,14 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
 /// Deletes segment `id` for good: its data file (the deletion made durable before anything
 /// else happens), then its hint file if it has one.
 pub(crate) fn remove(dir: &Path, id: u64) -> Result<()> {
-    std::fs::remove_file(path(dir, id)).context("removing a segment")?;
+    let data = path(dir, id);
+    std::fs::remove_file(&data).context("removing", &data)?;
     sync_dir(dir)?;
-    match std::fs::remove_file(dir.join(file_name(id, FileKind::Hint))) {
+    let hint = dir.join(file_name(id, FileKind::Hint));
+    match std::fs::remove_file(&hint) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing a hint file", e)),
+        Err(e) => Err(Error::io("removing", &hint, e)),
     }
 }
 
@@ -162,13 +164,15 @@ pub(crate) fn remove(dir: &Path, id: u64) -> Result<()> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .context("syncing the store directory")
+        .context("syncing the directory", dir)
 }
 
 /// An open segment file.
 #[derive(Debug)]
 pub(crate) struct Segment {
     id: u64,
+    /// The file's path, for messages.
+    path: PathBuf,
     file: File,
     map: Option<Mmap>,
     /// How many bytes of this segment the file holds (handed to the OS). Bytes past this may
@@ -189,11 +193,11 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)
-            .context("creating a segment file")?;
+            .context("creating", &path)?;
         let written = file
             .write_all(&encode_header(id, FileKind::Data))
             .and_then(|()| file.sync_all())
-            .context("writing a segment header")
+            .context("writing the header of", &path)
             .and_then(|()| sync_dir(dir));
         if let Err(e) = written {
             // Best effort: a header-only or torn file is ignored and removed by recovery anyway.
@@ -202,6 +206,7 @@ impl Segment {
         }
         Ok(Segment {
             id,
+            path,
             file,
             map: None,
             file_len: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
@@ -210,13 +215,13 @@ impl Segment {
     }
 
     /// Wraps a complete, immutable segment file of `len` bytes, mapping it into memory.
-    pub fn sealed(id: u64, file: File, len: u64) -> Result<Segment> {
+    pub fn sealed(id: u64, path: PathBuf, file: File, len: u64) -> Result<Segment> {
         // SAFETY: the engine never writes to a sealed segment and holds the directory lock, so
         // nothing in this process changes the mapped bytes; other processes are kept out by the
         // lock. A file truncated behind the engine's back by an outside program would fault on
         // access (SIGBUS): that is documented in docs/guarantees.md as outside what a store
         // survives.
-        let map = unsafe { Mmap::map(&file) }.context("mapping a segment")?;
+        let map = unsafe { Mmap::map(&file) }.context("mapping", &path)?;
         if (map.len() as u64) < len {
             return Err(Error::Corrupt {
                 segment: id,
@@ -226,6 +231,7 @@ impl Segment {
         }
         Ok(Segment {
             id,
+            path,
             file,
             map: Some(map),
             file_len: AtomicU64::new(len),
@@ -235,8 +241,8 @@ impl Segment {
 
     /// A sealed, mapped copy of this (active) segment, once all its bytes are in the file.
     pub fn seal(&self) -> Result<Segment> {
-        let file = self.file.try_clone().context("reopening a segment")?;
-        Segment::sealed(self.id, file, self.file_len())
+        let file = self.file.try_clone().context("reopening", &self.path)?;
+        Segment::sealed(self.id, self.path.clone(), file, self.file_len())
     }
 
     /// Whether a valid hint file exists for this segment.
@@ -257,6 +263,11 @@ impl Segment {
     /// The segment id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes of the segment held by the file.
@@ -304,14 +315,14 @@ impl Segment {
             return Err(out_of_range());
         }
         #[cfg(feature = "fault-injection")]
-        crate::faults::on_read().context("reading a record")?;
+        crate::faults::on_read().context("reading a record of", &self.path)?;
         match &self.map {
             Some(map) => Ok(Cow::Borrowed(&map[offset as usize..end as usize])),
             None => {
                 let mut buf = vec![0u8; len];
                 self.file
                     .read_exact_at(&mut buf, offset)
-                    .context("reading a record")?;
+                    .context("reading a record of", &self.path)?;
                 Ok(Cow::Owned(buf))
             }
         }

@@ -132,7 +132,9 @@ impl Store {
         match std::fs::metadata(&dir) {
             Ok(meta) if !meta.is_dir() => return Err(Error::NotADirectory(dir)),
             Ok(_) => {}
-            Err(_) => std::fs::create_dir_all(&dir).context("creating the store directory")?,
+            Err(_) => {
+                std::fs::create_dir_all(&dir).context("creating the store directory", &dir)?
+            }
         }
         let lock = DirLock::acquire(&dir)?;
         let recovered = recovery::recover(&dir, now_ms())?;
@@ -160,8 +162,8 @@ impl Store {
             _lock: lock,
         });
         let worker = if inner.options.auto_compaction || inner.options.max_disk_bytes.is_some() {
-            let worker =
-                Worker::spawn(Arc::clone(&inner)).context("starting the compaction thread")?;
+            let worker = Worker::spawn(Arc::clone(&inner))
+                .context("starting the compaction thread for", &inner.dir)?;
             Some(worker)
         } else {
             None

@@ -61,8 +61,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
 pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
     let mut ids = Vec::new();
     let mut hints = Vec::new();
-    for entry in fs::read_dir(dir).context("listing the store directory")? {
-        let entry = entry.context("listing the store directory")?;
+    for entry in fs::read_dir(dir).context("listing", dir)? {
+        let entry = entry.context("listing", dir)?;
         match entry
             .file_name()
             .to_str()
@@ -86,7 +86,8 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
     };
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
-        let bytes = fs::read(segment::path(dir, id)).context("reading a segment")?;
+        let path = segment::path(dir, id);
+        let bytes = fs::read(&path).context("reading", &path)?;
         if let Err(e) = segment::check_header(&bytes, id, FileKind::Data) {
             let reason = e.to_string();
             report.problems.push(problem(
@@ -105,8 +106,8 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
         }
         if hints.contains(&id) {
             report.hints += 1;
-            let hint_bytes = fs::read(dir.join(segment::file_name(id, FileKind::Hint)))
-                .context("reading a hint file")?;
+            let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
+            let hint_bytes = fs::read(&hint_path).context("reading", &hint_path)?;
             let mut from_hint = Vec::new();
             match hint::load(&hint_bytes, id, bytes.len() as u64, |e| {
                 from_hint.push((e.offset, e.len, e.key.to_vec(), e.tombstone))

@@ -119,6 +119,7 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let active = Arc::clone(active);
         let before = active.file_len();
         if let Err(e) = active.append(&self.buf) {
             if let Err(cleanup) = active.truncate(before) {
@@ -127,7 +128,7 @@ impl Writer {
                     active.id()
                 ));
             }
-            return Err(Error::io("appending to a segment", e));
+            return Err(Error::io("appending to", active.path(), e));
         }
         self.written += self.buf.len() as u64;
         self.buf.clear();
@@ -170,13 +171,13 @@ impl Writer {
     /// segment is always fully synced, which keeps every crash state a prefix of the log.
     pub fn seal_active(&mut self, segments: &SegmentMap) -> Result<()> {
         self.flush()?;
-        let Some(active) = &self.active else {
+        let Some(active) = self.active.clone() else {
             return Ok(());
         };
         if let Err(e) = active.sync_data() {
             let reason = format!("fsync of segment {} failed: {e}", active.id());
             self.disable(reason);
-            return Err(Error::io("syncing a segment", e));
+            return Err(Error::io("syncing", active.path(), e));
         }
         let sealed = Arc::new(active.seal()?);
         segments.write().insert(sealed.id(), sealed);

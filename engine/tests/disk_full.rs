@@ -86,6 +86,10 @@ fn run(durability: Durability, max_segment_size: u64) {
         "{durability:?}: {err}"
     );
     assert!(
+        err.to_string().contains(&store_dir.display().to_string()),
+        "the message names the file: {err}"
+    );
+    assert!(
         model.len() > 100,
         "the disk held a fair number of writes first"
     );

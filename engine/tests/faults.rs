@@ -33,6 +33,11 @@ fn a_short_write_leaves_no_partial_record_and_writes_go_on() {
     faults::short_next_write();
     let err = store.put(b"torn", &[9; 200]).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
+    let segment = dir.path().join("0000000000100000.data");
+    assert!(
+        err.to_string().contains(&segment.display().to_string()),
+        "the message names the file: {err}"
+    );
     assert_eq!(
         store.get(b"torn").unwrap(),
         None,
