@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::memory::{Decoded, Item};
+use crate::memory::{Decoded, Item, MemoryBackend};
 use crate::stats::TierStats;
 
 /// A place to keep cache entries: in memory, on disk, or on a server.
@@ -52,8 +52,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Like [`get`](Backend::get), as a [`Stored`] value: a backend that keeps entries in this
     /// process's memory returns its entry, beside which the cache keeps the decoded value, so
     /// that reading it again costs a clone instead of a decode.
-    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored<'static>>> {
         Ok(self.get(key)?.map(Stored::from_bytes))
+    }
+
+    /// Hands what `key` holds to `f`, once (`None` if nothing), without copying the bytes
+    /// where the backend can (the disk engine hands over the bytes where they lie).
+    fn read_stored(&self, key: &[u8], f: &mut dyn FnMut(Option<&Stored<'_>>)) -> Result<()> {
+        let stored = self.get_stored(key)?;
+        f(stored.as_ref());
+        Ok(())
     }
 
     /// Whether counters change only through this backend object (so the cache may keep
@@ -73,31 +81,48 @@ pub trait Backend: Send + Sync + 'static {
     fn engine(&self) -> Option<&logcache_engine::Store> {
         None
     }
+
+    /// The in-process memory tier that every read tries first, if there is one: the backend
+    /// itself, or the front of a tiered backend. The cache reads values it keeps decoded there
+    /// without going through the rest of the backend.
+    fn memory_tier(&self) -> Option<&MemoryBackend> {
+        None
+    }
 }
 
-/// A stored value as a backend hands it to the cache: bytes, or a memory backend's entry (the
-/// bytes, and room for the decoded value beside them).
-pub struct Stored(StoredBytes);
+/// A stored value as a backend hands it to the cache: bytes (owned, or borrowed where they
+/// lie), or a memory backend's entry (the bytes, and room for the decoded value beside them).
+pub struct Stored<'a>(StoredBytes<'a>);
 
-enum StoredBytes {
+enum StoredBytes<'a> {
     Owned(Vec<u8>),
+    Borrowed(&'a [u8]),
     Memory(Arc<Item>),
 }
 
-impl Stored {
+impl Stored<'static> {
     /// A value read from outside this process's memory.
-    pub fn from_bytes(bytes: Vec<u8>) -> Stored {
+    pub fn from_bytes(bytes: Vec<u8>) -> Stored<'static> {
         Stored(StoredBytes::Owned(bytes))
     }
 
-    pub(crate) fn memory(item: Arc<Item>) -> Stored {
+    pub(crate) fn memory(item: Arc<Item>) -> Stored<'static> {
         Stored(StoredBytes::Memory(item))
+    }
+}
+
+impl<'a> Stored<'a> {
+    /// A value seen where it lies (a mapped file, a read buffer), for the duration of a
+    /// [`Backend::read_stored`] call.
+    pub fn borrowed(bytes: &'a [u8]) -> Stored<'a> {
+        Stored(StoredBytes::Borrowed(bytes))
     }
 
     /// The stored bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.0 {
             StoredBytes::Owned(b) => b,
+            StoredBytes::Borrowed(b) => b,
             StoredBytes::Memory(item) => item.bytes(),
         }
     }
@@ -106,7 +131,7 @@ impl Stored {
     #[inline]
     pub(crate) fn decoded(&self) -> Option<&Decoded> {
         match &self.0 {
-            StoredBytes::Owned(_) => None,
+            StoredBytes::Owned(_) | StoredBytes::Borrowed(_) => None,
             StoredBytes::Memory(item) => item.decoded(),
         }
     }
@@ -155,8 +180,11 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn flush(&self) -> Result<()> {
         (**self).flush()
     }
-    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored<'static>>> {
         (**self).get_stored(key)
+    }
+    fn read_stored(&self, key: &[u8], f: &mut dyn FnMut(Option<&Stored<'_>>)) -> Result<()> {
+        (**self).read_stored(key, f)
     }
     fn counters_are_private(&self) -> bool {
         (**self).counters_are_private()
@@ -166,5 +194,8 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn engine(&self) -> Option<&logcache_engine::Store> {
         (**self).engine()
+    }
+    fn memory_tier(&self) -> Option<&MemoryBackend> {
+        (**self).memory_tier()
     }
 }

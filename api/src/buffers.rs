@@ -42,6 +42,22 @@ pub(crate) fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
     })
 }
 
+/// Runs `f` with this thread's key buffer, empty (see [`with_buffers`]).
+#[inline]
+pub(crate) fn with_key_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => {
+            buffers.key.clear();
+            let result = f(&mut buffers.key);
+            if buffers.key.capacity() > KEEP {
+                buffers.key = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

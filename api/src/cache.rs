@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Stored};
 use crate::blocking::block_on;
-use crate::buffers::with_buffers;
+use crate::buffers::{with_buffers, with_key_buffer};
 use crate::codec;
 use crate::envelope::{self, Envelope};
 use crate::error::{Error, Result};
@@ -242,9 +242,31 @@ impl Shared {
     /// value of another type is [`Error::Decode`].
     #[inline]
     fn read<T: Value>(&self, ns: &Namespace, skey: &[u8], user_at: usize) -> Result<Option<T>> {
-        let Some(stored) = self.backend.get_stored(skey)? else {
-            return Ok(None);
-        };
+        // The fast path: a value kept decoded in memory, needing no check but its expiry.
+        if let Some(memory) = self.backend.memory_tier()
+            && let Some(value) = memory.kept::<T>(skey, now_ms)
+        {
+            return Ok(Some(value));
+        }
+        let mut found = None;
+        self.backend.read_stored(skey, &mut |stored| {
+            found = Some(match stored {
+                Some(stored) => self.read_stored::<T>(ns, stored, skey, user_at),
+                None => Ok(None),
+            });
+        })?;
+        found.unwrap_or(Ok(None))
+    }
+
+    /// [`read`](Shared::read), on what the backend handed over.
+    #[inline]
+    fn read_stored<T: Value>(
+        &self,
+        ns: &Namespace,
+        stored: &Stored<'_>,
+        skey: &[u8],
+        user_at: usize,
+    ) -> Result<Option<T>> {
         // A value kept decoded (a memory entry read before): no need to read the bytes, unless
         // tags must be checked.
         if let Some(kept) = stored.decoded()
@@ -337,8 +359,8 @@ impl Shared {
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         on_failure: OnFailure,
     ) -> Result<Lookup<T>> {
-        let found = with_buffers(|b| {
-            let user_at = match self.key_into(ns, write_key, &mut b.key) {
+        let found = with_key_buffer(|key| {
+            let user_at = match self.key_into(ns, write_key, key) {
                 Ok(at) => at,
                 Err(e) => {
                     ns.counts.error();
@@ -352,15 +374,13 @@ impl Shared {
                     };
                 }
             };
-            Ok(
-                match self.read_for_compute(ns, &b.key, user_at, on_failure)? {
-                    Some(v) => Lookup::Hit(v),
-                    None => Lookup::Miss(MissedKey {
-                        key: Some(b.key.clone()),
-                        user_at,
-                    }),
-                },
-            )
+            Ok(match self.read_for_compute(ns, key, user_at, on_failure)? {
+                Some(v) => Lookup::Hit(v),
+                None => Lookup::Miss(MissedKey {
+                    key: Some(key.clone()),
+                    user_at,
+                }),
+            })
         })?;
         if matches!(found, Lookup::Hit(_)) {
             ns.counts.hit();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use logcache_engine::{Options, Store};
 use parking_lot::Mutex;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Stored};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fingerprint::stable_hash;
@@ -89,6 +89,16 @@ impl Backend for DiskBackend {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.store.get(key)?)
+    }
+
+    fn read_stored(&self, key: &[u8], f: &mut dyn FnMut(Option<&Stored<'_>>)) -> Result<()> {
+        let found = self
+            .store
+            .get_with(key, |value, _| f(Some(&Stored::borrowed(value))))?;
+        if found.is_none() {
+            f(None);
+        }
+        Ok(())
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {

@@ -109,6 +109,59 @@ pub fn instance(names: &[&str]) -> u64 {
     stable_hash(names.join("\0").as_bytes())
 }
 
+/// The arguments of a memoized call, each one part of its key: a tuple of references to
+/// them (what `#[memoize]` passes), or [`Key`] around any one value.
+pub trait Args {
+    /// How many parts.
+    fn count(&self) -> usize;
+    /// Appends the canonical encoding of each part.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::CodecError>;
+}
+
+/// One value as the whole of a memoized call's arguments (`#[memoize(key = ...)]`, and the
+/// functions of this module).
+pub struct Key<'a, K: ?Sized>(pub &'a K);
+
+impl<K: Serialize + ?Sized> Args for Key<'_, K> {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+        codec::encode_key_into(self.0, out)
+    }
+}
+
+macro_rules! tuple_args {
+    ($count:expr; $($part:ident $index:tt),*) => {
+        impl<$($part: Serialize + ?Sized),*> Args for ($(&$part,)*) {
+            fn count(&self) -> usize {
+                $count
+            }
+
+            #[allow(unused_variables)]
+            fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+                $(codec::encode_key_into(self.$index, out)?;)*
+                Ok(())
+            }
+        }
+    };
+}
+
+tuple_args!(0;);
+tuple_args!(1; A 0);
+tuple_args!(2; A 0, B 1);
+tuple_args!(3; A 0, B 1, C 2);
+tuple_args!(4; A 0, B 1, C 2, D 3);
+tuple_args!(5; A 0, B 1, C 2, D 3, E 4);
+tuple_args!(6; A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_args!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_args!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_args!(9; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_args!(10; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_args!(11; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+tuple_args!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
 /// One memoized function: `#[memoize]` makes one of these a `static` per function. It keeps a
 /// handle on the function's namespace in the last cache it was used with, so a call that hits
 /// does no lookup by name and allocates nothing.
@@ -119,8 +172,34 @@ pub struct Memo {
     /// The namespace in the first cache used (a weak pointer to that cache, so the static
     /// neither keeps the cache open nor mistakes another cache at the same address for it).
     namespace: OnceLock<(Weak<Shared>, Arc<Namespace>)>,
-    /// The fingerprint of the first result type (a generic function may have others).
-    fingerprint: OnceLock<(TypeId, u64)>,
+    /// For the first result type (a generic function may have others), the encoded version,
+    /// body hash and result type fingerprint that start every key.
+    header: OnceLock<(TypeId, Header)>,
+}
+
+/// Version, body hash and fingerprint, encoded (three MessagePack integers, at most 23 bytes).
+struct Header {
+    bytes: [u8; 23],
+    len: u8,
+}
+
+impl Header {
+    fn new(version: u32, body_hash: u64, fingerprint: u64) -> Header {
+        let mut encoded = Vec::with_capacity(23);
+        for part in [u64::from(version), body_hash, fingerprint] {
+            codec::write_uint(part, &mut encoded);
+        }
+        let mut bytes = [0; 23];
+        bytes[..encoded.len()].copy_from_slice(&encoded);
+        Header {
+            bytes,
+            len: encoded.len() as u8,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// A namespace, kept in a `Memo` or looked up.
@@ -179,20 +258,33 @@ impl Memo {
             version,
             body_hash,
             namespace: OnceLock::new(),
-            fingerprint: OnceLock::new(),
+            header: OnceLock::new(),
         }
     }
 
+    /// Writes the key of a call: `[version, body hash, fingerprint, instance, args...]`.
     #[inline]
-    fn fingerprint<T: Value>(&self) -> u64 {
-        let (id, fp) = self
-            .fingerprint
-            .get_or_init(|| (TypeId::of::<T>(), type_fingerprint::<T>()));
+    fn write_key<T: Value>(
+        &self,
+        instance: u64,
+        args: &impl Args,
+        out: &mut Vec<u8>,
+    ) -> Result<(), codec::CodecError> {
+        codec::write_array_header(4 + args.count(), out)?;
+        let (id, header) = self.header.get_or_init(|| {
+            (
+                TypeId::of::<T>(),
+                Header::new(self.version, self.body_hash, type_fingerprint::<T>()),
+            )
+        });
         if *id == TypeId::of::<T>() {
-            *fp
+            out.extend_from_slice(header.as_slice());
         } else {
-            type_fingerprint::<T>()
+            let header = Header::new(self.version, self.body_hash, type_fingerprint::<T>());
+            out.extend_from_slice(header.as_slice());
         }
+        codec::write_uint(instance, out);
+        args.encode(out)
     }
 
     /// The function's namespace in the cache of `shared`: the one kept, or (another cache)
@@ -212,12 +304,12 @@ impl Memo {
     /// Looks up the result of this function for `args` (in `instance`, see [`instance`]).
     /// Cache failures are counted in the statistics and make a miss that computes without
     /// storing.
-    pub fn lookup<T: Value, A: Serialize + ?Sized>(
+    pub fn lookup<T: Value>(
         &self,
         cache: &Cache,
         ttl: Option<Duration>,
         instance: u64,
-        args: &A,
+        args: impl Args,
     ) -> Lookup<T> {
         match self.find(cache, ttl, instance, args, OnFailure::Compute) {
             Ok(found) => found,
@@ -227,34 +319,28 @@ impl Memo {
 
     /// [`lookup`](Memo::lookup) in strict mode: a cache failure is an error (the function is
     /// not run), and so is a failure to store its result.
-    pub fn lookup_strict<T: Value, A: Serialize + ?Sized>(
+    pub fn lookup_strict<T: Value>(
         &self,
         cache: &Cache,
         ttl: Option<Duration>,
         instance: u64,
-        args: &A,
+        args: impl Args,
     ) -> Result<Lookup<T>, Error> {
         self.find(cache, ttl, instance, args, OnFailure::Fail)
     }
 
     #[inline]
-    fn find<T: Value, A: Serialize + ?Sized>(
+    fn find<T: Value>(
         &self,
         cache: &Cache,
         ttl: Option<Duration>,
         instance: u64,
-        args: &A,
+        args: impl Args,
         on_failure: OnFailure,
     ) -> Result<Lookup<T>, Error> {
         let shared = cache.shared();
         let ns = self.namespace(shared);
-        let header = [
-            u64::from(self.version),
-            self.body_hash,
-            self.fingerprint::<T>(),
-            instance,
-        ];
-        let key = |out: &mut Vec<u8>| codec::encode_key_tuple_into(&header, args, out);
+        let key = |out: &mut Vec<u8>| self.write_key::<T>(instance, &args, out);
         Ok(match shared.lookup::<T>(ns.get(), key, on_failure)? {
             cache::Lookup::Hit(v) => Lookup::Hit(v),
             cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
@@ -377,7 +463,7 @@ where
     A: Serialize + ?Sized,
     F: FnOnce() -> T,
 {
-    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+    match by_hand(spec).lookup(cache, spec.ttl, 0, Key(args)) {
         Lookup::Hit(v) => v,
         Lookup::Miss(m) => m.compute(f),
     }
@@ -391,7 +477,7 @@ where
     A: Serialize + ?Sized,
     F: FnOnce() -> Result<T, E>,
 {
-    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+    match by_hand(spec).lookup(cache, spec.ttl, 0, Key(args)) {
         Lookup::Hit(v) => Ok(v),
         Lookup::Miss(m) => m.try_compute(f),
     }
@@ -410,7 +496,7 @@ where
     A: Serialize + ?Sized,
     F: FnOnce() -> Result<T, E>,
 {
-    match by_hand(spec).lookup_strict(cache, spec.ttl, 0, args)? {
+    match by_hand(spec).lookup_strict(cache, spec.ttl, 0, Key(args))? {
         Lookup::Hit(v) => Ok(v),
         Lookup::Miss(m) => m.try_compute_strict(f),
     }
@@ -424,7 +510,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    match by_hand(spec).lookup(cache, spec.ttl, 0, args) {
+    match by_hand(spec).lookup(cache, spec.ttl, 0, Key(args)) {
         Lookup::Hit(v) => v,
         Lookup::Miss(m) => m.compute_async(f).await,
     }

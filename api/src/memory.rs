@@ -278,6 +278,26 @@ impl MemoryBackend {
         Some(item)
     }
 
+    /// The value kept decoded under `key`, cloned, if there is one of type `T` that needs no
+    /// check but its expiry (no tags): a memory hit at the cost of a lookup and a clone.
+    #[inline]
+    pub(crate) fn kept<T: Any + Clone>(
+        &self,
+        key: &[u8],
+        now_ms: impl FnOnce() -> u64,
+    ) -> Option<T> {
+        let item = self.entries.get(key)?;
+        let decoded = item.decoded.get()?;
+        if decoded.has_tags || item.expires_at.is_some() {
+            return None;
+        }
+        let value = decoded.value::<T>()?;
+        if decoded.expires_at != 0 && decoded.expires_at <= now_ms() {
+            return None;
+        }
+        Some(value.clone())
+    }
+
     /// Inserts `value` under `key` and returns its entry; [`Error::TooLarge`] (and nothing of
     /// `key` left) if it cannot fit.
     pub(crate) fn insert(
@@ -321,7 +341,7 @@ impl Backend for MemoryBackend {
         Ok(self.live(key).map(|item| item.bytes.to_vec()))
     }
 
-    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored<'static>>> {
         Ok(self.live(key).map(Stored::memory))
     }
 
@@ -374,6 +394,10 @@ impl Backend for MemoryBackend {
 
     fn counters_are_private(&self) -> bool {
         true
+    }
+
+    fn memory_tier(&self) -> Option<&MemoryBackend> {
+        Some(self)
     }
 
     fn tiers(&self) -> Vec<TierStats> {

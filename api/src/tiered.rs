@@ -37,7 +37,12 @@ impl TieredBackend {
     }
 
     /// Copies `value` into the memory tier; an entry too large for it stays behind only.
-    fn fill(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<Option<Stored>> {
+    fn fill(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Stored<'static>>> {
         match self.front.insert(key, value, ttl) {
             Ok(item) => Ok(Some(Stored::memory(item))),
             Err(Error::TooLarge { .. }) => Ok(None),
@@ -55,7 +60,7 @@ impl Backend for TieredBackend {
         Ok(self.get_stored(key)?.map(|s| s.bytes().to_vec()))
     }
 
-    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored>> {
+    fn get_stored(&self, key: &[u8]) -> Result<Option<Stored<'static>>> {
         if let Some(stored) = self.front.get_stored(key)? {
             return Ok(Some(stored));
         }
@@ -116,5 +121,9 @@ impl Backend for TieredBackend {
 
     fn engine(&self) -> Option<&logcache_engine::Store> {
         self.back.engine()
+    }
+
+    fn memory_tier(&self) -> Option<&MemoryBackend> {
+        Some(&self.front)
     }
 }

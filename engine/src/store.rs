@@ -195,9 +195,25 @@ impl Store {
     /// [`Store::get`], with the value's expiry time (unix milliseconds; 0: never), as
     /// [`Store::put_expiring_at`] takes it.
     pub fn get_with_expiry(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.get_with(key, |value, expires_at| (value.to_vec(), expires_at))
+    }
+
+    /// Reads `key` and hands its value and expiry time (unix ms; 0: never) to `f`, without
+    /// copying the value out: `f` sees it where it lies (a mapped segment, a read buffer). The
+    /// checks are those of [`Store::get`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = logcache_engine::Store::open(dir.path(), Default::default())?;
+    /// store.put(b"k", b"a long value")?;
+    /// assert_eq!(store.get_with(b"k", |value, _| value.len())?, Some(12));
+    /// # Ok::<(), logcache_engine::Error>(())
+    /// ```
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8], u64) -> R) -> Result<Option<R>> {
         // A compaction can remove a segment between the index lookup and the read; the index
         // then already points at the copy, so look again.
         let mut missing = 0;
+        let mut f = Some(f);
         for _ in 0..MISSING_SEGMENT_RETRIES {
             let Some(loc) = self.inner.keydir.read().get(key) else {
                 return Ok(None);
@@ -215,7 +231,8 @@ impl Store {
                 if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
                     return Err(corrupt("index points at another record"));
                 }
-                Ok((rec.value.to_vec(), loc.expires_at))
+                let f = f.take().expect("a record is handed over once");
+                Ok(f(rec.value, loc.expires_at))
             })?;
             match value {
                 Some(value) => return value.map(Some),

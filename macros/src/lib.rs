@@ -228,9 +228,10 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
     } else {
         0
     };
-    let key = options
-        .key
-        .map_or_else(|| quote!((#(&#arg_names,)*)), |k| quote!(#k));
+    let key = options.key.map_or_else(
+        || quote!((#(&#arg_names,)*)),
+        |k| quote!(::logcache::memo::Key(&#k)),
+    );
     let instance = instance(&sig);
 
     let hit = if is_result {
@@ -254,7 +255,7 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
     };
     let lookup = if options.strict {
         quote! {
-            match __LC_MEMO.lookup_strict(__lc_cache, #ttl, __lc_instance, &#key) {
+            match __LC_MEMO.lookup_strict(__lc_cache, #ttl, __lc_instance, #key) {
                 ::core::result::Result::Ok(__lc_found) => __lc_found,
                 ::core::result::Result::Err(__lc_e) => {
                     return ::core::result::Result::Err(::core::convert::From::from(__lc_e));
@@ -262,7 +263,7 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
             }
         }
     } else {
-        quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, &#key))
+        quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, #key))
     };
 
     Ok(quote! {

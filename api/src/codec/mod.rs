@@ -134,22 +134,15 @@ pub(crate) fn encode_key_into<T: Serialize + ?Sized>(
 }
 
 /// Appends `v` as a MessagePack integer (what `encode_key_into(&v)` writes).
+#[inline]
 pub(crate) fn write_uint(v: u64, out: &mut Vec<u8>) {
     ser::write_uint(v, out);
 }
 
-/// Appends the canonical encoding of the array `[parts..., last]` to `out`, the integers
-/// written directly (the key of a memoized call: it is built on every call).
-pub(crate) fn encode_key_tuple_into<T: Serialize + ?Sized>(
-    parts: &[u64],
-    last: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
-    ser::container_header(ser::Kind::Array, parts.len() + 1, out)?;
-    for &part in parts {
-        ser::write_uint(part, out);
-    }
-    encode_key_into(last, out)
+/// Appends the header of an array of `len` elements.
+#[inline]
+pub(crate) fn write_array_header(len: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    ser::container_header(ser::Kind::Array, len, out)
 }
 
 /// The canonical encoding of `key` (see [`encode_key_into`]).

@@ -550,12 +550,11 @@ fn any_value_renders_as_json() {
 }
 
 #[test]
-fn a_key_tuple_written_directly_is_the_tuple_encoded() {
-    let args = ("Jason is 25", 3u8);
+fn an_array_written_part_by_part_is_the_tuple_encoded() {
     let mut direct = Vec::new();
-    encode_key_tuple_into(&[0, u64::MAX, 300, 7], &args, &mut direct).unwrap();
-    assert_eq!(
-        direct,
-        encode_key(&(0u32, u64::MAX, 300u64, 7u64, &args)).unwrap()
-    );
+    write_array_header(3, &mut direct).unwrap();
+    write_uint(300, &mut direct);
+    encode_key_into("Jason is 25", &mut direct).unwrap();
+    encode_key_into(&3u8, &mut direct).unwrap();
+    assert_eq!(direct, encode_key(&(300u64, "Jason is 25", 3u8)).unwrap());
 }
