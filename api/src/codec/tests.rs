@@ -558,3 +558,17 @@ fn an_array_written_part_by_part_is_the_tuple_encoded() {
     encode_key_into(&3u8, &mut direct).unwrap();
     assert_eq!(direct, encode_key(&(300u64, "Jason is 25", 3u8)).unwrap());
 }
+
+#[test]
+fn keys_quoted_in_keys_do_not_blow_up_the_text() {
+    // Maps whose key is a map whose key is a map...: each level quotes the one inside, which
+    // doubles the text; it is cut off at 16 times the bytes.
+    let mut bytes = vec![m::FIXMAP | 1; 60];
+    bytes.extend_from_slice(&[0xa1, b'"', 1]);
+    bytes.extend(std::iter::repeat_n(1, 59));
+    let err = to_json(&bytes).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+    // Two levels are fine.
+    let two = encode_value(&BTreeMap::from([(BTreeMap::from([(1u8, 2u8)]), 3u8)])).unwrap();
+    assert_eq!(to_json(&two).unwrap(), r#"{"{\"1\":2}":3}"#);
+}

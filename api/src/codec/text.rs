@@ -10,15 +10,22 @@ use super::ext;
 /// `bytes` (one value of the format) as JSON. Byte strings become arrays of numbers, 128-bit
 /// integers numbers, non-finite floats `null`, and map keys that are not strings the JSON text
 /// of the key, as a string.
+///
+/// The text is at most 16 times as long as the bytes (and 1 KiB): map keys that are maps with
+/// map keys, nested, would otherwise double it at every level of quoting.
 pub fn to_json(bytes: &[u8]) -> Result<String, CodecError> {
     let mut decoder = Decoder::new(bytes);
     let mut out = String::new();
-    write_value(&mut decoder, &mut out)?;
+    let limit = bytes.len().saturating_mul(16).saturating_add(1024);
+    write_value(&mut decoder, &mut out, limit)?;
     decoder.end()?;
     Ok(out)
 }
 
-fn write_value(de: &mut Decoder<'_>, out: &mut String) -> Result<(), CodecError> {
+fn write_value(de: &mut Decoder<'_>, out: &mut String, limit: usize) -> Result<(), CodecError> {
+    if out.len() > limit {
+        return Err(de.error("the value is too large to show as JSON"));
+    }
     match de.item()? {
         Item::Nil => out.push_str("null"),
         Item::Bool(b) => out.push_str(if b { "true" } else { "false" }),
@@ -48,7 +55,7 @@ fn write_value(de: &mut Decoder<'_>, out: &mut String) -> Result<(), CodecError>
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(de, out)?;
+                write_value(de, out, limit)?;
             }
             out.push(']');
             de.leave();
@@ -61,21 +68,23 @@ fn write_value(de: &mut Decoder<'_>, out: &mut String) -> Result<(), CodecError>
                     out.push(',');
                 }
                 let mut key = String::new();
-                write_value(de, &mut key)?;
+                write_value(de, &mut key, limit)?;
                 if key.starts_with('"') {
                     out.push_str(&key);
+                } else if out.len() + 2 * key.len() > limit {
+                    return Err(de.error("the value is too large to show as JSON"));
                 } else {
                     string(&key, out);
                 }
                 out.push(':');
-                write_value(de, out)?;
+                write_value(de, out, limit)?;
             }
             out.push('}');
             de.leave();
         }
         Item::Ext(ext::SOME, data) => {
             let mut inner = de.nested(data)?;
-            write_value(&mut inner, out)?;
+            write_value(&mut inner, out, limit)?;
             inner.end()?;
         }
         Item::Ext(ext::I128, data) if data.len() == 16 => {
