@@ -31,7 +31,7 @@ pub struct StoredKey<'a> {
     /// current generation: cleared).
     pub generation: u64,
     /// The user key, encoded (see [`to_json`]). A memoized call's key is the array
-    /// `[version, body hash, result type fingerprint, instantiation, arguments]`.
+    /// `[version, body hash, result type fingerprint, instantiation, argument...]`.
     pub key: &'a [u8],
 }
 
