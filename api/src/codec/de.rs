@@ -12,6 +12,9 @@ pub struct Decoder<'de> {
     input: &'de [u8],
     pos: usize,
     depth: u32,
+    /// Field and variant names are handed over as bytes, without checking they are UTF-8
+    /// (see [`super::decode`]).
+    names_as_bytes: bool,
 }
 
 /// What a marker byte introduces.
@@ -36,6 +39,17 @@ impl<'de> Decoder<'de> {
             input,
             pos: 0,
             depth: 0,
+            names_as_bytes: false,
+        }
+    }
+
+    /// A decoder that hands field and variant names to the visitor as bytes (what serde's
+    /// derived visitors take as well as strings), saving the UTF-8 check of each. A visitor
+    /// that wants strings only fails; decode again with [`Decoder::new`] then.
+    pub(super) fn names_as_bytes(input: &'de [u8]) -> Decoder<'de> {
+        Decoder {
+            names_as_bytes: true,
+            ..Decoder::new(input)
         }
     }
 
@@ -116,6 +130,7 @@ impl<'de> Decoder<'de> {
 
     /// A container's claimed entry count, refused if the bytes left could not hold that many
     /// entries (each takes at least one byte, a map entry two).
+    #[inline]
     fn count(&self, claimed: usize, per_entry: usize) -> Result<usize, CodecError> {
         let left = self.input.len() - self.pos;
         if claimed.saturating_mul(per_entry) > left {
@@ -126,6 +141,7 @@ impl<'de> Decoder<'de> {
         Ok(claimed)
     }
 
+    #[inline]
     fn peek(&self) -> Result<u8, CodecError> {
         self.input
             .get(self.pos)
@@ -136,6 +152,40 @@ impl<'de> Decoder<'de> {
     /// Reads the next item's marker and header (not the contents of arrays and maps).
     #[inline]
     pub(super) fn item(&mut self) -> Result<Item<'de>, CodecError> {
+        // The one-byte forms, which most small values are made of, here; the others apart.
+        let marker = self.peek()?;
+        let item = match marker {
+            0x00..=m::POS_FIXINT_MAX => Item::Uint(u64::from(marker)),
+            m::FIXMAP..=0x8f => {
+                self.pos += 1;
+                return Ok(Item::Map(self.count(usize::from(marker & 0x0f), 2)?));
+            }
+            m::FIXARRAY..=0x9f => {
+                self.pos += 1;
+                return Ok(Item::Array(self.count(usize::from(marker & 0x0f), 1)?));
+            }
+            m::FIXSTR..=0xbf => {
+                let len = usize::from(marker & 0x1f);
+                let bytes = self
+                    .input
+                    .get(self.pos + 1..self.pos + 1 + len)
+                    .ok_or_else(|| self.cut_short(1 + len))?;
+                self.pos += 1 + len;
+                return Ok(Item::Str(bytes));
+            }
+            m::NIL => Item::Nil,
+            m::FALSE => Item::Bool(false),
+            m::TRUE => Item::Bool(true),
+            m::NEG_FIXINT_MIN..=0xff => Item::Int(i64::from(marker as i8)),
+            _ => return self.long_item(),
+        };
+        self.pos += 1;
+        Ok(item)
+    }
+
+    /// [`item`](Decoder::item) for markers followed by lengths or fixed-size data.
+    #[inline(never)]
+    fn long_item(&mut self) -> Result<Item<'de>, CodecError> {
         let at = self.pos;
         let marker = self.byte()?;
         Ok(match marker {
@@ -223,6 +273,7 @@ impl<'de> Decoder<'de> {
         std::str::from_utf8(bytes).map_err(|_| self.error("a string that is not UTF-8"))
     }
 
+    #[inline]
     pub(super) fn enter(&mut self) -> Result<(), CodecError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -231,6 +282,7 @@ impl<'de> Decoder<'de> {
         Ok(())
     }
 
+    #[inline]
     pub(super) fn leave(&mut self) {
         debug_assert!(self.depth > 0);
         self.depth -= 1;
@@ -242,6 +294,7 @@ impl<'de> Decoder<'de> {
             input: data,
             pos: 0,
             depth: self.depth,
+            names_as_bytes: self.names_as_bytes,
         };
         sub.enter()?;
         Ok(sub)
@@ -422,9 +475,24 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_unit()
     }
 
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        if self.names_as_bytes
+            && let Some(marker @ m::FIXSTR..=0xbf) = self.input.get(self.pos).copied()
+        {
+            let len = usize::from(marker & 0x1f);
+            let name = self
+                .input
+                .get(self.pos + 1..self.pos + 1 + len)
+                .ok_or_else(|| self.cut_short(1 + len))?;
+            self.pos += 1 + len;
+            return visitor.visit_borrowed_bytes(name);
+        }
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
     }
 }
 

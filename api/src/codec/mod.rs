@@ -154,11 +154,18 @@ pub fn encode_key<T: Serialize + ?Sized>(key: &T) -> Result<Vec<u8>, CodecError>
 
 /// Decodes a `T` that must span all of `bytes`. Any type can be asked for: the bytes say what
 /// they hold, so `serde_json::Value` reads anything.
+///
+/// Field and variant names are first handed to `T`'s visitors as bytes, unchecked (serde's
+/// derived visitors compare them with their names either way, and checking that each is
+/// UTF-8 is most of the cost of decoding a small struct); only if that fails is the value
+/// decoded again with every name checked, for types whose visitors take strings only.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let mut decoder = Decoder::new(bytes);
-    let value = T::deserialize(&mut decoder)?;
-    decoder.end()?;
-    Ok(value)
+    let decode_with = |mut decoder: Decoder<'_>| {
+        let value = T::deserialize(&mut decoder)?;
+        decoder.end()?;
+        Ok(value)
+    };
+    decode_with(Decoder::names_as_bytes(bytes)).or_else(|_| decode_with(Decoder::new(bytes)))
 }
 
 #[cfg(test)]

@@ -572,3 +572,67 @@ fn keys_quoted_in_keys_do_not_blow_up_the_text() {
     let two = encode_value(&BTreeMap::from([(BTreeMap::from([(1u8, 2u8)]), 3u8)])).unwrap();
     assert_eq!(to_json(&two).unwrap(), r#"{"{\"1\":2}":3}"#);
 }
+
+/// A type whose field names are read by a hand-written visitor that takes strings only (the
+/// example of serde's documentation does so): it still decodes.
+#[test]
+fn visitors_that_take_names_as_strings_only_still_decode() {
+    #[derive(Debug, PartialEq)]
+    struct Point {
+        x: i32,
+    }
+    impl<'de> Deserialize<'de> for Point {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Field;
+            impl<'de> Deserialize<'de> for Field {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    struct V;
+                    impl serde::de::Visitor<'_> for V {
+                        type Value = Field;
+                        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                            f.write_str("`x`")
+                        }
+                        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
+                            if v == "x" {
+                                Ok(Field)
+                            } else {
+                                Err(E::unknown_field(v, &["x"]))
+                            }
+                        }
+                    }
+                    d.deserialize_identifier(V)
+                }
+            }
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Point;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a point")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Point, A::Error> {
+                    let Field = map
+                        .next_key::<Field>()?
+                        .ok_or_else(|| serde::de::Error::missing_field("x"))?;
+                    Ok(Point {
+                        x: map.next_value()?,
+                    })
+                }
+            }
+            d.deserialize_struct("Point", &["x"], V)
+        }
+    }
+    #[derive(Serialize)]
+    struct PointOut {
+        x: i32,
+    }
+    let bytes = encode_value(&PointOut { x: -5 }).unwrap();
+    assert_eq!(decode::<Point>(&bytes).unwrap(), Point { x: -5 });
+    // Names that are not UTF-8 are refused where they are checked, and never matched.
+    let mut bad = bytes.clone();
+    bad[2] = 0xff;
+    assert!(decode::<Point>(&bad).is_err());
+    assert!(decode::<UserDetail>(&encode_value(&PointOut { x: 1 }).unwrap()).is_err());
+}
