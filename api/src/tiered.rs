@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use parking_lot::RwLock;
+
 use crate::backend::{Backend, Stored};
 use crate::error::{Error, Result};
+use crate::fingerprint::stable_hash;
 use crate::memory::MemoryBackend;
 use crate::stats::TierStats;
 
@@ -12,10 +15,18 @@ use crate::stats::TierStats;
 /// truth live in the slower tier. Entries carry their expiry inside the value, so a copy in
 /// memory never outlives the original. An entry too large for the memory tier lives in the
 /// slower tier only.
+///
+/// A copy into memory and a write of the same key exclude each other (by stripe of the key's
+/// hash), so a read that found the old value can never put it back in memory after a write
+/// replaced or deleted it.
 pub struct TieredBackend {
     front: MemoryBackend,
     back: Box<dyn Backend>,
+    stripes: Box<[RwLock<()>]>,
 }
+
+/// Stripes of keys whose fills and writes exclude each other.
+const STRIPES: usize = 64;
 
 impl TieredBackend {
     /// `front` over `back`.
@@ -23,6 +34,7 @@ impl TieredBackend {
         TieredBackend {
             front,
             back: Box::new(back),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         }
     }
 
@@ -34,6 +46,10 @@ impl TieredBackend {
     /// The slower tier.
     pub fn back(&self) -> &dyn Backend {
         &*self.back
+    }
+
+    fn stripe(&self, key: &[u8]) -> &RwLock<()> {
+        &self.stripes[stable_hash(key) as usize % STRIPES]
     }
 
     /// Copies `value` into the memory tier; an entry too large for it stays behind only.
@@ -64,6 +80,7 @@ impl Backend for TieredBackend {
         if let Some(stored) = self.front.get_stored(key)? {
             return Ok(Some(stored));
         }
+        let _no_write_meanwhile = self.stripe(key).read();
         let Some(value) = self.back.get(key)? else {
             return Ok(None);
         };
@@ -74,11 +91,13 @@ impl Backend for TieredBackend {
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let _no_fill_meanwhile = self.stripe(key).write();
         self.back.set(key, value, ttl)?;
         self.fill(key, value, ttl).map(drop)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
+        let _no_fill_meanwhile = self.stripe(key).write();
         let front = self.front.delete(key)?;
         Ok(self.back.delete(key)? || front)
     }
@@ -88,6 +107,7 @@ impl Backend for TieredBackend {
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let _no_fill_meanwhile: Vec<_> = self.stripes.iter().map(|s| s.write()).collect();
         self.front.delete_prefix(prefix)?;
         self.back.delete_prefix(prefix)
     }
@@ -125,5 +145,54 @@ impl Backend for TieredBackend {
 
     fn memory_tier(&self) -> Option<&MemoryBackend> {
         Some(&self.front)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::memory::MemoryLimit;
+
+    /// Readers filling the memory tier from behind race a writer that overwrites and deletes:
+    /// once the writer is done, the memory tier must not hold a value it replaced.
+    #[test]
+    fn a_fill_never_brings_back_an_overwritten_or_deleted_value() {
+        let tiered = Arc::new(TieredBackend::new(
+            MemoryBackend::new(MemoryLimit::Entries(100)),
+            MemoryBackend::new(MemoryLimit::Entries(100)),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (tiered, stop) = (Arc::clone(&tiered), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = tiered.get(b"k").unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut stale = 0;
+        for round in 0..20_000u32 {
+            tiered.set(b"k", &round.to_le_bytes(), None).unwrap();
+            let _ = tiered.get(b"k").unwrap();
+            if round % 2 == 0 {
+                tiered.delete(b"k").unwrap();
+                std::thread::yield_now();
+                stale += usize::from(tiered.get(b"k").unwrap().is_some());
+            } else {
+                tiered.set(b"k", b"last", None).unwrap();
+                std::thread::yield_now();
+                stale += usize::from(tiered.get(b"k").unwrap().as_deref() != Some(&b"last"[..]));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(stale, 0, "reads that saw a value replaced before them");
     }
 }
