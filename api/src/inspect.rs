@@ -19,7 +19,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use crate::codec::{CodecError, Decoder, decode, encode_key, encode_value, to_json};
+pub use crate::codec::{
+    CodecError, Decoder, decode, encode_key, encode_value, encode_value_into, to_json,
+};
 use crate::envelope;
 
 /// A storage key taken apart.

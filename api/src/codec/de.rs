@@ -70,7 +70,7 @@ impl<'de> Decoder<'de> {
         if self.pos == self.input.len() {
             Ok(())
         } else {
-            Err(CodecError(format!(
+            Err(CodecError::new(format!(
                 "{} bytes left over after the value",
                 self.input.len() - self.pos
             )))
@@ -78,7 +78,7 @@ impl<'de> Decoder<'de> {
     }
 
     pub(super) fn error(&self, what: impl std::fmt::Display) -> CodecError {
-        CodecError(format!("{what} at byte {}", self.pos))
+        CodecError::new(format!("{what} at byte {}", self.pos))
     }
 
     #[inline]
@@ -648,7 +648,7 @@ impl<'de> de::VariantAccess<'de> for UnitVariant<'de> {
 
 impl UnitVariant<'_> {
     fn has_no_content(&self) -> CodecError {
-        CodecError(format!(
+        CodecError::new(format!(
             "variant {} was stored without content, as a unit variant",
             self.variant
         ))

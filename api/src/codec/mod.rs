@@ -86,7 +86,15 @@ pub(crate) mod ext {
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecError(pub(crate) String);
+pub struct CodecError(Box<str>);
+
+impl CodecError {
+    /// An error saying `message`. (A boxed `str`: a `Result<(), CodecError>` is two words,
+    /// returned in registers by every step of encoding and decoding.)
+    pub(crate) fn new(message: String) -> CodecError {
+        CodecError(message.into_boxed_str())
+    }
+}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,19 +106,19 @@ impl std::error::Error for CodecError {}
 
 impl serde::ser::Error for CodecError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        CodecError(msg.to_string())
+        CodecError::new(msg.to_string())
     }
 }
 
 impl serde::de::Error for CodecError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        CodecError(msg.to_string())
+        CodecError::new(msg.to_string())
     }
 }
 
 /// Appends the encoding of `value` to `out`. On error `out` may hold a partial encoding after
-/// its original length; callers truncate.
-pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
+/// its original length.
+pub fn encode_value_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {

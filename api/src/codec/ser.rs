@@ -61,7 +61,7 @@ fn is_hash_set(mut name: &str) -> bool {
 }
 
 fn too_long(what: &str, len: usize) -> CodecError {
-    CodecError(format!(
+    CodecError::new(format!(
         "{what} of {len} elements or bytes is too long to encode"
     ))
 }
@@ -164,7 +164,7 @@ impl<'a> Encoder<'a> {
     fn enter(&mut self) -> Result<(), CodecError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(CodecError(format!(
+            return Err(CodecError::new(format!(
                 "the value nests deeper than {MAX_DEPTH} levels"
             )));
         }
@@ -204,10 +204,19 @@ impl<'a> Encoder<'a> {
     #[inline]
     fn str(&mut self, s: &str) -> Result<(), CodecError> {
         let len = s.len();
-        self.out.reserve(len + 5);
         if len < 32 {
+            self.out.reserve(1 + len);
             self.out.push(m::FIXSTR | len as u8);
-        } else if let Ok(n) = u8::try_from(len) {
+            self.out.extend_from_slice(s.as_bytes());
+            return Ok(());
+        }
+        self.long_str(s)
+    }
+
+    /// [`str`](Encoder::str) of 32 bytes or more.
+    fn long_str(&mut self, s: &str) -> Result<(), CodecError> {
+        let len = s.len();
+        if let Ok(n) = u8::try_from(len) {
             self.out.extend_from_slice(&[m::STR8, n]);
         } else if let Ok(n) = u16::try_from(len) {
             self.out.push(m::STR16);

@@ -13,6 +13,7 @@ mod shape;
 mod trace;
 
 use std::any::TypeId;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -59,10 +60,40 @@ impl Hasher for TypeIdHasher {
 
 type ByTypeId = HashMap<TypeId, u64, BuildHasherDefault<TypeIdHasher>>;
 
+/// Fingerprints this thread used last, looked at before the shared table (no lock).
+const RECENT: usize = 8;
+
+thread_local! {
+    static RECENT_FINGERPRINTS: RefCell<Vec<(TypeId, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The fingerprint of `T`, computed once per type and process.
+#[inline]
 pub fn type_fingerprint<T: DeserializeOwned + 'static>() -> u64 {
-    static CACHE: RwLock<Option<ByTypeId>> = RwLock::new(None);
     let id = TypeId::of::<T>();
+    let recent = RECENT_FINGERPRINTS.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map(|(_, fp)| *fp)
+    });
+    if let Some(fp) = recent {
+        return fp;
+    }
+    let fp = shared_fingerprint::<T>(id);
+    RECENT_FINGERPRINTS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() == RECENT {
+            r.remove(0);
+        }
+        r.push((id, fp));
+    });
+    fp
+}
+
+/// The fingerprint of `T` from the table of every process thread, computed on first use.
+fn shared_fingerprint<T: DeserializeOwned + 'static>(id: TypeId) -> u64 {
+    static CACHE: RwLock<Option<ByTypeId>> = RwLock::new(None);
     if let Some(fp) = CACHE.read().as_ref().and_then(|m| m.get(&id)) {
         return *fp;
     }
