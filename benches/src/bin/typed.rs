@@ -101,19 +101,22 @@ impl Kind for Labeled {
     }
 }
 
-static MEMO_CACHE: LazyLock<Cache> = LazyLock::new(|| Cache::memory(4 << 20));
+/// One memory cache per value type, so that each type's run starts on a cache of its own.
+static MEMO_USER: LazyLock<Cache> = LazyLock::new(|| Cache::memory(1 << 20));
+static MEMO_JSON: LazyLock<Cache> = LazyLock::new(|| Cache::memory(1 << 20));
+static MEMO_LABELED: LazyLock<Cache> = LazyLock::new(|| Cache::memory(1 << 20));
 
-#[memoize(cache = MEMO_CACHE)]
+#[memoize(cache = MEMO_USER)]
 fn memo_user(key: &str) -> UserDetail {
     UserDetail::make(index(key))
 }
 
-#[memoize(cache = MEMO_CACHE)]
+#[memoize(cache = MEMO_JSON)]
 fn memo_json(key: &str) -> serde_json::Value {
     serde_json::Value::make(index(key))
 }
 
-#[memoize(cache = MEMO_CACHE)]
+#[memoize(cache = MEMO_LABELED)]
 fn memo_labeled(key: &str) -> Labeled {
     Labeled::make(index(key))
 }
@@ -256,12 +259,12 @@ fn measure<V: Kind>(keys: &[String], reps: usize, base: &str) -> Vec<Spread> {
             })
             .0,
         );
-        for ns in [
-            "typed::memo_user",
-            "typed::memo_json",
-            "typed::memo_labeled",
+        for (cache, ns) in [
+            (&MEMO_USER, "typed::memo_user"),
+            (&MEMO_JSON, "typed::memo_json"),
+            (&MEMO_LABELED, "typed::memo_labeled"),
         ] {
-            let ns = MEMO_CACHE.namespace(ns);
+            let ns = cache.namespace(ns);
             ns.clear().unwrap();
             ns.vacuum().unwrap();
         }
