@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::memory::{Decoded, Item, MemoryBackend};
+use crate::memory::MemoryBackend;
 use crate::stats::TierStats;
 
 /// A place to keep cache entries: in memory, on disk, or on a server.
@@ -97,7 +97,8 @@ pub struct Stored<'a>(StoredBytes<'a>);
 enum StoredBytes<'a> {
     Owned(Vec<u8>),
     Borrowed(&'a [u8]),
-    Memory(Arc<Item>),
+    /// A memory entry's bytes (which also tell that entry from a later one of its key).
+    Memory(Arc<[u8]>),
 }
 
 impl Stored<'static> {
@@ -106,8 +107,8 @@ impl Stored<'static> {
         Stored(StoredBytes::Owned(bytes))
     }
 
-    pub(crate) fn memory(item: Arc<Item>) -> Stored<'static> {
-        Stored(StoredBytes::Memory(item))
+    pub(crate) fn memory(bytes: Arc<[u8]>) -> Stored<'static> {
+        Stored(StoredBytes::Memory(bytes))
     }
 }
 
@@ -123,28 +124,15 @@ impl<'a> Stored<'a> {
         match &self.0 {
             StoredBytes::Owned(b) => b,
             StoredBytes::Borrowed(b) => b,
-            StoredBytes::Memory(item) => item.bytes(),
+            StoredBytes::Memory(bytes) => bytes,
         }
     }
 
-    /// The value decoded from these bytes, if one was kept.
-    #[inline]
-    pub(crate) fn decoded(&self) -> Option<&Decoded> {
+    /// A memory entry's bytes, if these are one's.
+    pub(crate) fn memory_bytes(&self) -> Option<&Arc<[u8]>> {
         match &self.0 {
+            StoredBytes::Memory(bytes) => Some(bytes),
             StoredBytes::Owned(_) | StoredBytes::Borrowed(_) => None,
-            StoredBytes::Memory(item) => item.decoded(),
-        }
-    }
-
-    /// Whether a decoded value can be kept beside these bytes.
-    pub(crate) fn keeps_decoded(&self) -> bool {
-        matches!(self.0, StoredBytes::Memory(_))
-    }
-
-    /// Keeps a value decoded from exactly these bytes, for later reads.
-    pub(crate) fn keep_decoded(&self, decoded: Decoded) {
-        if let StoredBytes::Memory(item) = &self.0 {
-            item.keep_decoded(decoded);
         }
     }
 }

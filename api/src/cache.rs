@@ -267,17 +267,6 @@ impl Shared {
         skey: &[u8],
         user_at: usize,
     ) -> Result<Option<T>> {
-        // A value kept decoded (a memory entry read before): no need to read the bytes, unless
-        // tags must be checked.
-        if let Some(kept) = stored.decoded()
-            && !kept.has_tags
-            && let Some(value) = kept.value::<T>()
-        {
-            if kept.expires_at != 0 && kept.expires_at <= now_ms() {
-                return Ok(None);
-            }
-            return Ok(Some(value.clone()));
-        }
         let env = envelope::decode(stored.bytes()).map_err(|m| Error::Decode {
             key: describe_key(&ns.name, &skey[user_at..]),
             type_name: std::any::type_name::<T>(),
@@ -286,13 +275,24 @@ impl Shared {
         if !self.is_live(&env)? {
             return Ok(None);
         }
-        if let Some(value) = stored.decoded().and_then(|kept| kept.value::<T>()) {
-            return Ok(Some(value.clone()));
+        // A memory entry: its value may be kept decoded beside it (read here when tags had to
+        // be checked), or is kept now.
+        let memory = stored
+            .memory_bytes()
+            .and_then(|bytes| Some((self.backend.memory_tier()?, bytes)));
+        if let Some((memory, bytes)) = memory
+            && let Some(value) = memory.kept_from::<T>(skey, bytes)
+        {
+            return Ok(Some(value));
         }
         let value: T = Self::decode_entry(ns, &env, skey, user_at)?;
-        if stored.keeps_decoded() {
+        if let Some((memory, bytes)) = memory {
             let has_tags = env.tags().next().is_some();
-            stored.keep_decoded(Decoded::new(value.clone(), env.expires_at, has_tags));
+            memory.keep(
+                skey,
+                bytes,
+                Decoded::new(value.clone(), env.expires_at, has_tags),
+            );
         }
         Ok(Some(value))
     }

@@ -35,10 +35,11 @@ const ENTRY_OVERHEAD: u64 = 64;
 const MIN_SHARD_BYTES: u64 = 1 << 20;
 const MIN_SHARD_ENTRIES: u64 = 256;
 
-/// One entry: the stored bytes, their expiry, and the value decoded from them once a typed
-/// read has decoded it.
+/// One entry, held in its slot of the map: the stored bytes (shared with readers, and telling
+/// this entry from a later one of the same key), their expiry, and the value decoded from them
+/// once a typed read has decoded it (so that a hit reaches it without following a pointer).
 pub(crate) struct Item {
-    bytes: Box<[u8]>,
+    bytes: Arc<[u8]>,
     expires_at: Option<Instant>,
     decoded: OnceLock<Decoded>,
 }
@@ -69,20 +70,6 @@ impl Decoded {
 }
 
 impl Item {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    #[inline]
-    pub(crate) fn decoded(&self) -> Option<&Decoded> {
-        self.decoded.get()
-    }
-
-    /// Keeps the value decoded from this item's bytes (the first one kept stays).
-    pub(crate) fn keep_decoded(&self, decoded: Decoded) {
-        let _ = self.decoded.set(decoded);
-    }
-
     fn is_expired(&self) -> bool {
         self.expires_at.is_some_and(|at| at <= Instant::now())
     }
@@ -107,7 +94,7 @@ fn weight_of(limit: MemoryLimit, key_len: usize, value_len: usize) -> u64 {
 /// than one shard holds (the whole limit below 2 MiB, else at least 1 MiB and about an eighth
 /// of the limit on 2 cores; shards let threads work in parallel).
 pub struct MemoryBackend {
-    entries: Sieve<Arc<Item>>,
+    entries: Sieve<Item>,
     limit: MemoryLimit,
     counters: Mutex<HashMap<String, u64>>,
     evictions: AtomicU64,
@@ -160,16 +147,42 @@ impl MemoryBackend {
         }
     }
 
+    /// The bytes under `key`, unless absent or expired (an expired entry is removed).
     #[inline]
-    fn live(&self, key: &[u8]) -> Option<Arc<Item>> {
-        let item = self.entries.get_with(key, Arc::clone)?;
-        if item.is_expired() {
-            // Only this item: a newer one set meanwhile stays.
+    fn live(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        let (bytes, expired) = self
+            .entries
+            .get_with(key, |item| (Arc::clone(&item.bytes), item.is_expired()))?;
+        if expired {
+            // Only this entry: a newer one set meanwhile stays.
             self.entries
-                .remove_if(key, |current| Arc::ptr_eq(current, &item));
+                .remove_if(key, |current| Arc::ptr_eq(&current.bytes, &bytes));
             return None;
         }
-        Some(item)
+        Some(bytes)
+    }
+
+    /// The value kept decoded under `key` from exactly `bytes`, cloned, if it is a `T`
+    /// (whatever its expiry and tags: the caller checked them).
+    pub(crate) fn kept_from<T: Any + Clone>(&self, key: &[u8], bytes: &Arc<[u8]>) -> Option<T> {
+        self.entries
+            .get_with(key, |item| {
+                if !Arc::ptr_eq(&item.bytes, bytes) {
+                    return None;
+                }
+                item.decoded.get()?.value::<T>().cloned()
+            })
+            .flatten()
+    }
+
+    /// Keeps `decoded`, decoded from exactly `bytes`, beside them, if `key` still holds them
+    /// (the first value kept stays).
+    pub(crate) fn keep(&self, key: &[u8], bytes: &Arc<[u8]>, decoded: Decoded) {
+        self.entries.get_with(key, |item| {
+            if Arc::ptr_eq(&item.bytes, bytes) {
+                let _ = item.decoded.set(decoded);
+            }
+        });
     }
 
     /// The value kept decoded under `key`, cloned, if there is one of type `T` that needs no
@@ -195,28 +208,29 @@ impl MemoryBackend {
             .flatten()
     }
 
-    /// Inserts `value` under `key` and returns its entry; [`Error::TooLarge`] (and nothing of
-    /// `key` left) if it cannot fit.
+    /// Inserts `value` under `key` and returns its bytes as stored; [`Error::TooLarge`] (and
+    /// nothing of `key` left) if it cannot fit.
     pub(crate) fn insert(
         &self,
         key: &[u8],
         value: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<Arc<Item>> {
-        let item = Arc::new(Item {
-            bytes: value.into(),
+    ) -> Result<Arc<[u8]>> {
+        let bytes: Arc<[u8]> = value.into();
+        let item = Item {
+            bytes: Arc::clone(&bytes),
             expires_at: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
             decoded: OnceLock::new(),
-        });
+        };
         let weight = weight_of(self.limit, key.len(), value.len());
         if weight > self.admits() {
             self.entries.remove(key);
             return Err(self.too_large(key.len() + value.len()));
         }
-        let inserted = self.entries.insert(key, Arc::clone(&item), weight);
+        let inserted = self.entries.insert(key, item, weight);
         self.evictions
             .fetch_add(inserted.evicted.len() as u64, Ordering::Relaxed);
-        Ok(item)
+        Ok(bytes)
     }
 }
 
@@ -226,7 +240,7 @@ impl Backend for MemoryBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.live(key).map(|item| item.bytes.to_vec()))
+        Ok(self.live(key).map(|bytes| bytes.to_vec()))
     }
 
     fn get_stored(&self, key: &[u8]) -> Result<Option<Stored<'static>>> {
@@ -390,20 +404,34 @@ mod tests {
     #[test]
     fn decoded_values_stay_with_their_bytes() {
         let m = MemoryBackend::new(MemoryLimit::Entries(10));
-        m.set(b"k", b"one", None).unwrap();
-        let first = m.get_stored(b"k").unwrap().unwrap();
-        first.keep_decoded(Decoded::new(1u32, 0, false));
-        let kept = |s: &Stored| s.decoded().and_then(|d| d.value::<u32>().copied());
-        assert_eq!(kept(&m.get_stored(b"k").unwrap().unwrap()), Some(1));
-        assert!(
-            first.decoded().unwrap().value::<String>().is_none(),
-            "another type"
+        let first = m.insert(b"k", b"one", None).unwrap();
+        m.keep(b"k", &first, Decoded::new(1u32, 0, false));
+        assert_eq!(m.kept::<u32>(b"k", || 0), Some(1));
+        assert_eq!(m.kept_from::<u32>(b"k", &first), Some(1));
+        assert_eq!(m.kept::<String>(b"k", || 0), None, "another type");
+        let second = m.insert(b"k", b"two", None).unwrap();
+        assert_eq!(
+            m.kept::<u32>(b"k", || 0),
+            None,
+            "a new value starts undecoded"
         );
-        m.set(b"k", b"two", None).unwrap();
-        let second = m.get_stored(b"k").unwrap().unwrap();
-        assert_eq!(second.bytes(), b"two");
-        assert_eq!(kept(&second), None, "a new value starts undecoded");
-        first.keep_decoded(Decoded::new(3u32, 0, false));
-        assert_eq!(kept(&m.get_stored(b"k").unwrap().unwrap()), None);
+        assert_eq!(
+            m.kept_from::<u32>(b"k", &first),
+            None,
+            "the old bytes are gone"
+        );
+        m.keep(b"k", &first, Decoded::new(3u32, 0, false));
+        assert_eq!(
+            m.kept::<u32>(b"k", || 0),
+            None,
+            "kept only beside its own bytes"
+        );
+        m.keep(b"k", &second, Decoded::new(2u32, 0, true));
+        assert_eq!(
+            m.kept::<u32>(b"k", || 0),
+            None,
+            "tags are checked by the caller"
+        );
+        assert_eq!(m.kept_from::<u32>(b"k", &second), Some(2));
     }
 }
