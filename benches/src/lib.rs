@@ -2,6 +2,7 @@
 //! heap-counting allocator and table output.
 
 pub mod plot;
+pub mod values;
 
 pub use logcache_workload::{Rng, key16, ops_per_sec, time};
 

@@ -305,19 +305,7 @@ impl<'de> Decoder<'de> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, CodecError> {
-        self.enter()?;
-        let mut access = Entries {
-            de: self,
-            left: len,
-        };
-        let value = visitor.visit_seq(&mut access)?;
-        if access.left != 0 {
-            return Err(self.error(format!(
-                "an array of {len} elements was read as a shorter one"
-            )));
-        }
-        self.leave();
-        Ok(value)
+        self.visit_entries(len, "an array", |access| visitor.visit_seq(access))
     }
 
     fn visit_map<V: Visitor<'de>>(
@@ -325,14 +313,26 @@ impl<'de> Decoder<'de> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, CodecError> {
+        self.visit_entries(len, "a map", |access| visitor.visit_map(access))
+    }
+
+    /// Hands the `len` entries of an array or map to `visit`, one level deeper, and checks
+    /// that it read them all (a shorter type reading a longer value is an error, not a
+    /// misread).
+    fn visit_entries<R>(
+        &mut self,
+        len: usize,
+        what: &str,
+        visit: impl FnOnce(&mut Entries<'_, 'de>) -> Result<R, CodecError>,
+    ) -> Result<R, CodecError> {
         self.enter()?;
         let mut access = Entries {
             de: self,
             left: len,
         };
-        let value = visitor.visit_map(&mut access)?;
+        let value = visit(&mut access)?;
         if access.left != 0 {
-            return Err(self.error(format!("a map of {len} entries was not read to its end")));
+            return Err(self.error(format!("{what} of {len} entries was read as a shorter one")));
         }
         self.leave();
         Ok(value)

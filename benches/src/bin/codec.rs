@@ -15,27 +15,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+use logcache_benches::values::{Labeled, Sentiment, UserDetail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct UserDetail {
-    name: String,
-    age: u8,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-enum Sentiment {
-    Positive,
-    Negative,
-    Mixed { score: u8 },
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Labeled {
-    label: String,
-    sentiment: Sentiment,
-}
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(untagged)]

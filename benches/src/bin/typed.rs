@@ -24,28 +24,9 @@ use std::hint::black_box;
 use std::sync::LazyLock;
 
 use logcache::{Cache, CacheBuilder, MemoryLimit, memoize};
+use logcache_benches::values::{Labeled, Sentiment, UserDetail};
 use logcache_benches::{Spread, ops_per_sec, time};
 use logcache_engine::{Durability, Options, Store};
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct UserDetail {
-    name: String,
-    age: u8,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-enum Sentiment {
-    Positive,
-    Negative,
-    Mixed { score: u8 },
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Labeled {
-    label: String,
-    sentiment: Sentiment,
-}
 
 /// A value type under test.
 trait Kind: logcache::Value {
