@@ -350,6 +350,24 @@ impl Shared {
         }
     }
 
+    /// The whole of a memory hit, counted: the value kept decoded in memory under the key
+    /// `write_key` writes, if there is one needing no check but its expiry. Anything else
+    /// (a miss, a value to decode, tags to check, an error) is left to [`Shared::lookup`].
+    #[inline]
+    pub(crate) fn kept_hit<T: Value>(
+        &self,
+        ns: &Namespace,
+        write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
+    ) -> Option<T> {
+        let memory = self.backend.memory_tier()?;
+        let value = with_key_buffer(|key| {
+            self.key_into(ns, write_key, key).ok()?;
+            memory.kept::<T>(key, now_ms)
+        })?;
+        ns.counts.hit();
+        Some(value)
+    }
+
     /// Looks the key `write_key` writes up for `get_or_insert_with`: a hit (counted), or what
     /// computing needs.
     #[inline]

@@ -341,6 +341,9 @@ impl Memo {
         let shared = cache.shared();
         let ns = self.namespace(shared);
         let key = |out: &mut Vec<u8>| self.write_key::<T>(instance, &args, out);
+        if let Some(v) = shared.kept_hit::<T>(ns.get(), key) {
+            return Ok(Lookup::Hit(v));
+        }
         Ok(match shared.lookup::<T>(ns.get(), key, on_failure)? {
             cache::Lookup::Hit(v) => Lookup::Hit(v),
             cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
