@@ -263,11 +263,7 @@ impl Backend for MemoryBackend {
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        let mut removed = 0;
-        for key in self.entries.keys_with_prefix(prefix) {
-            removed += u64::from(self.entries.remove(key.as_slice()).is_some());
-        }
-        Ok(removed)
+        Ok(self.entries.remove_prefix(prefix).len() as u64)
     }
 
     fn counter(&self, name: &str) -> Result<u64> {

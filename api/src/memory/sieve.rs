@@ -25,6 +25,12 @@ pub(crate) enum Key {
 const _: () = assert!(std::mem::size_of::<Key>() == INLINE_KEY + 2);
 
 impl Key {
+    /// The key of a free slot.
+    const EMPTY: Key = Key::Inline {
+        len: 0,
+        bytes: [0; INLINE_KEY],
+    };
+
     pub fn new(key: &[u8]) -> Key {
         match u8::try_from(key.len()) {
             Ok(len) if key.len() <= INLINE_KEY => {
@@ -138,10 +144,7 @@ impl<V> Shard<V> {
         let slot = &mut self.slots[i as usize];
         let (hash, weight) = (slot.hash, slot.weight);
         let value = slot.value.take().expect("a live slot holds a value");
-        slot.key = Key::Inline {
-            len: 0,
-            bytes: [0; INLINE_KEY],
-        };
+        slot.key = Key::EMPTY;
         self.weight -= weight;
         self.table
             .find_entry(hash, |&j| j == i)
@@ -206,6 +209,45 @@ impl<V> Shard<V> {
         let slots = &self.slots;
         self.table
             .insert_unique(hash, i, |&j| slots[j as usize].hash);
+    }
+
+    /// Moves the live entries to the front of `slots` in queue order (oldest first) and
+    /// rebuilds the table without tombstones: after a bulk removal, reads probe as short as
+    /// in a fresh shard and walk memory in the order entries were inserted.
+    fn compact(&mut self) {
+        let mut old = std::mem::take(&mut self.slots);
+        let live = self.table.len();
+        let mut slots = Vec::with_capacity(live);
+        let mut hand = NIL;
+        let mut i = self.oldest;
+        while i != NIL {
+            let n = u32::try_from(slots.len()).expect("fewer than 2^32 entries a shard");
+            if i == self.hand {
+                hand = n;
+            }
+            let slot = &mut old[i as usize];
+            i = slot.newer;
+            slots.push(Slot {
+                key: std::mem::replace(&mut slot.key, Key::EMPTY),
+                hash: slot.hash,
+                value: slot.value.take(),
+                weight: slot.weight,
+                visited: AtomicBool::new(slot.visited.load(Ordering::Relaxed)),
+                newer: if i == NIL { NIL } else { n + 1 },
+                older: n.checked_sub(1).unwrap_or(NIL),
+            });
+        }
+        debug_assert_eq!(slots.len(), live);
+        let last = u32::try_from(live).expect("fewer than 2^32 entries a shard");
+        (self.oldest, self.newest) = if live == 0 { (NIL, NIL) } else { (0, last - 1) };
+        self.hand = hand;
+        self.free = Vec::new();
+        self.table = HashTable::with_capacity(live);
+        for (n, slot) in (0..last).zip(&slots) {
+            self.table
+                .insert_unique(slot.hash, n, |_| unreachable!("sized for every entry"));
+        }
+        self.slots = slots;
     }
 
     #[cfg(test)]
@@ -310,21 +352,27 @@ impl<V> Sieve<V> {
         true
     }
 
-    /// The keys starting with `prefix`, at some moment.
-    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Key> {
-        let mut keys = Vec::new();
+    /// Removes every entry whose key starts with `prefix`, one shard at a time, and
+    /// compacts each shard it left at least half empty; returns the values (for the caller to drop
+    /// outside the locks).
+    pub fn remove_prefix(&self, prefix: &[u8]) -> Vec<V> {
+        let mut removed = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.read();
+            let mut shard = shard.write();
             let mut i = shard.oldest;
             while i != NIL {
                 let slot = &shard.slots[i as usize];
+                let next = slot.newer;
                 if slot.key.as_slice().starts_with(prefix) {
-                    keys.push(slot.key.clone());
+                    removed.push(shard.remove_slot(i));
                 }
-                i = slot.newer;
+                i = next;
+            }
+            if shard.free.len() >= shard.table.len() {
+                shard.compact();
             }
         }
-        keys
+        removed
     }
 
     /// Entries held.
@@ -386,19 +434,60 @@ mod tests {
         map.check();
     }
 
+    #[test]
+    fn removing_by_prefix_compacts_and_keeps_the_eviction_order() {
+        let map: Sieve<u32> = Sieve::new(10, 1);
+        let key = |i: u32| [u8::from((2..8).contains(&i)), i as u8];
+        for i in 0..10 {
+            map.insert(&key(i), i, 1);
+        }
+        // The hand passes the visited 0 and 1 (unmarking them), takes 2 and stands at 3.
+        assert_eq!(map.get_with(&key(0), |v| *v), Some(0));
+        assert_eq!(map.get_with(&key(1), |v| *v), Some(1));
+        assert_eq!(map.insert(&key(10), 10, 1).evicted, vec![2]);
+        let mut gone = map.remove_prefix(&[1]);
+        gone.sort_unstable();
+        assert_eq!(gone, vec![3, 4, 5, 6, 7]);
+        {
+            let shard = map.shards[0].read();
+            assert_eq!(shard.slots.len(), 5, "compacted to the live entries");
+            assert!(shard.free.is_empty());
+        }
+        map.check();
+        // The hand moved on to 8 and stays there: room for five more, then 8 goes, not the
+        // older (now unmarked) 0.
+        for i in 11..16 {
+            assert!(map.insert(&key(i), i, 1).evicted.is_empty());
+        }
+        assert_eq!(map.insert(&key(16), 16, 1).evicted, vec![8]);
+        assert_eq!(map.insert(&key(17), 17, 1).evicted, vec![9]);
+        map.check();
+        assert_eq!(map.remove_prefix(&[]).len(), 10);
+        assert_eq!(map.len(), 0);
+        map.check();
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u8, u8),
         Get(u8),
         Remove(u8),
+        /// Removes the keys of one group of eight.
+        RemoveGroup(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..40u8, 1..6u8).prop_map(|(k, w)| Op::Insert(k, w)),
-            (0..40u8).prop_map(Op::Get),
-            (0..40u8).prop_map(Op::Remove),
+            4 => (0..40u8, 1..6u8).prop_map(|(k, w)| Op::Insert(k, w)),
+            4 => (0..40u8).prop_map(Op::Get),
+            2 => (0..40u8).prop_map(Op::Remove),
+            1 => (0..5u8).prop_map(Op::RemoveGroup),
         ]
+    }
+
+    /// Keys in groups of eight, for removal by prefix.
+    fn key(k: u8) -> [u8; 2] {
+        [k / 8, k]
     }
 
     proptest! {
@@ -413,7 +502,7 @@ mod tests {
                 match op {
                     Op::Insert(k, w) => {
                         let value = n as u32;
-                        let inserted = map.insert(&[k], value, u64::from(w));
+                        let inserted = map.insert(&key(k), value, u64::from(w));
                         prop_assert_eq!(inserted.replaced, model.remove(&k));
                         for gone in inserted.evicted {
                             let key = model.iter().find(|(_, v)| **v == gone).map(|(k, _)| *k);
@@ -423,10 +512,19 @@ mod tests {
                         model.insert(k, value);
                     }
                     Op::Get(k) => {
-                        prop_assert_eq!(map.get_with(&[k], |v| *v), model.get(&k).copied());
+                        prop_assert_eq!(map.get_with(&key(k), |v| *v), model.get(&k).copied());
                     }
                     Op::Remove(k) => {
-                        prop_assert_eq!(map.remove(&[k]), model.remove(&k));
+                        prop_assert_eq!(map.remove(&key(k)), model.remove(&k));
+                    }
+                    Op::RemoveGroup(g) => {
+                        let mut gone = map.remove_prefix(&[g]);
+                        gone.sort_unstable();
+                        let mut expected: Vec<u32> =
+                            model.iter().filter(|(k, _)| *k / 8 == g).map(|(_, v)| *v).collect();
+                        expected.sort_unstable();
+                        model.retain(|k, _| k / 8 != g);
+                        prop_assert_eq!(gone, expected);
                     }
                 }
                 map.check();
