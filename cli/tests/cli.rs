@@ -84,16 +84,30 @@ fn verify_reports_corruption_with_segment_and_offset() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.ends_with("ok\n"), "{stdout}");
 
-    // Each `set` ran in its own process, so each wrote its own segment: damage the first.
-    let mut segments: Vec<_> = fs::read_dir(dir.path())
+    // Damage the first record of a sealed segment (after 24 bytes of header and padding):
+    // a store with small segments, written without the background thread (so no hints).
+    let sealed = tempfile::tempdir().unwrap();
+    {
+        let opts = logcache_engine::Options::default()
+            .max_segment_size(1024)
+            .auto_compaction(false);
+        let store = logcache_engine::Store::open(sealed.path(), opts).unwrap();
+        for i in 0..40 {
+            store
+                .put(format!("k{i}").as_bytes(), b"some value")
+                .unwrap();
+        }
+    }
+    let d = path(sealed.path());
+    let mut segments: Vec<_> = fs::read_dir(sealed.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "data"))
         .collect();
     segments.sort();
+    assert!(segments.len() > 1, "{segments:?}");
     let mut bytes = fs::read(&segments[0]).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    bytes[24 + 30] ^= 0xff;
     fs::write(&segments[0], &bytes).unwrap();
     let name = segments[0]
         .file_stem()
@@ -104,7 +118,7 @@ fn verify_reports_corruption_with_segment_and_offset() {
     let (code, stdout, _) = run(&["verify", d]);
     assert_eq!(code, 1, "{stdout}");
     assert!(
-        stdout.contains(&format!("{name}.data offset 20: checksum mismatch")),
+        stdout.contains(&format!("{name}.data offset 24: checksum mismatch")),
         "{stdout}"
     );
     let (code, _, stderr) = run(&["stats", d]);
@@ -184,13 +198,12 @@ fn compact_reclaims_and_reports() {
     }
     let (code, stdout, _) = run(&["compact", d]);
     assert_eq!(code, 0);
-    // Each `set` wrote its own segment; the nine older ones hold only overwritten values and
-    // go, the newest (all live) stays as it is.
+    // Every `set` appended to the same segment: compacting seals it and keeps the last value.
     assert!(
-        stdout.starts_with("compacted 9 segments into 0"),
+        stdout.starts_with("compacted 1 segments into 1"),
         "{stdout}"
     );
-    assert!(stdout.contains("0 records kept, 9 dropped"), "{stdout}");
+    assert!(stdout.contains("1 records kept, 9 dropped"), "{stdout}");
     let (_, stats, _) = run(&["stats", d]);
     assert!(
         stats.contains("segments      1") && stats.contains("dead bytes    0"),

@@ -25,10 +25,11 @@ impl BatchOp {
         }
     }
 
+    /// Bytes the operation's record takes in a segment, padding included.
     pub fn encoded_len(&self) -> usize {
         match self {
-            BatchOp::Put { key, value, .. } => record::encoded_len(key.len(), value.len()),
-            BatchOp::Delete { key } => record::encoded_len(key.len(), 0),
+            BatchOp::Put { key, value, .. } => record::padded_len(key.len(), value.len()),
+            BatchOp::Delete { key } => record::padded_len(key.len(), 0),
         }
     }
 }

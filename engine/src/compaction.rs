@@ -22,7 +22,8 @@ use crate::hint::{self, HintBuilder, HintEntry};
 use crate::keydir::Location;
 use crate::pacer::Pacer;
 use crate::record::{self, FLAG_TOMBSTONE};
-use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
+use crate::scan::Records;
+use crate::segment::{self, FORMAT_VERSION, FileKind, Segment};
 use crate::store::Inner;
 
 /// What one compaction did.
@@ -88,7 +89,8 @@ impl Output {
             .create_new(true)
             .open(&temp)
             .context("creating a compaction output", &temp)?;
-        let header = segment::encode_header(id, FileKind::Data);
+        let mut header = segment::encode_header(id, FileKind::Data).to_vec();
+        header.resize(segment::data_start(FORMAT_VERSION), 0);
         if let Err(e) = file.write_all(&header) {
             let _ = fs::remove_file(&temp);
             return Err(Error::io("writing a compaction output", &temp, e));
@@ -98,8 +100,8 @@ impl Output {
             temp,
             file,
             buf: Vec::with_capacity(OUTPUT_BUFFER),
-            len: SEGMENT_HEADER_LEN as u64,
-            hint: HintBuilder::new(id),
+            len: header.len() as u64,
+            hint: HintBuilder::new(id, FORMAT_VERSION),
             moved: Vec::new(),
             tombstone_bytes: 0,
             unsynced: 0,
@@ -111,7 +113,7 @@ impl Output {
     fn push(&mut self, flags: u8, expires_at: u64, key: &[u8], value: &[u8]) -> Result<Location> {
         let offset = self.len;
         record::encode_into(&mut self.buf, flags, expires_at, key, value);
-        let len = record::encoded_len(key.len(), value.len()) as u32;
+        let len = record::padded_len(key.len(), value.len()) as u32;
         self.len += u64::from(len);
         let tombstone = flags & FLAG_TOMBSTONE != 0;
         self.hint.push(&HintEntry {
@@ -175,7 +177,9 @@ impl Output {
         let path = segment::path(dir, self.id);
         fs::rename(&self.temp, &path).context("renaming a compaction output", &self.temp)?;
         segment::sync_dir(dir)?;
-        let seg = Segment::sealed(self.id, path, self.file, self.len)?;
+        drop(self.file);
+        let seg = Segment::open(dir, self.id, false)?;
+        seg.set_end(self.len);
         // The data is durable; a hint that fails to be written only makes the next open slower.
         let hint = self.hint.finish(self.len);
         seg.set_has_hint(hint::write(dir, self.id, &hint).is_ok());
@@ -216,33 +220,26 @@ pub(crate) fn compact(
         (next_id, oldest_outside)
     };
     let now = now_ms();
-    let total: u64 = inputs.iter().map(|s| s.file_len()).sum();
+    let total: u64 = inputs.iter().map(|s| s.end()).sum();
     let mut out: Option<Output> = None;
     let mut pacer = Pacer::new(inner.commit.syncs());
     let mut expired: Vec<(Box<[u8]>, Location)> = Vec::new();
     let result = (|| -> Result<()> {
         for seg in inputs {
             progress(stats.bytes_read, total);
-            let len = seg.file_len();
-            stats.bytes_read += len;
-            let bytes = seg.read(0, len as usize)?;
-            let mut offset = SEGMENT_HEADER_LEN;
-            while offset < bytes.len() {
+            let bytes = seg.read(0, seg.end() as usize)?;
+            stats.bytes_read += bytes.len() as u64;
+            let mut walk = Records::new(bytes, seg.version());
+            for (offset, rec) in walk.by_ref() {
                 if inner.is_closing() {
                     return Err(Error::Closed);
                 }
-                let rec = record::decode(&bytes[offset..]).map_err(|e| Error::Corrupt {
-                    segment: seg.id(),
-                    offset: offset as u64,
-                    reason: e.reason(),
-                })?;
                 let from = Location {
                     segment: seg.id(),
                     offset: offset as u32,
-                    len: rec.encoded_len() as u32,
+                    len: record::span(rec.encoded_len(), seg.version()) as u32,
                     expires_at: rec.expires_at,
                 };
-                offset += rec.encoded_len();
                 let current = inner.keydir.read().get(rec.key);
                 let is_current =
                     current.is_some_and(|l| l.segment == from.segment && l.offset == from.offset);
@@ -290,6 +287,13 @@ pub(crate) fn compact(
                     stats.segments_out += 1;
                 }
             }
+            if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
+                return Err(Error::Corrupt {
+                    segment: seg.id(),
+                    offset,
+                    reason,
+                });
+            }
         }
         if let Some(done) = out.take() {
             stats.bytes_written += install(inner, done)?;
@@ -330,7 +334,7 @@ fn new_output(inner: &Inner, next_id: &mut u64, floor: u64) -> Result<Output> {
 /// holds, unless a newer write moved a key meanwhile. Returns the output's size.
 fn install(inner: &Inner, output: Output) -> Result<u64> {
     let (seg, moved, tombstone_bytes) = output.finish(&inner.dir)?;
-    let (id, len) = (seg.id(), seg.file_len());
+    let (id, len) = (seg.id(), seg.end());
     inner.segments.write().insert(id, Arc::new(seg));
     // Swap in chunks so readers never wait long for the index.
     for chunk in moved.chunks(4096) {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::keydir::Location;
 use crate::record;
-use crate::segment::{self, SEGMENT_HEADER_LEN, Segment};
+use crate::scan::Records;
+use crate::segment::{self, Segment};
 use crate::store::Inner;
 
 /// Evicts oldest sealed segments while the store is over `limit` bytes; returns how many keys
@@ -20,7 +21,7 @@ pub(crate) fn evict_to_limit(inner: &Inner, limit: u64) -> Result<u64> {
     loop {
         let (total, oldest) = {
             let segments = inner.segments.read();
-            let total: u64 = segments.values().map(|s| s.file_len()).sum();
+            let total: u64 = segments.values().map(|s| s.disk_len()).sum();
             (total, segments.values().next().cloned())
         };
         let Some(oldest) = oldest.filter(|s| s.is_sealed()) else {
@@ -35,31 +36,30 @@ pub(crate) fn evict_to_limit(inner: &Inner, limit: u64) -> Result<u64> {
 
 /// Removes one (the oldest) segment and every key whose newest record it holds.
 fn evict_segment(inner: &Inner, seg: &Arc<Segment>) -> Result<u64> {
-    let len = seg.file_len();
-    let bytes = seg.read(0, len as usize)?;
     let mut doomed: Vec<(Box<[u8]>, Location)> = Vec::new();
-    let mut offset = SEGMENT_HEADER_LEN;
     {
         let keydir = inner.keydir.read();
-        while offset < bytes.len() {
-            let rec = record::decode(&bytes[offset..]).map_err(|e| Error::Corrupt {
-                segment: seg.id(),
-                offset: offset as u64,
-                reason: e.reason(),
-            })?;
+        let mut walk = Records::new(seg.read(0, seg.end() as usize)?, seg.version());
+        for (offset, rec) in walk.by_ref() {
             if keydir
                 .get(rec.key)
-                .is_some_and(|l| l.segment == seg.id() && l.offset as usize == offset)
+                .is_some_and(|l| l.segment == seg.id() && u64::from(l.offset) == offset)
             {
                 let at = Location {
                     segment: seg.id(),
                     offset: offset as u32,
-                    len: rec.encoded_len() as u32,
+                    len: record::span(rec.encoded_len(), seg.version()) as u32,
                     expires_at: rec.expires_at,
                 };
                 doomed.push((rec.key.into(), at));
             }
-            offset += rec.encoded_len();
+        }
+        if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
+            return Err(Error::Corrupt {
+                segment: seg.id(),
+                offset,
+                reason,
+            });
         }
     }
     {

@@ -1,17 +1,17 @@
-//! Fault injection for tests (feature `fault-injection`): make the next write, fsync or reads
-//! of segment files fail, as a failing disk would. The switches are process-wide, so tests
+//! Fault injection for tests (feature `fault-injection`): make the next segment creation, fsync
+//! or reads of segment files fail, as a failing disk would. The switches are process-wide, so tests
 //! that use them run one at a time.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static SHORT_WRITE: AtomicBool = AtomicBool::new(false);
+static FAIL_ALLOCATE: AtomicBool = AtomicBool::new(false);
 static FAIL_SYNC: AtomicBool = AtomicBool::new(false);
 static FAIL_READS: AtomicBool = AtomicBool::new(false);
 
-/// The next append to a segment writes half its bytes, then fails with EIO.
-pub fn short_next_write() {
-    SHORT_WRITE.store(true, Ordering::SeqCst);
+/// The next segment file created finds the disk full (ENOSPC) when reserving its space.
+pub fn fail_next_allocation() {
+    FAIL_ALLOCATE.store(true, Ordering::SeqCst);
 }
 
 /// The next fdatasync of a segment fails with EIO.
@@ -26,7 +26,7 @@ pub fn fail_reads(on: bool) {
 
 /// Turns every fault off.
 pub fn clear() {
-    SHORT_WRITE.store(false, Ordering::SeqCst);
+    FAIL_ALLOCATE.store(false, Ordering::SeqCst);
     FAIL_SYNC.store(false, Ordering::SeqCst);
     FAIL_READS.store(false, Ordering::SeqCst);
 }
@@ -35,11 +35,12 @@ fn eio() -> io::Error {
     io::Error::from_raw_os_error(5)
 }
 
-/// For an append of `len` bytes: how many to write before failing, if it should fail.
-pub(crate) fn on_write(len: usize) -> Option<(usize, io::Error)> {
-    SHORT_WRITE
-        .swap(false, Ordering::SeqCst)
-        .then(|| (len / 2, eio()))
+pub(crate) fn on_allocate() -> io::Result<()> {
+    if FAIL_ALLOCATE.swap(false, Ordering::SeqCst) {
+        Err(io::Error::from(io::ErrorKind::StorageFull))
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn on_sync() -> io::Result<()> {

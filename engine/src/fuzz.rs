@@ -11,7 +11,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use crate::hint;
 use crate::record;
-use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN};
+use crate::segment::{self, FileKind};
 use crate::{Durability, Error, Options, Store, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -216,14 +216,14 @@ pub fn crash_recovery(data: &[u8]) {
                     store.write_batch(&batch).expect("batch");
                 }
             }
-            let end = newest_segment(dir.path()).map_or((0, 0), |(_, id, len)| (id, len));
+            let end = store.log_position();
             ends.push(end);
             if i + 1 == synced {
                 store.sync().expect("sync");
                 synced_end = end;
             }
         }
-        // With `Durability::Flush` every write is already in the file: dropping the store
+        // Every write is already in the file (the segment's shared map): dropping the store
         // leaves the same bytes a killed process would.
         drop(store);
     }
@@ -234,7 +234,7 @@ pub fn crash_recovery(data: &[u8]) {
     let floor = if synced_end.0 == newest {
         synced_end.1
     } else {
-        SEGMENT_HEADER_LEN as u64
+        segment::data_start(segment::FORMAT_VERSION) as u64
     };
     let cut = u.int_in_range(floor..=len).unwrap_or(len);
     let original = fs::read(&path).expect("read segment");
@@ -312,7 +312,7 @@ pub fn hint_decode(data: &[u8]) {
         truth
     };
     let (path, id, len) = newest_segment(dir.path()).expect("a segment");
-    let _ = hint::load(data, id, len, |_| ());
+    let _ = hint::load(data, id, segment::FORMAT_VERSION, len, |_| ());
     fs::write(path.with_extension("hint"), data).expect("write hint");
     let store = match Store::open(dir.path(), Options::default().auto_compaction(false)) {
         Ok(store) => store,

@@ -103,13 +103,13 @@ mod tests {
         RwLock<BTreeMap<u64, Arc<crate::segment::Segment>>>,
     ) {
         let opts = Options::default().durability(Durability::Flush);
-        let mut writer = Writer::new(dir.to_path_buf(), &opts, 1);
+        let mut writer = Writer::new(dir.to_path_buf(), &opts, None, 1 << 20);
         let segments = RwLock::new(BTreeMap::new());
         for i in 0..n {
             let key = i.to_le_bytes();
             writer
-                .append(record::encoded_len(8, 3), &segments, |buf| {
-                    record::encode_into(buf, 0, 0, &key, b"abc")
+                .append(record::padded_len(8, 3), &segments, |buf| {
+                    record::encode_to(buf, 0, 0, &key, b"abc")
                 })
                 .unwrap();
         }
@@ -144,8 +144,8 @@ mod tests {
         let key = 99u64.to_le_bytes();
         let more = writer
             .lock()
-            .append(record::encoded_len(8, 3), &segments, |buf| {
-                record::encode_into(buf, 0, 0, &key, b"abc")
+            .append(record::padded_len(8, 3), &segments, |buf| {
+                record::encode_to(buf, 0, 0, &key, b"abc")
             })
             .unwrap();
         assert!(more.offset > 0);

@@ -4,11 +4,11 @@
 //! ```text
 //! header (20 bytes, magic LCHNT, kind 2, the segment's id)
 //! entry*  : flags u8 | expires_at u64 | offset u32 | len u32 | key_len u32 | key
-//! footer  : entry count u64 | segment length u64 | crc32 of every byte before it
+//! footer  : entry count u64 | end of the segment's records u64 | crc32 of every byte before it
 //! ```
-//! A hint is used only if it is whole, its CRC matches, every entry lies inside the segment,
-//! and the segment file still has the length the hint was made for. Otherwise open scans the
-//! segment instead.
+//! A hint is used only if it is whole, its CRC matches, it has its segment's format version,
+//! every entry lies inside the segment's records, and the records end inside the file (for
+//! format version 1: exactly where the file ends). Otherwise open walks the segment instead.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -16,7 +16,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::record::{self, FLAG_TOMBSTONE, MAX_KEY_LEN, RECORD_HEADER_LEN};
-use crate::recovery::scan_records;
+use crate::scan::Records;
 use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
 
 const ENTRY_HEADER_LEN: usize = 21;
@@ -40,10 +40,10 @@ pub(crate) struct HintBuilder {
 }
 
 impl HintBuilder {
-    /// An empty hint for segment `id`.
-    pub fn new(id: u64) -> HintBuilder {
+    /// An empty hint for segment `id`, of the segment's format `version`.
+    pub fn new(id: u64, version: u16) -> HintBuilder {
         HintBuilder {
-            buf: segment::encode_header(id, FileKind::Hint).to_vec(),
+            buf: segment::encode_header_of_version(id, FileKind::Hint, version).to_vec(),
             count: 0,
         }
     }
@@ -60,10 +60,10 @@ impl HintBuilder {
         self.count += 1;
     }
 
-    /// The finished file contents for a segment of `segment_len` bytes.
-    pub fn finish(mut self, segment_len: u64) -> Vec<u8> {
+    /// The finished file contents for a segment whose records end at `end`.
+    pub fn finish(mut self, end: u64) -> Vec<u8> {
         self.buf.extend_from_slice(&self.count.to_le_bytes());
-        self.buf.extend_from_slice(&segment_len.to_le_bytes());
+        self.buf.extend_from_slice(&end.to_le_bytes());
         let crc = crc32fast::hash(&self.buf);
         self.buf.extend_from_slice(&crc.to_le_bytes());
         self.buf
@@ -85,28 +85,28 @@ pub(crate) fn write(dir: &Path, id: u64, contents: &[u8]) -> Result<()> {
     segment::sync_dir(dir)
 }
 
-/// Writes the hint file of a sealed segment by scanning its records.
+/// Writes the hint file of a sealed segment by walking its records.
 pub(crate) fn write_for_segment(dir: &Path, seg: &Segment) -> Result<()> {
-    let len = seg.file_len();
-    let bytes = seg.read(0, len as usize)?;
-    let mut hint = HintBuilder::new(seg.id());
-    let end = scan_records(&bytes, |offset, rec| {
+    let bytes = seg.read(0, seg.end() as usize)?;
+    let mut hint = HintBuilder::new(seg.id(), seg.version());
+    let mut walk = Records::new(bytes, seg.version());
+    for (offset, rec) in walk.by_ref() {
         hint.push(&HintEntry {
             tombstone: rec.is_tombstone(),
             expires_at: rec.expires_at,
             offset: offset as u32,
-            len: rec.encoded_len() as u32,
+            len: record::span(rec.encoded_len(), seg.version()) as u32,
             key: rec.key,
-        })
-    });
-    if let Some((offset, reason)) = end.invalid {
+        });
+    }
+    if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
         return Err(Error::Corrupt {
             segment: seg.id(),
             offset,
             reason,
         });
     }
-    write(dir, seg.id(), &hint.finish(len))
+    write(dir, seg.id(), &hint.finish(bytes.len() as u64))
 }
 
 /// The entry count a hint file's footer claims, unverified: a sizing hint for the index.
@@ -131,9 +131,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Parses the entry at `at`; `None` if it is malformed or outside a segment of
-/// `segment_len` bytes.
-fn entry_at(bytes: &[u8], at: usize, segment_len: u64) -> Option<(HintEntry<'_>, usize)> {
+/// Parses the entry at `at`; `None` if it is malformed or outside records ending at `end`.
+fn entry_at(bytes: &[u8], at: usize, end: u64) -> Option<(HintEntry<'_>, usize)> {
     let head = bytes.get(at..at.checked_add(ENTRY_HEADER_LEN)?)?;
     let flags = head[0];
     let key_len = u32_at(head, 17) as usize;
@@ -151,30 +150,50 @@ fn entry_at(bytes: &[u8], at: usize, segment_len: u64) -> Option<(HintEntry<'_>,
     };
     let min_len = RECORD_HEADER_LEN + key_len;
     let fits = u64::from(e.offset) >= SEGMENT_HEADER_LEN as u64
-        && u64::from(e.offset) + u64::from(e.len) <= segment_len
+        && u64::from(e.offset) + u64::from(e.len) <= end
         && (e.len as usize) >= min_len
-        && (!e.tombstone || e.len as usize == record::encoded_len(key_len, 0));
+        && (!e.tombstone || e.len as usize <= record::padded_len(key_len, 0));
     fits.then_some((e, key_start + key_len))
 }
 
-/// Validates the hint file `bytes` of segment `id`, whose data file is `segment_len` bytes,
-/// and then visits its entries in order. Nothing is visited unless the whole hint is valid;
-/// the error says why it was not.
+/// What a valid hint says of its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// Entries visited.
+    pub records: u64,
+    /// Where the segment's records end.
+    pub end: u64,
+}
+
+/// Validates the hint file `bytes` of segment `id` (of format `version`, its file `file_len`
+/// bytes long), then visits its entries in order. Nothing is visited unless the whole hint is
+/// valid; the error says why it was not.
 pub(crate) fn load<'a>(
     bytes: &'a [u8],
     id: u64,
-    segment_len: u64,
+    version: u16,
+    file_len: u64,
     mut visit: impl FnMut(HintEntry<'a>),
-) -> Result<u64, &'static str> {
+) -> Result<Loaded, &'static str> {
     if bytes.len() < SEGMENT_HEADER_LEN + FOOTER_LEN {
         return Err("hint cut short");
     }
-    segment::check_header(bytes, id, FileKind::Hint).map_err(|_| "bad hint header")?;
+    let hint_version =
+        segment::check_header(bytes, id, FileKind::Hint).map_err(|_| "bad hint header")?;
+    if hint_version != version {
+        return Err("hint of another format version than its segment");
+    }
     let footer = bytes.len() - FOOTER_LEN;
     if crc32fast::hash(&bytes[..footer + 16]) != u32_at(bytes, footer + 16) {
         return Err("hint checksum mismatch");
     }
-    if u64_at(bytes, footer + 8) != segment_len {
+    let end = u64_at(bytes, footer + 8);
+    let fits = if version == 1 {
+        end == file_len
+    } else {
+        end <= file_len && end >= segment::data_start(version) as u64
+    };
+    if !fits {
         return Err("segment length differs from the hint's");
     }
     let count = u64_at(bytes, footer);
@@ -183,7 +202,7 @@ pub(crate) fn load<'a>(
     let mut seen = 0u64;
     let mut prev_end = SEGMENT_HEADER_LEN as u64;
     while at < footer {
-        let (e, next) = entry_at(entries, at, segment_len).ok_or("malformed hint entry")?;
+        let (e, next) = entry_at(entries, at, end).ok_or("malformed hint entry")?;
         if u64::from(e.offset) < prev_end {
             return Err("hint entries overlap");
         }
@@ -196,11 +215,14 @@ pub(crate) fn load<'a>(
     }
     let mut at = SEGMENT_HEADER_LEN;
     while at < footer {
-        let (e, next) = entry_at(entries, at, segment_len).expect("validated above");
+        let (e, next) = entry_at(entries, at, end).expect("validated above");
         visit(e);
         at = next;
     }
-    Ok(count)
+    Ok(Loaded {
+        records: count,
+        end,
+    })
 }
 
 #[cfg(test)]
@@ -231,7 +253,7 @@ mod tests {
                 key: b"",
             },
         ];
-        let mut b = HintBuilder::new(3);
+        let mut b = HintBuilder::new(3, 2);
         for e in &entries {
             b.push(e);
         }
@@ -240,7 +262,7 @@ mod tests {
 
     fn loaded(bytes: &[u8], segment_len: u64) -> Result<Vec<HintEntry<'_>>, &'static str> {
         let mut out = Vec::new();
-        load(bytes, 3, segment_len, |e| out.push(e)).map(|_| out)
+        load(bytes, 3, 2, segment_len, |e| out.push(e)).map(|_| out)
     }
 
     #[test]
@@ -253,8 +275,17 @@ mod tests {
     fn a_hint_for_another_segment_length_is_refused() {
         let (bytes, _) = sample();
         assert_eq!(
-            loaded(&bytes, 116),
-            Err("segment length differs from the hint's")
+            loaded(&bytes, 114),
+            Err("segment length differs from the hint's"),
+            "records that would end past the file"
+        );
+        assert!(
+            loaded(&bytes, 4096).is_ok(),
+            "a version 2 file is longer than its records"
+        );
+        assert_eq!(
+            load(&bytes, 3, 1, 115, |_| {}),
+            Err("hint of another format version than its segment")
         );
     }
 
@@ -264,7 +295,7 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut visited = 0;
             assert!(
-                load(&bytes[..cut], 3, 115, |_| visited += 1).is_err(),
+                load(&bytes[..cut], 3, 2, 115, |_| visited += 1).is_err(),
                 "cut {cut}"
             );
             assert_eq!(visited, 0);
@@ -274,7 +305,7 @@ mod tests {
             bad[at] ^= 0x04;
             let mut visited = 0;
             assert!(
-                load(&bad, 3, 115, |_| visited += 1).is_err(),
+                load(&bad, 3, 2, 115, |_| visited += 1).is_err(),
                 "flip at {at}"
             );
             assert_eq!(visited, 0);
@@ -283,7 +314,7 @@ mod tests {
 
     #[test]
     fn entries_outside_the_segment_are_refused_even_with_a_valid_checksum() {
-        let mut b = HintBuilder::new(3);
+        let mut b = HintBuilder::new(3, 2);
         b.push(&HintEntry {
             tombstone: false,
             expires_at: 0,
@@ -292,7 +323,7 @@ mod tests {
             key: b"k",
         });
         assert_eq!(loaded(&b.finish(115), 115), Err("malformed hint entry"));
-        let mut b = HintBuilder::new(3);
+        let mut b = HintBuilder::new(3, 2);
         b.push(&HintEntry {
             tombstone: false,
             expires_at: 0,

@@ -39,6 +39,7 @@ mod options;
 mod pacer;
 mod record;
 mod recovery;
+mod scan;
 mod segment;
 mod store;
 mod verify;

@@ -4,16 +4,19 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN};
+use crate::segment::MAX_SEGMENT_LEN;
+
+/// The smallest segment size accepted.
+const MIN_SEGMENT_LEN: u64 = 64;
 
 /// When a write is handed to the operating system and to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Writes wait in an in-process buffer until it fills, or until `flush`, `sync`, rotation
-    /// or close. Fastest; a process crash loses the buffered writes (never more than a suffix).
+    /// The same as [`Durability::Flush`]: every write goes straight into the segment's shared
+    /// map, so there is nothing to buffer. Kept for the programs that name it.
     None,
-    /// Every write is handed to the OS before it returns: it survives a crash of the process,
-    /// not of the machine.
+    /// Every write is in the OS's page cache (the segment's shared map) before it returns: it
+    /// survives a crash of the process, not of the machine.
     #[default]
     Flush,
     /// Every write is on disk (fdatasync) before it returns. Concurrent writers share one
@@ -24,8 +27,9 @@ pub enum Durability {
 /// Options for [`Store::open`](crate::Store::open).
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The active segment is sealed and a new one started once it would grow past this many
-    /// bytes. A single record or batch larger than this gets a segment of its own.
+    /// Size of a segment file: each is created (and its disk space reserved) at this size, and
+    /// a new one started when the next write does not fit. A single record or batch larger
+    /// than this gets a segment of its own, as large as it needs. At most 1 GiB.
     pub max_segment_size: u64,
     /// Largest accepted key, in bytes.
     pub max_key_size: usize,
@@ -33,8 +37,6 @@ pub struct Options {
     pub max_value_size: usize,
     /// When writes reach the OS and the disk.
     pub durability: Durability,
-    /// Size of the in-process write buffer used with [`Durability::None`].
-    pub write_buffer_size: usize,
     /// Compact automatically in a background thread (and write hint files for sealed
     /// segments). [`Store::compact`](crate::Store::compact) works either way.
     pub auto_compaction: bool,
@@ -61,7 +63,6 @@ impl Default for Options {
             max_key_size: 64 << 10,
             max_value_size: 64 << 20,
             durability: Durability::default(),
-            write_buffer_size: 256 << 10,
             auto_compaction: true,
             compaction_dead_ratio: 0.5,
             compaction_dead_bytes: 256 << 20,
@@ -129,12 +130,9 @@ impl Options {
     /// Checks that the options are within what the format can address.
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidOptions(msg));
-        if self.max_segment_size <= SEGMENT_HEADER_LEN as u64
-            || self.max_segment_size > MAX_SEGMENT_LEN
-        {
+        if self.max_segment_size < MIN_SEGMENT_LEN || self.max_segment_size > MAX_SEGMENT_LEN {
             return bad(format!(
-                "max_segment_size must be in {}..={MAX_SEGMENT_LEN}, got {}",
-                SEGMENT_HEADER_LEN + 1,
+                "max_segment_size must be in {MIN_SEGMENT_LEN}..={MAX_SEGMENT_LEN}, got {}",
                 self.max_segment_size
             ));
         }

@@ -10,8 +10,9 @@
 pub(crate) const RECORD_HEADER_LEN: usize = 21;
 /// Format limit on key length; `Options::max_key_size` may not exceed it.
 pub const MAX_KEY_LEN: usize = 1 << 20;
-/// Format limit on value length; `Options::max_value_size` may not exceed it.
-pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// Format limit on value length (a record with the longest key and value fits in a segment);
+/// `Options::max_value_size` may not exceed it.
+pub const MAX_VALUE_LEN: usize = (1 << 30) - (2 << 20);
 
 /// The record deletes its key; its value is empty.
 pub(crate) const FLAG_TOMBSTONE: u8 = 1;
@@ -70,20 +71,60 @@ pub(crate) fn encoded_len(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_LEN + key_len + value_len
 }
 
-/// Appends one encoded record to `out`.
+/// Records of format version 2 start at multiples of this many bytes; the bytes between one
+/// record's end and the next record are zero.
+pub(crate) const ALIGN: usize = 8;
+
+/// Bytes a record of `encoded_len` bytes spans in a segment of format `version`: padded to
+/// [`ALIGN`] in version 2, packed in version 1.
+pub(crate) fn span(encoded_len: usize, version: u16) -> usize {
+    if version == 1 {
+        encoded_len
+    } else {
+        aligned(encoded_len)
+    }
+}
+
+/// `len` rounded up to a multiple of [`ALIGN`].
+pub(crate) const fn aligned(len: usize) -> usize {
+    (len + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Bytes a record with these key and value lengths takes in a version 2 segment, padding
+/// included.
+pub(crate) fn padded_len(key_len: usize, value_len: usize) -> usize {
+    aligned(encoded_len(key_len, value_len))
+}
+
+/// Whether `header` (the bytes where a record would start) is all zeros: the end of the
+/// records of a version 2 segment. No valid record starts with a zero header (its checksum
+/// would not match).
+pub(crate) fn is_end(header: &[u8]) -> bool {
+    header.iter().all(|&b| b == 0)
+}
+
+/// Appends one encoded record to `out`, padded with zeros to a multiple of [`ALIGN`].
 pub(crate) fn encode_into(out: &mut Vec<u8>, flags: u8, expires_at: u64, key: &[u8], value: &[u8]) {
-    debug_assert!(key.len() <= MAX_KEY_LEN && value.len() <= MAX_VALUE_LEN);
     let start = out.len();
-    out.reserve(encoded_len(key.len(), value.len()));
-    out.extend_from_slice(&[0; 4]);
-    out.push(flags);
-    out.extend_from_slice(&expires_at.to_le_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + padded_len(key.len(), value.len()), 0);
+    encode_to(&mut out[start..], flags, expires_at, key, value);
+}
+
+/// Writes one encoded record at the start of `out` and zeros the padding after it, up to
+/// [`padded_len`] bytes; `out` must be at least that long.
+pub(crate) fn encode_to(out: &mut [u8], flags: u8, expires_at: u64, key: &[u8], value: &[u8]) {
+    debug_assert!(key.len() <= MAX_KEY_LEN && value.len() <= MAX_VALUE_LEN);
+    let len = encoded_len(key.len(), value.len());
+    let out = &mut out[..aligned(len)];
+    out[4] = flags;
+    out[5..13].copy_from_slice(&expires_at.to_le_bytes());
+    out[13..17].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    out[17..21].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    out[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key.len()].copy_from_slice(key);
+    out[RECORD_HEADER_LEN + key.len()..len].copy_from_slice(value);
+    out[len..].fill(0);
+    let crc = crc32fast::hash(&out[4..len]);
+    out[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {
@@ -105,7 +146,8 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     let expires_at = u64_at(buf, 5);
     let key_len = u32_at(buf, 13) as usize;
     let value_len = u32_at(buf, 17) as usize;
-    if key_len > MAX_KEY_LEN || value_len > MAX_VALUE_LEN {
+    // Version 1 allowed values up to 1 GiB; they are still read.
+    if key_len > MAX_KEY_LEN || value_len > 1 << 30 {
         return Err(DecodeError::Invalid("length beyond the format limit"));
     }
     let total = encoded_len(key_len, value_len);
@@ -143,13 +185,20 @@ mod tests {
     #[test]
     fn round_trip() {
         let buf = encoded(0, 42, b"key", b"value");
-        assert_eq!(buf.len(), encoded_len(3, 5));
+        assert_eq!(buf.len(), padded_len(3, 5));
+        assert_eq!(buf.len() % ALIGN, 0);
+        assert!(
+            buf[encoded_len(3, 5)..].iter().all(|&b| b == 0),
+            "zero padding"
+        );
         let rec = decode(&buf).unwrap();
         assert_eq!(rec.key, b"key");
         assert_eq!(rec.value, b"value");
         assert_eq!(rec.expires_at, 42);
         assert!(!rec.is_tombstone());
-        assert_eq!(rec.encoded_len(), buf.len());
+        assert_eq!(rec.encoded_len(), encoded_len(3, 5));
+        assert!(!is_end(&buf[..RECORD_HEADER_LEN]));
+        assert!(is_end(&[0; RECORD_HEADER_LEN]));
     }
 
     #[test]
@@ -165,7 +214,7 @@ mod tests {
     #[test]
     fn every_truncation_is_detected() {
         let buf = encoded(0, 0, b"key", b"some value");
-        for cut in 0..buf.len() {
+        for cut in 0..encoded_len(3, 10) {
             assert_eq!(
                 decode(&buf[..cut]),
                 Err(DecodeError::Truncated),
@@ -177,7 +226,7 @@ mod tests {
     #[test]
     fn every_bit_flip_is_detected() {
         let buf = encoded(0, 7, b"key", b"some value");
-        for byte in 0..buf.len() {
+        for byte in 0..encoded_len(3, 10) {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;

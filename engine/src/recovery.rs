@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::hint;
 use crate::keydir::{KeyDir, Location};
-use crate::record::{self, Record};
+use crate::record;
+use crate::scan::{Records, ScanEnd};
 use crate::segment::{
-    self, FileKind, MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment, WRITER_ID_STRIDE, next_writer_id,
+    self, FORMAT_VERSION, FileKind, SEGMENT_HEADER_LEN, Segment, WRITER_ID_STRIDE, next_writer_id,
 };
 
 /// What opening the store found and repaired.
@@ -51,51 +52,12 @@ pub struct TornTail {
 pub(crate) struct Recovered {
     /// Sealed segments, ascending by id.
     pub segments: Vec<Segment>,
+    /// The newest segment, if the writer can go on appending to it.
+    pub active: Option<Segment>,
     pub keydir: KeyDir,
     /// The id for the next segment created.
     pub next_segment_id: u64,
     pub report: RecoveryReport,
-}
-
-/// Where a scan of a segment's records stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ScanEnd {
-    /// End of the last complete record (or complete batch).
-    pub valid_len: u64,
-    /// Offset and reason of the first invalid record, if the scan did not reach the end.
-    pub invalid: Option<(u64, &'static str)>,
-}
-
-/// Visits every valid record of a segment's bytes in order. The records of a batch are visited
-/// only once the batch is complete. Stops at the first invalid record.
-pub(crate) fn scan_records<'a>(bytes: &'a [u8], mut visit: impl FnMut(u64, Record<'a>)) -> ScanEnd {
-    let mut offset = SEGMENT_HEADER_LEN;
-    let mut committed = offset;
-    let mut batch: Vec<(u64, Record<'a>)> = Vec::new();
-    while offset < bytes.len() {
-        match record::decode(&bytes[offset..]) {
-            Ok(rec) => {
-                batch.push((offset as u64, rec));
-                offset += rec.encoded_len();
-                if !rec.batch_continues() {
-                    for (at, rec) in batch.drain(..) {
-                        visit(at, rec);
-                    }
-                    committed = offset;
-                }
-            }
-            Err(e) => {
-                return ScanEnd {
-                    valid_len: committed as u64,
-                    invalid: Some((offset as u64, e.reason())),
-                };
-            }
-        }
-    }
-    ScanEnd {
-        valid_len: committed as u64,
-        invalid: (!batch.is_empty()).then_some((committed as u64, "batch without its last record")),
-    }
 }
 
 /// The files of ours found in a store directory.
@@ -143,57 +105,58 @@ fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
 }
 
 /// Whether the newest segment file is what a crash during its creation leaves: no complete,
-/// valid header (the header is synced before any record is appended).
+/// valid header (the header is synced before any record is appended), either because the file
+/// is shorter than a header or because the header is still the zeros it was reserved with.
 fn is_torn_creation(path: &Path, id: u64) -> Result<bool> {
-    let bytes = fs::read(path).context("reading the header of", path)?;
-    Ok(bytes.len() <= SEGMENT_HEADER_LEN
-        && segment::check_header(&bytes, id, FileKind::Data).is_err())
+    use std::io::Read;
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    File::open(path)
+        .and_then(|f| f.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut header))
+        .context("reading the header of", path)?;
+    let unwritten = header.len() < SEGMENT_HEADER_LEN || record::is_end(&header);
+    Ok(unwritten && segment::check_header(&header, id, FileKind::Data).is_err())
+}
+
+/// Cuts version 1 segment `id` to `len` bytes, makes the cut durable, and opens it again.
+fn truncate_segment(dir: &Path, id: u64, len: u64) -> Result<Segment> {
+    let path = segment::path(dir, id);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .context("opening, to cut its torn tail,", &path)?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .context("cutting the torn tail of", &path)?;
+    drop(file);
+    Segment::open(dir, id, false)
 }
 
 /// How a segment's records were found.
 enum Loaded {
     /// From its hint file, which lists `records` records.
     Hint { records: u64 },
-    /// By scanning the segment.
+    /// By walking the segment.
     Scan { records: u64, end: ScanEnd },
 }
 
-/// Loads segment `id` and applies its records to `keydir`, from its hint file if it has a
-/// valid one, else by scanning it. A rejected hint file is removed.
+/// Opens segment `id` and applies its records to `keydir`, from its hint file if it has a
+/// valid one, else by walking it. A rejected hint file is removed. The segment is mapped for
+/// appending if `writable`.
 fn load_segment(
     dir: &Path,
     id: u64,
     has_hint: bool,
+    writable: bool,
     keydir: &mut KeyDir,
     now_ms: u64,
 ) -> Result<(Segment, Loaded)> {
-    let path = segment::path(dir, id);
-    let file = File::open(&path).context("opening", &path)?;
-    let len = file
-        .metadata()
-        .context("reading the metadata of", &path)?
-        .len();
-    if len > MAX_SEGMENT_LEN {
-        return Err(Error::Corrupt {
-            segment: id,
-            offset: MAX_SEGMENT_LEN,
-            reason: "segment longer than the format allows",
-        });
-    }
-    if len < SEGMENT_HEADER_LEN as u64 {
-        return Err(Error::Corrupt {
-            segment: id,
-            offset: 0,
-            reason: "segment header cut short",
-        });
-    }
-    let seg = Segment::sealed(id, path, file, len)?;
-    let bytes = seg.read(0, len as usize)?;
-    segment::check_header(&bytes, id, FileKind::Data)?;
+    let seg = Segment::open(dir, id, writable)?;
+    let version = seg.version();
+    let bytes = seg.whole();
     if has_hint {
         let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
         let hint = fs::read(&hint_path).context("reading", &hint_path)?;
-        let loaded = hint::load(&hint, id, len, |e| {
+        let loaded = hint::load(&hint, id, version, bytes.len() as u64, |e| {
             let loc = Location {
                 segment: id,
                 offset: e.offset,
@@ -203,40 +166,50 @@ fn load_segment(
             keydir.apply(e.key, loc, e.tombstone, now_ms);
         });
         match loaded {
-            Ok(records) => {
-                drop(bytes);
-                return Ok((seg, Loaded::Hint { records }));
+            Ok(loaded) => {
+                seg.set_end(loaded.end);
+                return Ok((
+                    seg,
+                    Loaded::Hint {
+                        records: loaded.records,
+                    },
+                ));
             }
             Err(_) => remove_files(dir, &[hint_path])?,
         }
     }
     let mut records = 0u64;
-    let end = scan_records(&bytes, |offset, rec| {
+    let mut walk = Records::new(bytes, version);
+    for (offset, rec) in walk.by_ref() {
         records += 1;
         let loc = Location {
             segment: id,
             offset: offset as u32,
-            len: rec.encoded_len() as u32,
+            len: record::span(rec.encoded_len(), version) as u32,
             expires_at: rec.expires_at,
         };
         keydir.apply(rec.key, loc, rec.is_tombstone(), now_ms);
-    });
-    drop(bytes);
+    }
+    let end = walk.end().expect("walked to the end");
+    let start = segment::data_start(version) as u64;
+    seg.set_end(end.valid_len.max(start).min(seg.capacity()));
     Ok((seg, Loaded::Scan { records, end }))
 }
 
-/// Cuts segment `id` to `len` bytes and makes the cut durable.
-fn truncate_segment(dir: &Path, id: u64, len: u64) -> Result<Segment> {
-    let path = segment::path(dir, id);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .context("opening, to cut its torn tail,", &path)?;
-    file.set_len(len)
-        .and_then(|()| file.sync_all())
-        .context("cutting the torn tail of", &path)?;
-    Segment::sealed(id, path, file, len)
+/// What follows the valid records of the newest segment, if it is not the clean end: a
+/// record a crash cut short, damage, or data after zeros (a write whose first page was lost).
+fn torn_tail(seg: &Segment, end: &ScanEnd) -> Option<(u64, &'static str)> {
+    if let Some(invalid) = end.invalid {
+        return Some(invalid);
+    }
+    let after = &seg.whole()[end.valid_len as usize..];
+    if seg.version() == 1 {
+        return None;
+    }
+    after
+        .iter()
+        .position(|&b| b != 0)
+        .map(|_| (end.valid_len, "data after the end of the records"))
 }
 
 /// Rebuilds the store state from the segment files in `dir` (which the caller has locked).
@@ -247,7 +220,7 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
     remove_files(dir, &listing.temps)?;
     report.temp_files_removed = listing.temps.len();
     let mut ids = listing.data;
-    let next_segment_id = ids
+    let mut next_segment_id = ids
         .last()
         .map_or(WRITER_ID_STRIDE, |&id| next_writer_id(id));
     if let Some(&last) = ids.last()
@@ -282,10 +255,13 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
         .sum();
     keydir.reserve(usize::try_from(expected).unwrap_or(0));
     let mut segments = Vec::with_capacity(ids.len());
+    let mut active = None;
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
+        // The writer goes on appending to the newest segment it created, if it has room.
         let has_hint = listing.hints.contains(&id);
-        let (mut seg, loaded) = load_segment(dir, id, has_hint, &mut keydir, now_ms)?;
+        let resumable = is_newest && id % WRITER_ID_STRIDE == 0 && !has_hint;
+        let (seg, loaded) = load_segment(dir, id, has_hint, resumable, &mut keydir, now_ms)?;
         let hinted = matches!(loaded, Loaded::Hint { .. });
         let (records, end) = match loaded {
             Loaded::Hint { records } => {
@@ -298,28 +274,42 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             }
         };
         report.records += records;
-        if let Some(ScanEnd {
-            valid_len,
-            invalid: Some((offset, reason)),
-        }) = end
+        if let Some(end) = end
+            && let Some((offset, reason)) = torn_tail(&seg, &end)
         {
-            if !is_newest {
+            // Only the newest segment the writer made can end in a write a crash cut short:
+            // older ones were synced when sealed, compaction output before its rename.
+            if !(is_newest && id % WRITER_ID_STRIDE == 0) {
                 return Err(Error::Corrupt {
                     segment: id,
                     offset,
                     reason,
                 });
             }
-            // Only the newest segment can end in a write that a crash cut short.
-            let file_len = seg.file_len();
-            drop(seg);
-            seg = truncate_segment(dir, id, valid_len)?;
             report.torn_tail = Some(TornTail {
                 segment: id,
-                offset: valid_len,
-                bytes: file_len - valid_len,
+                offset: end.valid_len,
+                bytes: seg.whole().len() as u64 - end.valid_len,
                 reason,
             });
+            if seg.version() == 1 {
+                drop(seg);
+                let seg = truncate_segment(dir, id, end.valid_len)?;
+                seg.set_end(end.valid_len);
+                segments.push(seg);
+                continue;
+            }
+            seg.zero_from(end.valid_len)?;
+        }
+        if is_newest && seg.version() == FORMAT_VERSION && resumable {
+            // Its last writer may have died before syncing it: make what it holds durable
+            // before anything is appended after it or relied on.
+            seg.sync_data().context("syncing", seg.path())?;
+            if seg.room() > 0 {
+                next_segment_id = next_writer_id(id);
+                active = Some(seg);
+                continue;
+            }
         }
         if is_newest && records == 0 {
             drop(seg);
@@ -329,78 +319,16 @@ pub(crate) fn recover(dir: &Path, now_ms: u64) -> Result<Recovered> {
             report.empty_segments_removed += 1;
             continue;
         }
+        seg.seal();
         seg.set_has_hint(hinted);
         segments.push(seg);
     }
-    report.segments = segments.len();
+    report.segments = segments.len() + usize::from(active.is_some());
     Ok(Recovered {
         segments,
+        active,
         keydir,
         next_segment_id,
         report,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::{FLAG_BATCH_CONTINUES, encode_into};
-
-    fn segment_bytes(records: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
-        let mut out = segment::encode_header(1, FileKind::Data).to_vec();
-        for &(flags, key, value) in records {
-            encode_into(&mut out, flags, 0, key, value);
-        }
-        out
-    }
-
-    fn visited(bytes: &[u8]) -> (Vec<Vec<u8>>, ScanEnd) {
-        let mut keys = Vec::new();
-        let end = scan_records(bytes, |_, rec| keys.push(rec.key.to_vec()));
-        (keys, end)
-    }
-
-    #[test]
-    fn scan_visits_all_records_in_order() {
-        let bytes = segment_bytes(&[(0, b"a", b"1"), (0, b"b", b"2")]);
-        let (keys, end) = visited(&bytes);
-        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(end.valid_len, bytes.len() as u64);
-        assert_eq!(end.invalid, None);
-    }
-
-    #[test]
-    fn an_incomplete_batch_is_not_visited() {
-        let bytes = segment_bytes(&[
-            (0, b"a", b"1"),
-            (FLAG_BATCH_CONTINUES, b"b", b"2"),
-            (FLAG_BATCH_CONTINUES, b"c", b"3"),
-        ]);
-        let (keys, end) = visited(&bytes);
-        assert_eq!(keys, vec![b"a".to_vec()]);
-        let after_a = (SEGMENT_HEADER_LEN + record::encoded_len(1, 1)) as u64;
-        assert_eq!(end.valid_len, after_a);
-        assert_eq!(
-            end.invalid,
-            Some((after_a, "batch without its last record"))
-        );
-    }
-
-    #[test]
-    fn a_complete_batch_is_visited() {
-        let bytes = segment_bytes(&[(FLAG_BATCH_CONTINUES, b"b", b"2"), (0, b"c", b"3")]);
-        let (keys, end) = visited(&bytes);
-        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(end.invalid, None);
-    }
-
-    #[test]
-    fn scan_stops_at_a_corrupt_record() {
-        let mut bytes = segment_bytes(&[(0, b"a", b"1"), (0, b"b", b"2"), (0, b"c", b"3")]);
-        let second = SEGMENT_HEADER_LEN + record::encoded_len(1, 1);
-        bytes[second + 22] ^= 0xff;
-        let (keys, end) = visited(&bytes);
-        assert_eq!(keys, vec![b"a".to_vec()]);
-        assert_eq!(end.invalid, Some((second as u64, "checksum mismatch")));
-    }
 }

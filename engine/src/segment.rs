@@ -1,28 +1,43 @@
-//! One segment file: its name, its header, creating it durably, and reading records from it.
+//! One segment file: its name, its header, creating it durably, and reading and appending
+//! records through a memory map.
 //!
-//! Sealed segments are read through a read-only memory map; the active segment (still being
-//! appended to) is read with positioned reads, so a read never sees a stale mapping.
+//! A segment of format version 2 is created at its full size, its blocks reserved
+//! (`fallocate`), so that appending never grows the file and a full disk is an error when the
+//! segment is created, never a fault in the middle of a write. It is mapped whole, shared:
+//! appends are copied into the map and reads are slices of it, without a system call. The
+//! zeros after the last record mark the end of the records. Version 1 segments (records packed
+//! back to back, the file ending with the last record) are read the same way, never written.
 
-use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memmap2::Mmap;
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version this build writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub(crate) const OLDEST_READABLE_VERSION: u16 = 1;
 /// Length of a file header: magic (5), version u16, kind u8, segment id u64, crc32.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 20;
-/// Record locations are 32-bit offsets, so no segment may be longer.
-pub(crate) const MAX_SEGMENT_LEN: u64 = u32::MAX as u64;
+/// No segment may be longer: record locations address at most 1 GiB of a segment.
+pub(crate) const MAX_SEGMENT_LEN: u64 = 1 << 30;
 /// Segments the writer creates have ids that are multiples of this; compaction output takes
 /// ids in the gaps, so that it sorts after its inputs and before any newer write.
 pub(crate) const WRITER_ID_STRIDE: u64 = 1 << 20;
+
+/// Where the first record of a segment of format `version` starts.
+pub(crate) const fn data_start(version: u16) -> usize {
+    if version == 1 {
+        SEGMENT_HEADER_LEN
+    } else {
+        crate::record::aligned(SEGMENT_HEADER_LEN)
+    }
+}
 
 /// The two kinds of files that belong to a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +115,21 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind, bool)> {
         })
 }
 
-/// The header that starts segment `id`'s file of `kind`.
+/// The header that starts segment `id`'s file of `kind`, in the current format version.
 pub(crate) fn encode_header(id: u64, kind: FileKind) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_header_of_version(id, kind, FORMAT_VERSION)
+}
+
+/// The header that starts segment `id`'s file of `kind` in format `version` (a hint has its
+/// segment's version).
+pub(crate) fn encode_header_of_version(
+    id: u64,
+    kind: FileKind,
+    version: u16,
+) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..5].copy_from_slice(kind.magic());
-    h[5..7].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[5..7].copy_from_slice(&version.to_le_bytes());
     h[7] = kind.kind_byte();
     h[8..16].copy_from_slice(&id.to_le_bytes());
     let crc = crc32fast::hash(&h[..16]);
@@ -112,8 +137,9 @@ pub(crate) fn encode_header(id: u64, kind: FileKind) -> [u8; SEGMENT_HEADER_LEN]
     h
 }
 
-/// Validates the header of segment `id`'s file of `kind` at the start of `buf`.
-pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
+/// Validates the header of segment `id`'s file of `kind` at the start of `buf`; returns the
+/// format version it was written in.
+pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<u16> {
     let corrupt = |reason| Error::Corrupt {
         segment: id,
         offset: 0,
@@ -130,7 +156,7 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
         return Err(corrupt("file header checksum mismatch"));
     }
     let version = u16::from_le_bytes([buf[5], buf[6]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             segment: id,
             found: version,
@@ -143,7 +169,7 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<()> {
     if u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")) != id {
         return Err(corrupt("file header names another segment id"));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Deletes segment `id` for good: its data file (the deletion made durable before anything
@@ -167,82 +193,221 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .context("syncing the directory", dir)
 }
 
-/// An open segment file.
+/// Reserves `len` bytes for `file` (extending it), so that writing them never needs a new
+/// block. Where the filesystem cannot reserve, the file is extended with written zeros.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    crate::faults::on_allocate()?;
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = file.metadata()?.len();
+            while at < len {
+                let n = (len - at).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An open segment file, mapped whole.
 #[derive(Debug)]
 pub(crate) struct Segment {
     id: u64,
     /// The file's path, for messages.
     path: PathBuf,
+    /// The format version the file was written in.
+    version: u16,
     file: File,
-    map: Option<Mmap>,
-    /// How many bytes of this segment the file holds (handed to the OS). Bytes past this may
-    /// still sit in the writer's buffer.
-    file_len: AtomicU64,
+    map: MmapRaw,
+    /// End of the records: bytes before it are immutable and readable; the writer appends
+    /// after it (only to a writable version 2 segment).
+    end: AtomicU64,
+    /// Sealed: nothing will be appended any more, and the file is durable.
+    sealed: AtomicBool,
     /// Whether a valid hint file exists for this (sealed) segment.
     has_hint: AtomicBool,
 }
 
 impl Segment {
-    /// Creates segment `id` in `dir`: writes its header and makes the file and its directory
-    /// entry durable before anything is appended, so a synced record never sits in a file a
-    /// crash can lose.
-    pub fn create(dir: &Path, id: u64) -> Result<Segment> {
+    /// Creates segment `id` in `dir` with room for `capacity` bytes (header included): the
+    /// file is reserved at its full size, its header written, and file and directory entry
+    /// made durable before anything is appended, so a synced record never sits in a file a
+    /// crash can lose. A full disk is [`Error::StorageFull`] here, with nothing left behind.
+    pub fn create(dir: &Path, id: u64, capacity: u64) -> Result<Segment> {
+        debug_assert!(capacity <= MAX_SEGMENT_LEN);
         let path = path(dir, id);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .context("creating", &path)?;
-        let written = file
-            .write_all(&encode_header(id, FileKind::Data))
-            .and_then(|()| file.sync_all())
-            .context("writing the header of", &path)
-            .and_then(|()| sync_dir(dir));
-        if let Err(e) = written {
-            // Best effort: a header-only or torn file is ignored and removed by recovery anyway.
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
+        let created = allocate(&file, capacity)
+            .context("reserving space for", &path)
+            .and_then(|()| {
+                file.write_all_at(&encode_header(id, FileKind::Data), 0)
+                    .and_then(|()| file.sync_all())
+                    .context("writing the header of", &path)
+            })
+            .and_then(|()| sync_dir(dir))
+            .and_then(|()| Segment::map(id, path.clone(), file, FORMAT_VERSION, true));
+        match created {
+            Ok(segment) => {
+                segment.set_end(data_start(FORMAT_VERSION) as u64);
+                Ok(segment)
+            }
+            Err(e) => {
+                // Best effort: a header-only or torn file is removed by recovery anyway.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        Ok(Segment {
-            id,
-            path,
-            file,
-            map: None,
-            file_len: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
-            has_hint: AtomicBool::new(false),
-        })
     }
 
-    /// Wraps a complete, immutable segment file of `len` bytes, mapping it into memory.
-    pub fn sealed(id: u64, path: PathBuf, file: File, len: u64) -> Result<Segment> {
-        // SAFETY: the engine never writes to a sealed segment and holds the directory lock, so
-        // nothing in this process changes the mapped bytes; other processes are kept out by the
-        // lock. A file truncated behind the engine's back by an outside program would fault on
-        // access (SIGBUS): that is documented in docs/guarantees.md as outside what a store
-        // survives.
-        let map = unsafe { Mmap::map(&file) }.context("mapping", &path)?;
-        if (map.len() as u64) < len {
+    /// Opens the existing file of segment `id` and maps it, for appending too if `writable`.
+    /// Checks its header; the end of its records is not known until the caller sets it.
+    pub fn open(dir: &Path, id: u64, writable: bool) -> Result<Segment> {
+        let path = path(dir, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&path)
+            .context("opening", &path)?;
+        let len = file
+            .metadata()
+            .context("reading the metadata of", &path)?
+            .len();
+        if len > MAX_SEGMENT_LEN.max(u64::from(u32::MAX)) {
             return Err(Error::Corrupt {
                 segment: id,
-                offset: map.len() as u64,
-                reason: "segment shorter than its records",
+                offset: MAX_SEGMENT_LEN,
+                reason: "segment longer than the format allows",
             });
         }
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        let read = usize::try_from(len).map_or(0, |l| l.min(SEGMENT_HEADER_LEN));
+        file.read_exact_at(&mut header[..read], 0)
+            .context("reading the header of", &path)?;
+        let version = check_header(&header[..read], id, FileKind::Data)?;
+        Segment::map(id, path, file, version, writable)
+    }
+
+    fn map(id: u64, path: PathBuf, file: File, version: u16, writable: bool) -> Result<Segment> {
+        let options = MmapOptions::new();
+        let map = if writable {
+            options.map_raw(&file)
+        } else {
+            options.map_raw_read_only(&file)
+        }
+        .context("mapping", &path)?;
         Ok(Segment {
             id,
             path,
+            version,
             file,
-            map: Some(map),
-            file_len: AtomicU64::new(len),
+            map,
+            end: AtomicU64::new(0),
+            sealed: AtomicBool::new(!writable),
             has_hint: AtomicBool::new(false),
         })
     }
 
-    /// A sealed, mapped copy of this (active) segment, once all its bytes are in the file.
-    pub fn seal(&self) -> Result<Segment> {
-        let file = self.file.try_clone().context("reopening", &self.path)?;
-        Segment::sealed(self.id, self.path.clone(), file, self.file_len())
+    /// The whole mapped file, header and any bytes after the records included. Only for a
+    /// segment nobody appends to meanwhile (recovery, before the store is shared).
+    pub fn whole(&self) -> &[u8] {
+        // SAFETY: the map is valid for its length for as long as `self` lives. Nothing appends
+        // to the segment while the caller reads (this is called before the writer exists, or
+        // on sealed segments), so the bytes do not change underneath the slice. Another program
+        // truncating the file would fault on access (docs/guarantees.md).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+    }
+
+    /// The segment from its start to the end of its records: immutable bytes.
+    pub fn contents(&self) -> &[u8] {
+        let end = self.end() as usize;
+        // SAFETY: bytes before `end` were written before `end` was published (release store in
+        // `append`, acquire load in `end`) and are never written again; the map outlives
+        // `self`. See `whole` for files changed behind the engine's back.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
+    }
+
+    /// Length of the mapped file.
+    pub fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Bytes still free for records.
+    pub fn room(&self) -> u64 {
+        self.capacity().saturating_sub(self.end())
+    }
+
+    /// Appends `len` bytes that `fill` writes (they must fit in [`room`](Segment::room)), then
+    /// makes them readable. Only the writer calls this, on a writable segment.
+    pub fn append(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
+        let at = self.end();
+        assert!(
+            !self.is_sealed() && at + len as u64 <= self.capacity(),
+            "append beyond the segment"
+        );
+        // SAFETY: the map is writable (only writable segments are unsealed) and `at..at + len`
+        // lies inside it (checked above). Only the writer, which holds the store's writer lock,
+        // touches bytes at or after `end`, and readers read only before `end`, so nobody else
+        // accesses this range until the release store below publishes it.
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at as usize), len) };
+        fill(dst);
+        self.end.store(at + len as u64, Ordering::Release);
+        at
+    }
+
+    /// Sets the end of the records (after recovery found it, or a compaction wrote them).
+    pub fn set_end(&self, end: u64) {
+        debug_assert!(end <= self.capacity());
+        self.end.store(end, Ordering::Release);
+    }
+
+    /// Makes the bytes from `from` to the end of the file read as zeros again, durably (after
+    /// a torn write left something there). The blocks stay reserved.
+    pub fn zero_from(&self, from: u64) -> Result<()> {
+        let len = self.capacity().saturating_sub(from);
+        if len == 0 {
+            return Ok(());
+        }
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        let punched = rustix::fs::fallocate(&self.file, flags, from, len).and_then(|()| {
+            rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, len)
+        });
+        if punched.is_err() {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = from;
+            while at < self.capacity() {
+                let n = (self.capacity() - at).min(zeros.len() as u64) as usize;
+                self.file
+                    .write_all_at(&zeros[..n], at)
+                    .context("zeroing the torn tail of", &self.path)?;
+                at += n as u64;
+            }
+        }
+        self.file
+            .sync_all()
+            .context("zeroing the torn tail of", &self.path)
+    }
+
+    /// Marks the segment sealed (durable, never appended to again) and gives back the blocks
+    /// reserved after its records (best effort).
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+        let keep = self.end().next_multiple_of(4096);
+        if keep < self.capacity() {
+            let flags =
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+            let _ = rustix::fs::fallocate(&self.file, flags, keep, self.capacity() - keep);
+        }
     }
 
     /// Whether a valid hint file exists for this segment.
@@ -255,9 +420,9 @@ impl Segment {
         self.has_hint.store(has_hint, Ordering::Release);
     }
 
-    /// Whether the segment is sealed (immutable and memory-mapped).
+    /// Whether the segment is sealed (immutable).
     pub fn is_sealed(&self) -> bool {
-        self.map.is_some()
+        self.sealed.load(Ordering::Acquire)
     }
 
     /// The segment id.
@@ -265,67 +430,53 @@ impl Segment {
         self.id
     }
 
+    /// The format version the segment was written in.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Bytes of the segment held by the file.
-    pub fn file_len(&self) -> u64 {
-        self.file_len.load(Ordering::Acquire)
+    /// End of the records.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
     }
 
-    /// Writes `bytes` at the end of the file (only the writer calls this).
-    pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
-        let at = self.file_len();
-        #[cfg(feature = "fault-injection")]
-        if let Some((written, e)) = crate::faults::on_write(bytes.len()) {
-            self.file.write_all_at(&bytes[..written], at)?;
-            return Err(e);
+    /// Bytes the segment takes on disk, as far as the store accounts them: the whole
+    /// reservation while it is open for appending, its records once sealed.
+    pub fn disk_len(&self) -> u64 {
+        if self.is_sealed() {
+            self.end()
+        } else {
+            self.capacity()
         }
-        self.file.write_all_at(bytes, at)?;
-        self.file_len
-            .store(at + bytes.len() as u64, Ordering::Release);
-        Ok(())
     }
 
-    /// Cuts the file back to `len` bytes after a failed append.
-    pub fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)?;
-        self.file_len.store(len, Ordering::Release);
-        Ok(())
-    }
-
-    /// fdatasync of the file.
+    /// fdatasync of the file (appends through the map included).
     pub fn sync_data(&self) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
         crate::faults::on_sync()?;
         self.file.sync_data()
     }
 
-    /// The `len` bytes at `offset`, which must lie within the file.
-    pub fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+    /// The `len` bytes at `offset`, which must lie before the end of the records.
+    pub fn read(&self, offset: u64, len: usize) -> Result<&[u8]> {
         let out_of_range = || Error::Corrupt {
             segment: self.id,
             offset,
             reason: "record location beyond the end of the segment",
         };
         let end = offset.checked_add(len as u64).ok_or_else(out_of_range)?;
-        if end > self.file_len() {
+        let contents = self.contents();
+        if end > contents.len() as u64 {
             return Err(out_of_range());
         }
         #[cfg(feature = "fault-injection")]
         crate::faults::on_read().context("reading a record of", &self.path)?;
-        match &self.map {
-            Some(map) => Ok(Cow::Borrowed(&map[offset as usize..end as usize])),
-            None => {
-                let mut buf = vec![0u8; len];
-                self.file
-                    .read_exact_at(&mut buf, offset)
-                    .context("reading a record of", &self.path)?;
-                Ok(Cow::Owned(buf))
-            }
-        }
+        Ok(&contents[offset as usize..end as usize])
     }
 }
 
@@ -387,32 +538,62 @@ mod tests {
         let bad_magic = check_header(&bad, 9, FileKind::Data);
         assert!(matches!(bad_magic, Err(Error::Corrupt { .. })));
         let mut newer = h;
-        newer[5..7].copy_from_slice(&2u16.to_le_bytes());
+        newer[5..7].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let crc = crc32fast::hash(&newer[..16]);
         newer[16..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             check_header(&newer, 9, FileKind::Data),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            Err(Error::UnsupportedVersion { found, .. }) if found == FORMAT_VERSION + 1
         ));
+        let v1 = encode_header_of_version(9, FileKind::Data, 1);
+        assert_eq!(
+            check_header(&v1, 9, FileKind::Data).unwrap(),
+            1,
+            "still read"
+        );
     }
 
     #[test]
-    fn active_and_sealed_reads_agree() {
+    fn appends_are_read_back_through_the_map_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 1).unwrap();
-        seg.append(b"hello world").unwrap();
-        let at = SEGMENT_HEADER_LEN as u64;
-        assert_eq!(&*seg.read(at, 5).unwrap(), b"hello");
+        let seg = Segment::create(dir.path(), 1, 4096).unwrap();
+        assert_eq!(seg.capacity(), 4096, "created at its full size");
+        let start = data_start(FORMAT_VERSION) as u64;
+        assert_eq!(seg.end(), start);
+        let at = seg.append(16, |buf| buf.copy_from_slice(b"hello world, you"));
+        assert_eq!(at, start);
+        assert_eq!(seg.read(at, 5).unwrap(), b"hello");
         assert!(matches!(seg.read(at, 100), Err(Error::Corrupt { .. })));
-        let sealed = seg.seal().unwrap();
-        assert_eq!(&*sealed.read(at + 6, 5).unwrap(), b"world");
-        assert!(matches!(
-            sealed.read(u64::MAX, 2),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(seg.read(u64::MAX, 2), Err(Error::Corrupt { .. })));
+        assert_eq!(seg.room(), 4096 - start - 16);
+        seg.sync_data().unwrap();
+        seg.seal();
+        assert!(seg.is_sealed());
+        assert_eq!(seg.disk_len(), start + 16);
+        drop(seg);
+        let again = Segment::open(dir.path(), 1, false).unwrap();
+        assert_eq!(again.version(), FORMAT_VERSION);
+        assert_eq!(&again.whole()[start as usize..start as usize + 5], b"hello");
         assert!(
-            Segment::create(dir.path(), 1).is_err(),
+            again.whole()[(start + 16) as usize..]
+                .iter()
+                .all(|&b| b == 0),
+            "the rest reads as zeros"
+        );
+        assert!(
+            Segment::create(dir.path(), 1, 4096).is_err(),
             "ids are never reused"
         );
+    }
+
+    #[test]
+    fn zeroing_a_torn_tail_keeps_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(dir.path(), 1, 8192).unwrap();
+        let at = seg.append(5000, |buf| buf.fill(7));
+        seg.zero_from(at + 8).unwrap();
+        let whole = seg.whole();
+        assert!(whole[at as usize..at as usize + 8].iter().all(|&b| b == 7));
+        assert!(whole[at as usize + 8..].iter().all(|&b| b == 0));
     }
 }

@@ -20,7 +20,7 @@ use crate::lock::DirLock;
 use crate::options::{Durability, Options};
 use crate::record::{self, FLAG_BATCH_CONTINUES, FLAG_TOMBSTONE};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{MAX_SEGMENT_LEN, SEGMENT_HEADER_LEN, Segment};
+use crate::segment::{FORMAT_VERSION, MAX_SEGMENT_LEN, Segment, data_start};
 use crate::worker::{Signal, Worker};
 use crate::writer::{Appended, SegmentMap, Writer};
 
@@ -143,7 +143,12 @@ impl Store {
             .into_iter()
             .map(|s| (s.id(), Arc::new(s)))
             .collect::<BTreeMap<_, _>>();
-        let writer = Writer::new(dir.clone(), &options, recovered.next_segment_id);
+        let active = recovered.active.map(Arc::new);
+        let mut segments = segments;
+        if let Some(active) = &active {
+            segments.insert(active.id(), Arc::clone(active));
+        }
+        let writer = Writer::new(dir.clone(), &options, active, recovered.next_segment_id);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -226,9 +231,10 @@ impl Store {
                 offset: u64::from(loc.offset),
                 reason,
             };
-            let value = self.inner.with_record(&loc, |bytes| {
+            let value = self.inner.with_record(&loc, |bytes, version| {
                 let rec = record::decode(bytes).map_err(|e| corrupt(e.reason()))?;
-                if rec.key != key || rec.is_tombstone() || rec.encoded_len() != loc.len as usize {
+                let span = record::span(rec.encoded_len(), version);
+                if rec.key != key || rec.is_tombstone() || span != loc.len as usize {
                     return Err(corrupt("index points at another record"));
                 }
                 let f = f.take().expect("a record is handed over once");
@@ -285,10 +291,10 @@ impl Store {
     pub fn put_expiring_at(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<()> {
         self.inner.check_key(key)?;
         self.inner.check_value(value)?;
-        let len = record::encoded_len(key.len(), value.len());
+        let len = record::padded_len(key.len(), value.len());
         let mut writer = self.inner.writer.lock();
         let at = writer.append(len, &self.inner.segments, |buf| {
-            record::encode_into(buf, 0, expires_at, key, value)
+            record::encode_to(buf, 0, expires_at, key, value)
         })?;
         self.inner.after_append(&at);
         let loc = Location {
@@ -310,9 +316,9 @@ impl Store {
         let Some(old) = self.inner.keydir.read().get(key) else {
             return Ok(false);
         };
-        let len = record::encoded_len(key.len(), 0);
+        let len = record::padded_len(key.len(), 0);
         let at = writer.append(len, &self.inner.segments, |buf| {
-            record::encode_into(buf, FLAG_TOMBSTONE, 0, key, &[])
+            record::encode_to(buf, FLAG_TOMBSTONE, 0, key, &[])
         })?;
         self.inner.after_append(&at);
         self.inner
@@ -334,7 +340,7 @@ impl Store {
             }
             total += op.encoded_len() as u64;
         }
-        let max = MAX_SEGMENT_LEN - SEGMENT_HEADER_LEN as u64;
+        let max = MAX_SEGMENT_LEN - data_start(FORMAT_VERSION) as u64;
         if total > max {
             return Err(Error::BatchTooLarge { len: total, max });
         }
@@ -343,18 +349,21 @@ impl Store {
         };
         let mut writer = self.inner.writer.lock();
         let at = writer.append(total as usize, &self.inner.segments, |buf| {
+            let mut at = 0;
             for (i, op) in batch.ops.iter().enumerate() {
                 let more = if i < last { FLAG_BATCH_CONTINUES } else { 0 };
+                let out = &mut buf[at..];
                 match op {
                     BatchOp::Put {
                         key,
                         value,
                         expires_at,
-                    } => record::encode_into(buf, more, *expires_at, key, value),
+                    } => record::encode_to(out, more, *expires_at, key, value),
                     BatchOp::Delete { key } => {
-                        record::encode_into(buf, more | FLAG_TOMBSTONE, 0, key, &[])
+                        record::encode_to(out, more | FLAG_TOMBSTONE, 0, key, &[])
                     }
                 }
+                at += op.encoded_len();
             }
         })?;
         self.inner.after_append(&at);
@@ -379,9 +388,10 @@ impl Store {
         self.inner.finish_write(writer)
     }
 
-    /// Hands buffered writes to the OS (they then survive a crash of this process).
+    /// Does nothing: every write is in the OS's page cache (it survives a crash of this
+    /// process) when it returns. Kept for the programs that call it.
     pub fn flush(&self) -> Result<()> {
-        self.inner.writer.lock().flush()
+        Ok(())
     }
 
     /// Makes every write so far durable (flush, then fdatasync; shared with concurrent
@@ -432,12 +442,19 @@ impl Store {
 
     /// Checks this open store's files as [`verify`](crate::verify) does (every header,
     /// record checksum and hint file), without closing it. Compaction and writes wait while
-    /// it runs; buffered writes are handed to the OS first.
+    /// it runs.
     pub fn verify(&self) -> Result<crate::VerifyReport> {
         let _guard = self.inner.compaction_lock.lock();
-        let mut writer = self.inner.writer.lock();
-        writer.flush()?;
+        let _writer = self.inner.writer.lock();
         crate::verify::verify_files(&self.inner.dir)
+    }
+
+    /// The segment the writer appends to and the end of its records (for crash tests, which
+    /// cut the log after a given write).
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn log_position(&self) -> (u64, u64) {
+        self.inner.writer.lock().position()
     }
 
     fn stop_background(&mut self) {
@@ -463,7 +480,7 @@ impl Store {
         StoreStats {
             keys,
             segments: segments.len(),
-            disk_bytes: segments.values().map(|s| s.file_len()).sum(),
+            disk_bytes: segments.values().map(|s| s.disk_len()).sum(),
             live_bytes,
             dead_bytes,
             syncs: self.inner.commit.syncs(),
@@ -509,28 +526,19 @@ impl Inner {
     }
 
     fn sync(&self) -> Result<()> {
-        let lsn = {
-            let mut writer = self.writer.lock();
-            writer.flush()?;
-            writer.written()
-        };
+        let lsn = self.writer.lock().written();
         self.commit.sync_to(lsn, &self.writer)
     }
 
-    /// Runs `f` on the bytes of the record at `loc`, from the writer's buffer, the active
-    /// segment's file or a sealed segment's map (without a copy). `None` if the segment is
-    /// gone (compacted away since the index was read).
-    fn with_record<R>(&self, loc: &Location, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+    /// Runs `f` on the bytes of the record at `loc` (where they lie in the segment's map) and
+    /// the segment's format version. `None` if the segment is gone (compacted away since the
+    /// index was read).
+    fn with_record<R>(&self, loc: &Location, f: impl FnOnce(&[u8], u16) -> R) -> Result<Option<R>> {
         let Some(segment) = self.segments.read().get(&loc.segment).cloned() else {
             return Ok(None);
         };
-        let (offset, len) = (u64::from(loc.offset), loc.len as usize);
-        if offset + len as u64 > segment.file_len()
-            && let Some(bytes) = self.writer.lock().read_buffered(loc.segment, offset, len)
-        {
-            return Ok(Some(f(&bytes)));
-        }
-        Ok(Some(f(&segment.read(offset, len)?)))
+        let bytes = segment.read(u64::from(loc.offset), loc.len as usize)?;
+        Ok(Some(f(bytes, segment.version())))
     }
 
     /// Whether the store is closing (background work should stop).
@@ -665,7 +673,7 @@ impl Inner {
     /// Called after each append: a write that started a new segment may have taken the store
     /// over its size limit, so wake the background thread to evict.
     fn after_append(&self, at: &Appended) {
-        if at.offset == SEGMENT_HEADER_LEN as u64 && self.options.max_disk_bytes.is_some() {
+        if at.offset == data_start(FORMAT_VERSION) as u64 && self.options.max_disk_bytes.is_some() {
             self.signal.kick();
         }
     }

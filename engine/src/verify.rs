@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 use crate::hint;
 use crate::lock::DirLock;
-use crate::recovery::scan_records;
+use crate::record;
+use crate::scan::Records;
 use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN};
 
 /// One problem found by [`verify`].
@@ -88,20 +89,35 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
         let is_newest = i + 1 == ids.len();
         let path = segment::path(dir, id);
         let bytes = fs::read(&path).context("reading", &path)?;
-        if let Err(e) = segment::check_header(&bytes, id, FileKind::Data) {
-            let reason = e.to_string();
-            report.problems.push(problem(
-                id,
-                0,
-                &reason,
-                is_newest && bytes.len() <= SEGMENT_HEADER_LEN,
+        let version = match segment::check_header(&bytes, id, FileKind::Data) {
+            Ok(version) => version,
+            Err(e) => {
+                let reason = e.to_string();
+                let unwritten = bytes.len() <= SEGMENT_HEADER_LEN
+                    || record::is_end(&bytes[..SEGMENT_HEADER_LEN]);
+                report
+                    .problems
+                    .push(problem(id, 0, &reason, is_newest && unwritten));
+                continue;
+            }
+        };
+        let mut from_scan = Vec::new();
+        let mut walk = Records::new(&bytes, version);
+        for (offset, rec) in walk.by_ref() {
+            from_scan.push((
+                offset as u32,
+                record::span(rec.encoded_len(), version) as u32,
+                rec.key.to_vec(),
+                rec.is_tombstone(),
             ));
-            continue;
         }
-        let mut records = 0u64;
-        let end = scan_records(&bytes, |_, _| records += 1);
-        report.records += records;
+        let end = walk.end().expect("walked to the end");
+        report.records += from_scan.len() as u64;
         if let Some((offset, reason)) = end.invalid {
+            report.problems.push(problem(id, offset, reason, is_newest));
+        } else if let Some(at) = bytes[end.valid_len as usize..].iter().position(|&b| b != 0) {
+            let offset = end.valid_len + at as u64;
+            let reason = "data after the end of the records";
             report.problems.push(problem(id, offset, reason, is_newest));
         }
         if hints.contains(&id) {
@@ -109,33 +125,24 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
             let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
             let hint_bytes = fs::read(&hint_path).context("reading", &hint_path)?;
             let mut from_hint = Vec::new();
-            match hint::load(&hint_bytes, id, bytes.len() as u64, |e| {
+            let loaded = hint::load(&hint_bytes, id, version, bytes.len() as u64, |e| {
                 from_hint.push((e.offset, e.len, e.key.to_vec(), e.tombstone))
-            }) {
+            });
+            match loaded {
                 Err(reason) => {
                     report
                         .problems
                         .push(problem(id, 0, &format!("hint file: {reason}"), false))
                 }
-                Ok(_) => {
-                    let mut from_scan = Vec::new();
-                    scan_records(&bytes, |offset, rec| {
-                        from_scan.push((
-                            offset as u32,
-                            rec.encoded_len() as u32,
-                            rec.key.to_vec(),
-                            rec.is_tombstone(),
-                        ));
-                    });
-                    if from_hint != from_scan {
-                        report.problems.push(problem(
-                            id,
-                            0,
-                            "hint file disagrees with its segment",
-                            false,
-                        ));
-                    }
+                Ok(loaded) if from_hint != from_scan || loaded.end != end.valid_len => {
+                    report.problems.push(problem(
+                        id,
+                        0,
+                        "hint file disagrees with its segment",
+                        false,
+                    ));
                 }
+                Ok(_) => {}
             }
         }
     }
@@ -169,11 +176,12 @@ mod tests {
             .collect();
         files.sort();
         let mut bytes = fs::read(&files[0]).unwrap();
-        bytes[SEGMENT_HEADER_LEN + 25] ^= 1;
+        let start = segment::data_start(segment::FORMAT_VERSION);
+        bytes[start + 25] ^= 1;
         fs::write(&files[0], &bytes).unwrap();
         let report = verify(dir.path()).unwrap();
         let p = &report.problems[0];
-        assert_eq!(p.offset, SEGMENT_HEADER_LEN as u64);
+        assert_eq!(p.offset, start as u64);
         assert_eq!(p.reason, "checksum mismatch");
         assert!(!p.torn_tail);
 

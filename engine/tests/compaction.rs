@@ -113,16 +113,18 @@ fn a_deleted_key_does_not_come_back_when_only_its_tombstone_is_compacted() {
         for i in 0..30u32 {
             store.put(format!("live{i}").as_bytes(), &[1; 40]).unwrap();
         }
-        store.sync().unwrap();
-        drop(store);
-        // A new store session starts a new segment: B.
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        common::fill_active_segment(&store, 8192, b"filler");
+        // The next write starts a new segment: B.
         store.delete(b"k").unwrap();
         for _ in 0..30 {
             store.put(b"churn", &[2; 40]).unwrap();
         }
+        // Seal B (only sealed segments are compacted): fill it, and write on into C.
+        common::fill_active_segment(&store, 8192, b"filler2");
+        store.put(b"in C", b"1").unwrap();
+        store.delete(b"filler2").unwrap();
     }
-    assert_eq!(segment_files(dir.path()).len(), 2);
+    assert_eq!(segment_files(dir.path()).len(), 3);
     let auto = opts
         .clone()
         .auto_compaction(true)
@@ -134,18 +136,18 @@ fn a_deleted_key_does_not_come_back_when_only_its_tombstone_is_compacted() {
     assert_eq!(store.get(b"k").unwrap(), None);
     drop(store);
     let files = segment_files(dir.path());
-    assert_eq!(files.len(), 2, "A stayed, B was rewritten: {files:?}");
+    assert_eq!(files.len(), 3, "A and C stayed, B was rewritten: {files:?}");
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(store.get(b"k").unwrap(), None, "the deleted key came back");
     assert_eq!(store.get(b"churn").unwrap(), Some(vec![2; 40]));
-    assert_eq!(store.len(), 31);
+    assert_eq!(store.len(), 33);
     // A full compaction now drops the tombstone together with the old value.
     let stats = store.compact().unwrap();
     assert_eq!(stats.tombstones_kept, 0);
     drop(store);
     let store = Store::open(dir.path(), opts).unwrap();
     assert_eq!(store.get(b"k").unwrap(), None);
-    assert_eq!(store.len(), 31);
+    assert_eq!(store.len(), 33);
 }
 
 #[test]
@@ -158,15 +160,16 @@ fn an_expired_value_does_not_uncover_an_older_one_after_compaction() {
         for i in 0..30u32 {
             store.put(format!("live{i}").as_bytes(), &[1; 40]).unwrap();
         }
-    }
-    {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        common::fill_active_segment(&store, 8192, b"filler");
         store
             .put_with_ttl(b"k", b"briefly", Duration::from_millis(30))
             .unwrap();
         for _ in 0..30 {
             store.put(b"churn", &[2; 40]).unwrap();
         }
+        common::fill_active_segment(&store, 8192, b"filler2");
+        store.put(b"in C", b"1").unwrap();
+        store.delete(b"filler2").unwrap();
     }
     thread::sleep(Duration::from_millis(50));
     let auto = opts

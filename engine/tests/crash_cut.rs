@@ -1,5 +1,5 @@
 //! Crash simulation on files: cut the newest segment at every byte, flip bytes in its unsynced
-//! tail and in sealed segments, append garbage. After reopen the store must hold exactly a
+//! tail and in sealed segments, leave garbage after its records. After reopen the store must hold exactly a
 //! prefix of the writes, including every synced one, or refuse to open with `Error::Corrupt`
 //! when the damage is outside the newest segment's tail.
 
@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use common::{contents, copy_dir, segment_files, segment_id};
 use logcache_engine::{Durability, Error, Options, Store, WriteBatch};
 
-const HEADER: u64 = 20;
+/// Where the first record of a segment starts (after its 20-byte header, padded to 8).
+const DATA_START: u64 = 24;
+
+/// Ops in the history: enough for several segments, the newest holding many unsynced ones.
+const OPS: u64 = 160;
 
 enum Op {
     Put(Vec<u8>, Vec<u8>),
@@ -25,6 +29,7 @@ enum Op {
 struct Span {
     segment: u64,
     start: u64,
+    /// End of its last record's padding: where the next op starts.
     end: u64,
 }
 
@@ -70,23 +75,22 @@ fn generate_ops(n: u64) -> Vec<Op> {
         .collect()
 }
 
-/// Id and length of the newest segment; (0, header length) before the first one exists.
+/// Id and file length of the newest segment.
 fn newest_segment(dir: &Path) -> (u64, u64) {
-    match segment_files(dir).pop() {
-        Some(path) => (segment_id(&path), fs::metadata(&path).unwrap().len()),
-        None => (0, HEADER),
-    }
+    let path = segment_files(dir).pop().unwrap();
+    (segment_id(&path), fs::metadata(&path).unwrap().len())
 }
 
 /// Runs the ops on a fresh store, syncing after two thirds of them, and notes where each op's
 /// records lie.
 fn build_history() -> History {
     let dir = tempfile::tempdir().unwrap();
-    let ops = generate_ops(150);
+    let ops = generate_ops(OPS);
     let mut spans: Vec<Span> = Vec::new();
     let mut synced = 0;
     let store = Store::open(dir.path(), options()).unwrap();
     for (i, op) in ops.iter().enumerate() {
+        let before = store.log_position();
         match op {
             Op::Put(k, v) => store.put(k, v).unwrap(),
             Op::Delete(k) => {
@@ -103,16 +107,27 @@ fn build_history() -> History {
                 store.write_batch(&batch).unwrap();
             }
         }
-        let (segment, end) = newest_segment(dir.path());
-        let start = match spans.last() {
-            Some(prev) if prev.segment == segment => prev.end,
-            _ => HEADER,
+        let (segment, end) = store.log_position();
+        let span = if (segment, end) == before {
+            // Nothing written (a delete of an absent key).
+            Span {
+                segment,
+                start: end,
+                end,
+            }
+        } else {
+            let start = if before.0 == segment {
+                before.1
+            } else {
+                DATA_START
+            };
+            Span {
+                segment,
+                start,
+                end,
+            }
         };
-        spans.push(Span {
-            segment,
-            start,
-            end,
-        });
+        spans.push(span);
         if i == ops.len() * 2 / 3 {
             store.sync().unwrap();
             synced = i + 1;
@@ -172,11 +187,22 @@ fn ops_before(h: &History, newest: u64, offset: u64) -> usize {
         .count()
 }
 
+/// End of the records of segment `id`.
+fn records_end(h: &History, id: u64) -> u64 {
+    h.spans
+        .iter()
+        .filter(|s| s.segment == id)
+        .map(|s| s.end)
+        .max()
+        .unwrap()
+}
+
 #[test]
 fn cutting_the_newest_segment_at_every_byte_leaves_an_exact_prefix() {
     let h = build_history();
     let (newest, len) = newest_segment(h.dir.path());
-    assert!(newest >= 3, "the history spans several segments");
+    assert!(newest >= 3 << 20, "the history spans several segments");
+    let last = records_end(&h, newest);
     let mut torn = 0;
     for cut in 0..=len {
         let (copy, _) = damaged_copy(&h, newest, |p| {
@@ -191,8 +217,10 @@ fn cutting_the_newest_segment_at_every_byte_leaves_an_exact_prefix() {
             .unwrap_or_else(|e| panic!("cut at {cut}: open failed: {e}"));
         let n = ops_before(&h, newest, cut);
         assert_eq!(contents(&store), model(&h.ops[..n]), "cut at {cut}");
-        let at_boundary =
-            cut <= HEADER || h.spans.iter().any(|s| s.segment == newest && s.end == cut);
+        // A cut between ops or in the zeros after the last leaves whole records only.
+        let at_boundary = cut <= DATA_START
+            || cut >= last
+            || h.spans.iter().any(|s| s.segment == newest && s.end == cut);
         torn += usize::from(store.recovery_report().torn_tail.is_some());
         assert_eq!(
             store.recovery_report().torn_tail.is_some(),
@@ -218,11 +246,16 @@ fn flipped_bytes_in_the_unsynced_tail_leave_a_prefix_with_every_synced_write() {
     let tail_start = if synced_span.segment == newest {
         synced_span.end
     } else {
-        HEADER
+        DATA_START
     };
+    let last = records_end(&h, newest);
+    let unsynced_ops = h.spans[h.synced..]
+        .iter()
+        .filter(|s| s.segment == newest && s.end > s.start)
+        .count();
     assert!(
-        len - tail_start > 200,
-        "the unsynced tail is long enough to matter"
+        unsynced_ops >= 5,
+        "the unsynced tail is long enough to matter: {unsynced_ops} ops"
     );
     for pos in tail_start..len {
         for mask in [0x01u8, 0x80, 0xff] {
@@ -233,6 +266,13 @@ fn flipped_bytes_in_the_unsynced_tail_leave_a_prefix_with_every_synced_write() {
             });
             let store = Store::open(copy.path(), options())
                 .unwrap_or_else(|e| panic!("flip {mask:#x} at {pos}: open failed: {e}"));
+            let torn = store.recovery_report().torn_tail.expect("reported");
+            if pos >= last {
+                // In the zeros after the records: every op stays, the stray byte is cut.
+                assert_eq!(contents(&store), model(&h.ops), "flip {mask:#x} at {pos}");
+                assert_eq!((torn.offset, torn.bytes), (last, len - last));
+                continue;
+            }
             let hit = h
                 .spans
                 .iter()
@@ -244,7 +284,6 @@ fn flipped_bytes_in_the_unsynced_tail_leave_a_prefix_with_every_synced_write() {
                 model(&h.ops[..hit]),
                 "flip {mask:#x} at {pos}"
             );
-            let torn = store.recovery_report().torn_tail.expect("reported");
             assert_eq!(torn.offset, h.spans[hit].start);
             assert_eq!(torn.bytes, len - h.spans[hit].start);
         }
@@ -291,34 +330,43 @@ fn flipped_bytes_in_a_sealed_segment_are_reported_never_served() {
 }
 
 #[test]
-fn zeros_or_garbage_after_the_last_record_are_cut() {
+fn garbage_after_the_last_record_is_cut_and_zeros_are_the_end() {
     let h = build_history();
     let (newest, len) = newest_segment(h.dir.path());
+    let last = records_end(&h, newest);
     let mut rng = common::Rng::new(7);
-    for (name, tail) in [
-        ("zeros", vec![0u8; 4096]),
-        (
-            "garbage",
-            (0..4096).map(|_| rng.next_u64() as u8).collect::<Vec<_>>(),
-        ),
+    let garbage: Vec<u8> = (0..(len - last))
+        .map(|_| rng.next_u64() as u8 | 1)
+        .collect();
+    // What a write whose first page was lost leaves: zeros, then data.
+    let mut late = vec![0u8; (len - last) as usize];
+    late[100] = 0x42;
+    for (name, tail, torn) in [
+        ("zeros", vec![0u8; (len - last) as usize], false),
+        ("garbage", garbage, true),
+        ("data after zeros", late, true),
     ] {
         let (copy, path) = damaged_copy(&h, newest, |p| {
             let mut bytes = fs::read(p).unwrap();
-            bytes.extend_from_slice(&tail);
+            bytes[last as usize..].copy_from_slice(&tail);
             fs::write(p, bytes).unwrap();
         });
         let store = Store::open(copy.path(), options()).unwrap();
         assert_eq!(contents(&store), model(&h.ops), "{name}");
-        let torn = store.recovery_report().torn_tail.unwrap();
-        assert_eq!(
-            (torn.segment, torn.offset, torn.bytes),
-            (newest, len, 4096),
-            "{name}"
-        );
+        let report = store.recovery_report().torn_tail;
+        assert_eq!(report.is_some(), torn, "{name}: {report:?}");
+        if let Some(report) = report {
+            assert_eq!(
+                (report.segment, report.offset, report.bytes),
+                (newest, last, len - last),
+                "{name}"
+            );
+        }
         drop(store);
-        assert_eq!(
-            fs::metadata(&path).unwrap().len(),
-            len,
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, len, "{name}: the reservation is kept");
+        assert!(
+            bytes[last as usize..].iter().all(|&b| b == 0),
             "{name}: the cut is durable"
         );
     }
@@ -328,7 +376,8 @@ fn zeros_or_garbage_after_the_last_record_are_cut() {
 fn a_segment_torn_while_being_created_is_dropped() {
     let h = build_history();
     let (newest, _) = newest_segment(h.dir.path());
-    for partial in [0usize, 1, 7, 19, 20] {
+    // A reserved file still all zeros, or cut before its header was complete.
+    for partial in [0usize, 1, 7, 19, 20, 1024] {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(h.dir.path(), copy.path());
         let next_writer_id = (newest / (1 << 20) + 1) << 20;

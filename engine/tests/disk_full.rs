@@ -124,7 +124,7 @@ fn run(durability: Durability, max_segment_size: u64) {
 
 #[test]
 fn disk_full_with_flush_durability() {
-    run(Durability::Flush, 1 << 20);
+    run(Durability::Flush, 32 << 10);
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn a_read_only_filesystem_is_a_typed_error() {
     };
     let store_dir = disk.path.join("store");
     {
-        let store = Store::open(&store_dir, common::manual()).unwrap();
+        let store = Store::open(&store_dir, common::manual().max_segment_size(64 << 10)).unwrap();
         store.put(b"k", b"v").unwrap();
     }
     let remount = |mode: &str| {

@@ -1,5 +1,5 @@
-//! A failing disk, simulated (feature `fault-injection`): a short write, a failed fsync and
-//! failed reads give typed errors, never a panic or a wrong value, and lose nothing that was
+//! A failing disk, simulated (feature `fault-injection`): a disk full when a segment is
+//! reserved, a failed fsync and failed reads give typed errors, never a panic or a wrong value, and lose nothing that was
 //! acknowledged.
 
 mod common;
@@ -20,32 +20,39 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 #[test]
-fn a_short_write_leaves_no_partial_record_and_writes_go_on() {
+fn a_segment_that_cannot_be_reserved_leaves_nothing_and_writes_go_on() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let opts = manual().durability(Durability::Flush);
+    let opts = manual()
+        .durability(Durability::Flush)
+        .max_segment_size(1024);
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     let mut model = BTreeMap::new();
     for i in 0..10u8 {
         store.put(&[i], &[i; 50]).unwrap();
         model.insert(vec![i], vec![i; 50]);
     }
-    faults::short_next_write();
-    let err = store.put(b"torn", &[9; 200]).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
-    let segment = dir.path().join("0000000000100000.data");
+    let files_before = common::files_with_extension(dir.path(), "data");
+    // The next write needs a new segment, and the disk is full when it is reserved.
+    faults::fail_next_allocation();
+    let err = store.put(b"no room", &[9; 900]).unwrap_err();
+    assert!(matches!(err, Error::StorageFull { .. }), "{err}");
     assert!(
-        err.to_string().contains(&segment.display().to_string()),
+        err.to_string().contains("0000000000200000.data"),
         "the message names the file: {err}"
     );
     assert_eq!(
-        store.get(b"torn").unwrap(),
+        store.get(b"no room").unwrap(),
         None,
         "the failed write is not visible"
     );
-    // The file was cut back: the next write lands where the failed one began.
-    store.put(b"after", b"ok").unwrap();
-    model.insert(b"after".to_vec(), b"ok".to_vec());
+    assert_eq!(
+        common::files_with_extension(dir.path(), "data"),
+        files_before,
+        "no half-made segment is left"
+    );
+    store.put(b"after", &[1; 900]).unwrap();
+    model.insert(b"after".to_vec(), vec![1; 900]);
     assert_eq!(contents(&store), model);
     drop(store);
     let store = Store::open(dir.path(), opts).unwrap();
@@ -55,27 +62,6 @@ fn a_short_write_leaves_no_partial_record_and_writes_go_on() {
         "no partial record on disk"
     );
     assert_eq!(contents(&store), model);
-}
-
-#[test]
-fn a_short_write_with_buffered_writes_keeps_them_buffered() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = manual().durability(Durability::None);
-    let store = Store::open(dir.path(), opts.clone()).unwrap();
-    store.put(b"buffered", b"1").unwrap();
-    faults::short_next_write();
-    assert!(matches!(store.flush(), Err(Error::Io { .. })));
-    assert_eq!(
-        store.get(b"buffered").unwrap(),
-        Some(b"1".to_vec()),
-        "still readable"
-    );
-    store.flush().unwrap();
-    drop(store);
-    let store = Store::open(dir.path(), opts).unwrap();
-    assert_eq!(store.get(b"buffered").unwrap(), Some(b"1".to_vec()));
-    assert_eq!(store.recovery_report().torn_tail, None);
 }
 
 #[test]
@@ -138,4 +124,24 @@ fn failed_reads_are_errors_never_wrong_values() {
     drop(store);
     let store = Store::open(dir.path(), manual()).unwrap();
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn reopening_syncs_the_segment_it_goes_on_appending_to() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), manual()).unwrap();
+        store.put(b"k", b"written, perhaps never synced").unwrap();
+    }
+    // Whoever goes on appending to a segment makes what it holds durable first: with the
+    // fsync failing, the open cannot go on.
+    faults::fail_next_sync();
+    let err = Store::open(dir.path(), manual()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let store = Store::open(dir.path(), manual()).unwrap();
+    assert_eq!(
+        store.get(b"k").unwrap(),
+        Some(b"written, perhaps never synced".to_vec())
+    );
 }

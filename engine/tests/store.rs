@@ -10,7 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{contents, segment_files};
-use logcache_engine::{Durability, Error, FORMAT_VERSION, Store, WriteBatch};
+use logcache_engine::{Durability, Error, FORMAT_VERSION, Options, Store, WriteBatch};
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, common::manual()).unwrap()
@@ -335,8 +335,8 @@ fn corruption_in_a_sealed_segment_names_segment_and_offset() {
     let first = segment_files(dir.path())[0].clone();
     let id = common::segment_id(&first);
     let mut bytes = fs::read(&first).unwrap();
-    // Second record: header (20) + one record (21 + 2 + 40).
-    let second = 20 + 63;
+    // Second record: header (20, padded to 24) + one record (21 + 2 + 40, padded to 64).
+    let second = 24 + 64;
     bytes[second + 30] ^= 0x01;
     fs::write(&first, &bytes).unwrap();
     match Store::open(dir.path(), common::manual()) {
@@ -364,8 +364,8 @@ fn corruption_after_open_is_an_error_on_read_never_a_wrong_value() {
     store.put(b"key", b"value").unwrap();
     let seg = segment_files(dir.path())[0].clone();
     let mut bytes = fs::read(&seg).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    // The last byte of the value, read through the store's map of the file.
+    bytes[24 + 21 + 3 + 4] ^= 0xff;
     fs::write(&seg, &bytes).unwrap();
     assert!(matches!(store.get(b"key"), Err(Error::Corrupt { .. })));
 }
@@ -378,14 +378,19 @@ fn stats_count_live_and_dead_bytes() {
     store.put(b"a", &[1; 100]).unwrap();
     store.put(b"b", &[2; 100]).unwrap();
     store.delete(b"b").unwrap();
-    let record = 21 + 1 + 100;
-    let tombstone = 21 + 1;
+    // Records are padded to multiples of 8 bytes.
+    let record = (21 + 1 + 100_u64).next_multiple_of(8);
+    let tombstone = (21 + 1_u64).next_multiple_of(8);
     let stats = store.stats();
     assert_eq!(stats.keys, 1);
     assert_eq!(stats.segments, 1);
-    assert_eq!(stats.live_bytes, record as u64);
-    assert_eq!(stats.dead_bytes, (2 * record + tombstone) as u64);
-    assert_eq!(stats.disk_bytes, (20 + 3 * record + tombstone) as u64);
+    assert_eq!(stats.live_bytes, record);
+    assert_eq!(stats.dead_bytes, 2 * record + tombstone);
+    assert_eq!(
+        stats.disk_bytes,
+        Options::default().max_segment_size,
+        "the segment written to is reserved whole"
+    );
     drop(store);
     let reopened = open(dir.path()).stats();
     assert_eq!(reopened, stats, "the same figures are rebuilt on open");

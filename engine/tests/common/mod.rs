@@ -92,3 +92,13 @@ impl Rng {
         lo + self.next_u64() % (hi - lo)
     }
 }
+
+/// Fills the rest of the active segment (created with `segment_size`) with one record under
+/// `key`, so that the next write starts a new segment.
+pub fn fill_active_segment(store: &Store, segment_size: u64, key: &[u8]) {
+    let (_, end) = store.log_position();
+    let left = segment_size - end;
+    let value_len = left - 21 - key.len() as u64;
+    store.put(key, &vec![0xf1; value_len as usize]).unwrap();
+    assert_eq!(store.log_position().1, segment_size, "the segment is full");
+}
