@@ -114,7 +114,7 @@ impl Backend for DiskBackend {
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.store.contains(key))
+        self.store.contains(key).map_err(Into::into)
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {

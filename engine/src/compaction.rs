@@ -2,29 +2,30 @@
 //! the index at the copies, and removes the old files, while reads and writes go on.
 //!
 //! Ordering is what makes it safe. Output segments take ids right after every existing
-//! segment below the writer's current segment (writer ids leave gaps for this), so on open
-//! they replay after their inputs and before any write made during or after the compaction.
-//! Each output is written under a temporary name, fsynced, renamed and its directory fsynced
-//! before the index points at it; inputs are deleted only after every output is durable, in
-//! ascending id order, so a tombstone's segment never disappears before an older value it
-//! hides.
+//! segment below the writer's current segment (writer ids leave gaps for this), so a rebuild
+//! replays them after their inputs and before any write made during or after the compaction.
+//! Each output is written under a temporary name, fsynced, renamed and its directory fsynced,
+//! then recorded in the segment table, and only then does the index point at its records (and
+//! only where it still points at the record copied: a write made meanwhile wins). Inputs are
+//! deleted once nothing points into them, in ascending id order, so a tombstone's segment
+//! never disappears before an older value it hides.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
-use crate::error::{Error, IoContext, Result};
-use crate::hint::{self, HintBuilder, HintEntry};
-use crate::keydir::Location;
+use crate::error::{Error, Result};
+use crate::index::file::{header, row};
+use crate::index::plan::NewRecord;
+use crate::index::slot::Location;
+use crate::output::Output;
 use crate::pacer::Pacer;
 use crate::record::{self, FLAG_TOMBSTONE};
 use crate::scan::Records;
-use crate::segment::{self, FORMAT_VERSION, FileKind, Segment};
-use crate::store::Inner;
+use crate::segment::{self, FORMAT_VERSION, Segment};
+use crate::shared::Shared;
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,150 +54,31 @@ pub struct CompactionStats {
     pub paused: Duration,
 }
 
-/// A record copied into an output, to be pointed at once the output is durable.
+/// A record copied into an output, to be pointed at once the output is recorded.
 struct Moved {
     key: Box<[u8]>,
     from: Location,
-    to: Location,
+    /// Offset and length of the copy in its output.
+    to: u64,
+    len: u32,
+    expiring: bool,
 }
 
-/// An output segment being written under its temporary name.
-struct Output {
-    id: u64,
-    temp: PathBuf,
-    file: File,
-    buf: Vec<u8>,
-    /// Bytes of the segment so far (file and buffer).
-    len: u64,
-    hint: HintBuilder,
+/// An output being written, with the records it will take over.
+struct Pending {
+    output: Output,
     moved: Vec<Moved>,
-    /// Bytes of tombstones written: dead from the start.
-    tombstone_bytes: u64,
-    /// Bytes handed to the OS since the last fdatasync.
-    unsynced: u64,
-    /// Bytes handed to the OS since the pacer last looked.
-    unpaced: u64,
 }
 
-const OUTPUT_BUFFER: usize = 1 << 20;
+/// Index changes are made this many records at a time, so writers never wait long.
+const CHUNK: usize = 4096;
 
-impl Output {
-    fn create(dir: &Path, id: u64) -> Result<Output> {
-        let temp = segment::temp_path(dir, id, FileKind::Data);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .context("creating a compaction output", &temp)?;
-        let mut header = segment::encode_header(id, FileKind::Data).to_vec();
-        header.resize(segment::data_start(FORMAT_VERSION), 0);
-        if let Err(e) = file.write_all(&header) {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io("writing a compaction output", &temp, e));
-        }
-        Ok(Output {
-            id,
-            temp,
-            file,
-            buf: Vec::with_capacity(OUTPUT_BUFFER),
-            len: header.len() as u64,
-            hint: HintBuilder::new(id, FORMAT_VERSION),
-            moved: Vec::new(),
-            tombstone_bytes: 0,
-            unsynced: 0,
-            unpaced: 0,
-        })
-    }
-
-    /// Appends a record; returns its location.
-    fn push(&mut self, flags: u8, expires_at: u64, key: &[u8], value: &[u8]) -> Result<Location> {
-        let offset = self.len;
-        record::encode_into(&mut self.buf, flags, expires_at, key, value);
-        let len = record::padded_len(key.len(), value.len()) as u32;
-        self.len += u64::from(len);
-        let tombstone = flags & FLAG_TOMBSTONE != 0;
-        self.hint.push(&HintEntry {
-            tombstone,
-            expires_at,
-            offset: offset as u32,
-            len,
-            key,
-        });
-        if tombstone {
-            self.tombstone_bytes += u64::from(len);
-        }
-        if self.buf.len() >= OUTPUT_BUFFER {
-            self.write_buffer()?;
-        }
-        Ok(Location {
-            segment: self.id,
-            offset: offset as u32,
-            len,
-            expires_at,
-        })
-    }
-
-    fn write_buffer(&mut self) -> Result<()> {
-        self.file
-            .write_all(&self.buf)
-            .context("writing a compaction output", &self.temp)?;
-        self.unsynced += self.buf.len() as u64;
-        self.unpaced += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// After each buffer written, lets the pacer slow the compaction down while durable
-    /// writers are syncing (see [`crate::pacer`]).
-    fn pace(&mut self, pacer: &mut Pacer, foreground_syncs: u64) -> Result<Duration> {
-        if self.unpaced == 0 {
-            return Ok(Duration::ZERO);
-        }
-        let step = pacer.after_chunk(self.unpaced, foreground_syncs, self.unsynced);
-        self.unpaced = 0;
-        if step.sync {
-            self.file
-                .sync_data()
-                .context("syncing a compaction output", &self.temp)?;
-            self.unsynced = 0;
-        }
-        if !step.sleep.is_zero() {
-            std::thread::sleep(step.sleep);
-        }
-        Ok(step.sleep)
-    }
-
-    /// Makes the output durable under its final name, with its hint file, and opens it as a
-    /// sealed segment.
-    fn finish(mut self, dir: &Path) -> Result<(Segment, Vec<Moved>, u64)> {
-        self.write_buffer()?;
-        self.file
-            .sync_all()
-            .context("syncing a compaction output", &self.temp)?;
-        let path = segment::path(dir, self.id);
-        fs::rename(&self.temp, &path).context("renaming a compaction output", &self.temp)?;
-        segment::sync_dir(dir)?;
-        drop(self.file);
-        let seg = Segment::open(dir, self.id, false)?;
-        seg.set_end(self.len);
-        // The data is durable; a hint that fails to be written only makes the next open slower.
-        let hint = self.hint.finish(self.len);
-        seg.set_has_hint(hint::write(dir, self.id, &hint).is_ok());
-        Ok((seg, self.moved, self.tombstone_bytes))
-    }
-
-    /// Removes the unfinished output.
-    fn abandon(self) {
-        let _ = fs::remove_file(&self.temp);
-    }
-}
-
-/// Compacts `inputs` (sealed segments, ascending by id), calling `progress(bytes read, bytes
-/// to read)` after each input. The caller holds the store's compaction lock.
+/// Compacts `inputs` (sealed segments with their numbers, ascending by id), calling
+/// `progress(bytes read, bytes to read)` after each input. The caller holds the store's
+/// maintenance lock.
 pub(crate) fn compact(
-    inner: &Inner,
-    inputs: &[Arc<Segment>],
+    shared: &Shared,
+    inputs: &[(u32, Arc<Segment>)],
     progress: &dyn Fn(u64, u64),
 ) -> Result<CompactionStats> {
     let started = Instant::now();
@@ -207,53 +89,53 @@ pub(crate) fn compact(
     if inputs.is_empty() {
         return Ok(stats);
     }
-    let input_ids: BTreeSet<u64> = inputs.iter().map(|s| s.id()).collect();
+    let input_ids: BTreeSet<u64> = inputs.iter().map(|(_, s)| s.id()).collect();
     // Every write from now on goes to a segment with an id of at least `floor`.
-    let floor = inner.writer.lock().write_floor();
-    let (mut next_id, oldest_outside) = {
-        let segments = inner.segments.read();
-        let next_id = segments
-            .range(..floor)
-            .next_back()
-            .map_or(0, |(&id, _)| id + 1);
-        let oldest_outside = segments.keys().copied().find(|id| !input_ids.contains(id));
-        (next_id, oldest_outside)
-    };
+    let floor = shared.writer.lock().write_floor(&shared.index);
+    let rows = shared.index.rows();
+    let mut next_id = rows
+        .iter()
+        .map(|&(_, id)| id)
+        .filter(|&id| id < floor)
+        .max()
+        .map_or(0, |id| id + 1);
+    let oldest_outside = rows
+        .iter()
+        .map(|&(_, id)| id)
+        .find(|id| !input_ids.contains(id));
     let now = now_ms();
-    let total: u64 = inputs.iter().map(|s| s.end()).sum();
-    let mut out: Option<Output> = None;
-    let mut pacer = Pacer::new(inner.commit.syncs());
+    let total: u64 = inputs.iter().map(|(_, s)| s.end()).sum();
+    let mut out: Option<Pending> = None;
+    let mut pacer = Pacer::new(shared.commit.syncs());
     let mut expired: Vec<(Box<[u8]>, Location)> = Vec::new();
     let result = (|| -> Result<()> {
-        for seg in inputs {
+        for (number, seg) in inputs {
             progress(stats.bytes_read, total);
             let bytes = seg.read(0, seg.end() as usize)?;
             stats.bytes_read += bytes.len() as u64;
             let mut walk = Records::new(bytes, seg.version());
             for (offset, rec) in walk.by_ref() {
-                if inner.is_closing() {
+                if shared.is_closing() {
                     return Err(Error::Closed);
                 }
                 let from = Location {
-                    segment: seg.id(),
-                    offset: offset as u32,
-                    len: record::span(rec.encoded_len(), seg.version()) as u32,
-                    expires_at: rec.expires_at,
+                    number: *number,
+                    offset,
                 };
-                let current = inner.keydir.read().get(rec.key);
-                let is_current =
-                    current.is_some_and(|l| l.segment == from.segment && l.offset == from.offset);
-                let is_expired = from.is_expired(now);
+                let is_current = shared.is_current(rec.key, from);
+                let is_expired = rec.expires_at != 0 && rec.expires_at <= now;
                 if is_current && !is_expired {
-                    let output = match &mut out {
-                        Some(o) => o,
-                        None => out.insert(new_output(inner, &mut next_id, floor)?),
+                    let pending = match &mut out {
+                        Some(p) => p,
+                        None => out.insert(new_output(shared, &mut next_id, floor)?),
                     };
-                    let to = output.push(0, rec.expires_at, rec.key, rec.value)?;
-                    output.moved.push(Moved {
+                    let (to, len) = pending.output.push(0, rec.expires_at, rec.key, rec.value)?;
+                    pending.moved.push(Moved {
                         key: rec.key.into(),
                         from,
                         to,
+                        len,
+                        expiring: rec.expires_at != 0,
                     });
                     stats.records_copied += 1;
                 } else {
@@ -264,26 +146,28 @@ pub(crate) fn compact(
                     // segment outside this compaction may hold a value it hides.
                     let deletes = rec.is_tombstone() || is_expired;
                     let older_outside = oldest_outside.is_some_and(|id| id < seg.id());
-                    if deletes && older_outside && (current.is_none() || is_current) {
-                        let output = match &mut out {
-                            Some(o) => o,
-                            None => out.insert(new_output(inner, &mut next_id, floor)?),
+                    // Not needed where the index points at a newer value of the key: that
+                    // value hides the older ones.
+                    if deletes && older_outside && (is_current || !shared.has_slot(rec.key)) {
+                        let pending = match &mut out {
+                            Some(p) => p,
+                            None => out.insert(new_output(shared, &mut next_id, floor)?),
                         };
-                        output.push(FLAG_TOMBSTONE, 0, rec.key, &[])?;
+                        pending.output.push(FLAG_TOMBSTONE, 0, rec.key, &[])?;
                         stats.tombstones_kept += 1;
                     } else {
                         stats.records_dropped += 1;
                     }
                 }
-                if let Some(o) = out.as_mut() {
-                    stats.paused += o.pace(&mut pacer, inner.commit.syncs())?;
+                if let Some(p) = out.as_mut() {
+                    stats.paused += p.output.pace(&mut pacer, shared.commit.syncs())?;
                 }
                 if out
                     .as_ref()
-                    .is_some_and(|o| o.len >= inner.options.max_segment_size)
+                    .is_some_and(|p| p.output.len() >= shared.options.max_segment_size)
                 {
                     let done = out.take().expect("checked");
-                    stats.bytes_written += install(inner, done)?;
+                    stats.bytes_written += install(shared, done)?;
                     stats.segments_out += 1;
                 }
             }
@@ -296,74 +180,156 @@ pub(crate) fn compact(
             }
         }
         if let Some(done) = out.take() {
-            stats.bytes_written += install(inner, done)?;
+            stats.bytes_written += install(shared, done)?;
             stats.segments_out += 1;
         }
         progress(total, total);
         Ok(())
     })();
     if let Err(e) = result {
-        if let Some(o) = out.take() {
-            o.abandon();
+        if let Some(p) = out.take() {
+            p.output.abandon();
         }
         return Err(e);
     }
-
-    {
-        let mut keydir = inner.keydir.write();
-        for (key, from) in &expired {
-            keydir.remove_if_at(key, from);
-        }
+    for chunk in expired.chunks(CHUNK) {
+        shared.change_index(|plan| {
+            for (key, from) in chunk {
+                plan.remove_if_at(key, *from);
+            }
+            Ok(true)
+        })?;
     }
-    retire_inputs(inner, inputs, &input_ids)?;
+    retire_inputs(shared, inputs)?;
+    shared
+        .index
+        .table()
+        .word(header::COMPACTIONS)
+        .fetch_add(1, Ordering::AcqRel);
     stats.bytes_reclaimed = stats.bytes_read.saturating_sub(stats.bytes_written);
     stats.duration = started.elapsed();
     Ok(stats)
 }
 
-fn new_output(inner: &Inner, next_id: &mut u64, floor: u64) -> Result<Output> {
+fn new_output(shared: &Shared, next_id: &mut u64, floor: u64) -> Result<Pending> {
     if *next_id >= floor {
         return Err(Error::SegmentIdsExhausted);
     }
-    let output = Output::create(&inner.dir, *next_id)?;
+    let output = Output::create(&shared.dir, *next_id)?;
     *next_id += 1;
-    Ok(output)
+    Ok(Pending {
+        output,
+        moved: Vec::new(),
+    })
 }
 
-/// Makes a finished output durable and visible, then points the index at the records it
+/// Makes a finished output durable and records it, then points the index at the records it
 /// holds, unless a newer write moved a key meanwhile. Returns the output's size.
-fn install(inner: &Inner, output: Output) -> Result<u64> {
-    let (seg, moved, tombstone_bytes) = output.finish(&inner.dir)?;
+fn install(shared: &Shared, pending: Pending) -> Result<u64> {
+    let seg = Arc::new(pending.output.finish(&shared.dir)?);
     let (id, len) = (seg.id(), seg.end());
-    inner.segments.write().insert(id, Arc::new(seg));
-    // Swap in chunks so readers never wait long for the index.
-    for chunk in moved.chunks(4096) {
-        let mut keydir = inner.keydir.write();
-        for m in chunk {
-            keydir.relocate(&m.key, &m.from, m.to);
+    let number = {
+        let _writer = shared.writer.lock();
+        let number = shared
+            .index
+            .add_row(id, row::SEALED, seg.capacity(), len, FORMAT_VERSION)?;
+        if seg.has_hint() {
+            shared
+                .index
+                .table()
+                .row(number, row::VERSION_AND_FLAGS)
+                .fetch_or(row::HAS_HINT, Ordering::AcqRel);
         }
+        number
+    };
+    seg.seal_in_memory();
+    shared.index.register(number, Arc::clone(&seg));
+    for chunk in pending.moved.chunks(CHUNK) {
+        shared.change_index(|plan| {
+            for m in chunk {
+                let to = NewRecord {
+                    at: Location {
+                        number,
+                        offset: m.to,
+                    },
+                    len: m.len,
+                    expiring: m.expiring,
+                };
+                plan.relocate(&m.key, m.from, to);
+            }
+            Ok(true)
+        })?;
     }
-    inner.keydir.write().add_dead_records(id, tombstone_bytes);
     Ok(len)
 }
 
-/// Drops the inputs from the store and deletes their files, oldest first.
-fn retire_inputs(inner: &Inner, inputs: &[Arc<Segment>], ids: &BTreeSet<u64>) -> Result<()> {
+/// Deletes the inputs, oldest first: each file (durably), then its row.
+fn retire_inputs(shared: &Shared, inputs: &[(u32, Arc<Segment>)]) -> Result<()> {
+    #[cfg(debug_assertions)]
     {
-        let mut keydir = inner.keydir.write();
-        #[cfg(debug_assertions)]
-        keydir.assert_nothing_in(ids);
-        keydir.forget_segments(ids);
+        let numbers: BTreeSet<u32> = inputs.iter().map(|(n, _)| *n).collect();
+        let table = shared.index.table();
+        shared.index.for_each_slot(&table, |value| {
+            let at = crate::index::slot::location_of(value);
+            assert!(
+                !numbers.contains(&at.number),
+                "a key still points into segment {} being removed",
+                at.number
+            );
+        });
     }
-    {
-        let mut segments = inner.segments.write();
-        for id in ids {
-            segments.remove(id);
-        }
-    }
-    // Oldest first, each deletion durable before the next.
-    for seg in inputs {
-        segment::remove(&inner.dir, seg.id())?;
+    for (number, seg) in inputs {
+        segment::remove(&shared.dir, seg.id())?;
+        let _writer = shared.writer.lock();
+        shared.index.free_row(*number);
     }
     Ok(())
+}
+
+/// Every sealed segment with its number, total record bytes and dead bytes (expired entries
+/// counted as dead when `expired` says so), ascending by id.
+pub(crate) fn sealed_usage(
+    shared: &Shared,
+    expired: &hashbrown::HashMap<u32, u64>,
+) -> Vec<(u32, Arc<Segment>, u64, u64)> {
+    let table = shared.index.table();
+    let start = segment::data_start(FORMAT_VERSION) as u64;
+    let mut out = Vec::new();
+    for (number, _) in shared.index.rows() {
+        if table.row(number, row::STATE).load(Ordering::Acquire) != row::SEALED {
+            continue;
+        }
+        let Ok(seg) = shared.index.segment(number) else {
+            continue;
+        };
+        let records = table
+            .row(number, row::END)
+            .load(Ordering::Acquire)
+            .saturating_sub(start);
+        let live = table.row(number, row::LIVE).load(Ordering::Acquire);
+        let dead = records.saturating_sub(live) + expired.get(&number).copied().unwrap_or(0);
+        out.push((number, seg, records, dead.min(records)));
+    }
+    out
+}
+
+/// Bytes of records that have expired but that the index still points at, per segment
+/// number (empty when nothing can expire). Reads the header of every such record.
+pub(crate) fn expired_bytes(shared: &Shared, now: u64) -> hashbrown::HashMap<u32, u64> {
+    let mut out = hashbrown::HashMap::new();
+    let table = shared.index.table();
+    if table.word(header::EXPIRING).load(Ordering::Acquire) == 0 {
+        return out;
+    }
+    shared.index.for_each_slot(&table, |value| {
+        let at = crate::index::slot::location_of(value);
+        if let Ok(seg) = shared.index.segment(at.number)
+            && let Ok(rec) = record::decode(seg.tail(at.offset))
+            && rec.expires_at != 0
+            && rec.expires_at <= now
+        {
+            *out.entry(at.number).or_default() += record::aligned(rec.encoded_len()) as u64;
+        }
+    });
+    out
 }

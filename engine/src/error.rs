@@ -56,6 +56,19 @@ pub enum Error {
         /// The version this build reads and writes.
         supported: u16,
     },
+    /// An index file is damaged or of another format version. Opening a store rebuilds its
+    /// index from the segments instead of failing; this is returned only where that cannot
+    /// happen (a read-only store).
+    #[error("index file {} cannot be used: {reason}", path.display())]
+    BadIndex {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The index holds as many keys as its format allows (about 250 million).
+    #[error("the index is full: it holds as many keys as its format allows")]
+    IndexFull,
     /// A key is longer than `Options::max_key_size`.
     #[error("key of {len} bytes exceeds the limit of {max} bytes")]
     KeyTooLarge {

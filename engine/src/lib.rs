@@ -1,9 +1,11 @@
 //! `logcache-engine`: the log-structured, append-only storage engine behind logcache.
 //!
 //! A store is a directory of segment files. Every write appends a CRC-checked record to the
-//! newest (active) segment; an in-memory hash index maps each live key to its newest record.
-//! Reads are one index lookup and one read of the record, verified before it is returned.
-//! Opening a store rebuilds the index from the segments and cuts off a write torn by a crash.
+//! newest (active) segment; a persistent hash index, in a memory-mapped file beside the
+//! segments, maps each live key to its newest record. Reads are one index lookup and one look
+//! at the record in the segment's map, verified before it is returned. Opening a store maps
+//! the index; only after an OS crash or a power cut (or when the index is missing or damaged)
+//! is it rebuilt from the segments, cutting off a write torn by the crash.
 //! See `docs/format.md` for the on-disk format and `docs/guarantees.md` for what survives what.
 //!
 //! ```
@@ -33,14 +35,19 @@ pub mod faults;
 pub mod fuzz;
 mod group_commit;
 mod hint;
-mod keydir;
+mod index;
 mod lock;
+mod maintenance;
+mod migrate;
 mod options;
+mod output;
 mod pacer;
+mod rebuild;
 mod record;
 mod recovery;
 mod scan;
 mod segment;
+mod shared;
 mod store;
 mod verify;
 mod worker;

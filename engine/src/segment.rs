@@ -195,7 +195,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Reserves `len` bytes for `file` (extending it), so that writing them never needs a new
 /// block. Where the filesystem cannot reserve, the file is extended with written zeros.
-fn allocate(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     #[cfg(feature = "fault-injection")]
     crate::faults::on_allocate()?;
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
@@ -336,6 +336,76 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end) }
     }
 
+    /// The bytes from `offset` to the end of the map (empty past it): where a record the
+    /// index points at starts. What they hold is checked by decoding them.
+    pub fn tail(&self, offset: u64) -> &[u8] {
+        let whole = self.whole_shared();
+        whole.get(offset as usize..).unwrap_or_default()
+    }
+
+    fn whole_shared(&self) -> &[u8] {
+        // SAFETY: the map is valid for its length while `self` lives. Bytes a slot points at
+        // were written before the slot was stored (release) and loaded (acquire), and are never
+        // changed again; the writer only writes past the end of the records, which no slot
+        // points into, and a reader only looks at bytes a slot points at.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+    }
+
+    /// Writes zeros over `from..to` (bytes a writer appended without finishing its op; no
+    /// slot points at them).
+    pub fn zero_range(&self, from: u64, to: u64) {
+        let to = to.min(self.capacity());
+        if from >= to || self.is_sealed() {
+            return;
+        }
+        // SAFETY: inside the writable map (bounded above, and only unsealed segments are mapped
+        // writable); the caller holds the writer lock, and no reader looks at these bytes
+        // because no slot points at them.
+        unsafe {
+            std::ptr::write_bytes(
+                self.map.as_mut_ptr().add(from as usize),
+                0,
+                (to - from) as usize,
+            )
+        };
+    }
+
+    /// The offset of the first byte at or after `from` that is not zero, if any. Skips the
+    /// holes and unwritten reserved blocks the file system reports (`SEEK_DATA`), so checking
+    /// the zero tail of a preallocated segment does not read it page by page.
+    pub fn first_nonzero_from(&self, from: u64) -> Option<u64> {
+        use rustix::fs::SeekFrom;
+        let whole = self.whole();
+        let len = whole.len() as u64;
+        let mut at = from;
+        while at < len {
+            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(at)) {
+                Ok(data) => data,
+                Err(rustix::io::Errno::NXIO) => return None,
+                // Not supported here: look at every byte.
+                Err(_) => at,
+            };
+            if data >= len {
+                return None;
+            }
+            let hole = match rustix::fs::seek(&self.file, SeekFrom::Hole(data)) {
+                Ok(hole) if hole > data => hole.min(len),
+                _ => len,
+            };
+            let region = &whole[data as usize..hole as usize];
+            if let Some(i) = first_nonzero(region) {
+                return Some(data + i as u64);
+            }
+            at = hole;
+        }
+        None
+    }
+
+    /// Marks the segment sealed in this process only (it was sealed on disk already).
+    pub fn seal_in_memory(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
     /// Length of the mapped file.
     pub fn capacity(&self) -> u64 {
         self.map.len() as u64
@@ -445,16 +515,6 @@ impl Segment {
         self.end.load(Ordering::Acquire)
     }
 
-    /// Bytes the segment takes on disk, as far as the store accounts them: the whole
-    /// reservation while it is open for appending, its records once sealed.
-    pub fn disk_len(&self) -> u64 {
-        if self.is_sealed() {
-            self.end()
-        } else {
-            self.capacity()
-        }
-    }
-
     /// fdatasync of the file (appends through the map included).
     pub fn sync_data(&self) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
@@ -478,6 +538,26 @@ impl Segment {
         crate::faults::on_read().context("reading a record of", &self.path)?;
         Ok(&contents[offset as usize..end as usize])
     }
+}
+
+/// The index of the first byte of `bytes` that is not zero, looking at 64 bytes at a time.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(64);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let folded = chunk.chunks_exact(8).fold(0u64, |acc, w| {
+            acc | u64::from_ne_bytes(w.try_into().expect("8 bytes"))
+        });
+        if folded != 0 {
+            return chunk.iter().position(|&b| b != 0).map(|i| at + i);
+        }
+        at += 64;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b != 0)
+        .map(|i| at + i)
 }
 
 #[cfg(test)]
@@ -569,7 +649,6 @@ mod tests {
         seg.sync_data().unwrap();
         seg.seal();
         assert!(seg.is_sealed());
-        assert_eq!(seg.disk_len(), start + 16);
         drop(seg);
         let again = Segment::open(dir.path(), 1, false).unwrap();
         assert_eq!(again.version(), FORMAT_VERSION);
@@ -595,5 +674,32 @@ mod tests {
         let whole = seg.whole();
         assert!(whole[at as usize..at as usize + 8].iter().all(|&b| b == 7));
         assert!(whole[at as usize + 8..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_first_nonzero_byte_is_found_across_holes_and_written_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 1 << 20;
+        let seg = Segment::create(dir.path(), 1, len).unwrap();
+        let start = data_start(FORMAT_VERSION) as u64;
+        assert_eq!(
+            seg.first_nonzero_from(start),
+            None,
+            "reserved, never written"
+        );
+        for at in [start, 4095, 4096, 70_001, len - 1] {
+            let seg = Segment::create(dir.path(), at + 2, len).unwrap();
+            // A byte written through the file, as a page that reached the disk.
+            seg.file.write_all_at(&[9], at).unwrap();
+            assert_eq!(seg.first_nonzero_from(start.min(at)), Some(at), "{at}");
+            assert_eq!(seg.first_nonzero_from(at + 1), None, "{at}");
+        }
+        assert_eq!(first_nonzero(&[0; 200]), None);
+        let mut bytes = [0u8; 200];
+        bytes[131] = 1;
+        assert_eq!(first_nonzero(&bytes), Some(131));
+        bytes[199] = 1;
+        bytes[131] = 0;
+        assert_eq!(first_nonzero(&bytes), Some(199));
     }
 }

@@ -185,6 +185,15 @@ mod tests {
         assert_eq!(p.reason, "checksum mismatch");
         assert!(!p.torn_tail);
 
+        // The index was closed cleanly, so open trusts it and reads find the damage.
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let failed = (0..100u32)
+            .filter(|i| store.get(&i.to_le_bytes()).is_err())
+            .count();
+        assert_eq!(failed, 1, "the damaged record is an error, the others read");
+        drop(store);
+        // Rebuilding the index scans the segments: the damage is real, open refuses it too.
+        fs::remove_file(dir.path().join(crate::index::file::POINTER_FILE)).unwrap();
         let store = Store::open(dir.path(), Options::default());
         assert!(store.is_err(), "the damage is real: open refuses it too");
     }

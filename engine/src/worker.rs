@@ -4,68 +4,30 @@
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use parking_lot::{Condvar, Mutex};
-
-use crate::store::Inner;
-
-/// How the store talks to its background thread.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    state: Mutex<SignalState>,
-    cv: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SignalState {
-    stop: bool,
-    kicked: bool,
-}
-
-impl Signal {
-    /// Asks for a pass now rather than at the next interval.
-    pub fn kick(&self) {
-        self.state.lock().kicked = true;
-        self.cv.notify_all();
-    }
-
-    fn stop(&self) {
-        self.state.lock().stop = true;
-        self.cv.notify_all();
-    }
-}
+use crate::maintenance;
+use crate::shared::Shared;
 
 /// Handle to the background thread; stopping it waits for it to finish.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Starts the thread.
-    pub fn spawn(inner: Arc<Inner>) -> std::io::Result<Worker> {
-        let shared = Arc::clone(&inner);
+    pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Worker> {
+        let state = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name("logcache-background".into())
             .spawn(move || {
-                let interval = shared.options.compaction_interval;
-                loop {
-                    {
-                        let signal = &shared.signal;
-                        let mut state = signal.state.lock();
-                        if !state.stop && !state.kicked {
-                            signal.cv.wait_for(&mut state, interval);
-                        }
-                        if state.stop {
-                            return;
-                        }
-                        state.kicked = false;
-                    }
-                    shared.background_pass();
+                let interval = state.options.compaction_interval;
+                while state.signal.wait(interval) {
+                    maintenance::background_pass(&state);
                 }
             })?;
         Ok(Worker {
-            inner,
+            shared,
             handle: Some(handle),
         })
     }
@@ -73,7 +35,7 @@ impl Worker {
     /// Asks the thread to stop and waits for it. A compaction in progress notices the store's
     /// closing flag and stops early.
     pub fn stop(&mut self) {
-        self.inner.signal.stop();
+        self.shared.signal.stop();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }

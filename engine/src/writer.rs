@@ -1,23 +1,47 @@
-//! The single writer: appends encoded records to the active segment's map, rotates segments,
-//! and refuses writes once the disk state is uncertain.
+//! The writer: appends records to the active segment and points the index at them, as one op
+//! (see `index::op`); rotates segments; refuses writes once the disk state is uncertain.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use parking_lot::RwLock;
+use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::index::file::{Shape, header, row};
+use crate::index::op::Append;
+use crate::index::plan::{NewRecord, Planned, Planner};
+use crate::index::slot::{self, Location};
 use crate::options::Options;
+use crate::record;
 use crate::segment::{FORMAT_VERSION, MAX_SEGMENT_LEN, Segment, data_start, next_writer_id};
 
-/// Every segment of the store by id, the active one included.
-pub(crate) type SegmentMap = RwLock<BTreeMap<u64, Arc<Segment>>>;
+/// One change of a write: a record to append and what it does to the index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        expires_at: u64,
+    },
+    Delete {
+        key: &'a [u8],
+    },
+}
 
-/// Where an append landed.
+impl Change<'_> {
+    /// Bytes its record takes, padding included.
+    pub fn len(&self) -> usize {
+        match self {
+            Change::Put { key, value, .. } => record::padded_len(key.len(), value.len()),
+            Change::Delete { key } => record::padded_len(key.len(), 0),
+        }
+    }
+}
+
+/// Where a write landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Appended {
-    /// The segment written to.
+    /// The segment id written to.
     pub segment: u64,
     /// Offset of the first appended byte.
     pub offset: u64,
@@ -28,9 +52,6 @@ pub(crate) struct Appended {
 pub(crate) struct Writer {
     dir: PathBuf,
     max_segment_size: u64,
-    /// The segment appended to; created on the first write that needs one.
-    active: Option<Arc<Segment>>,
-    next_segment_id: u64,
     /// Bytes appended since open: the log position group commit syncs up to.
     written: u64,
     /// Why writes are refused, after a failure that left the disk state uncertain.
@@ -38,19 +59,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// A writer that appends to `active` (a writable segment recovery found room in), or
-    /// creates segment `next_segment_id` on its first append.
-    pub fn new(
-        dir: PathBuf,
-        options: &Options,
-        active: Option<Arc<Segment>>,
-        next_segment_id: u64,
-    ) -> Writer {
+    pub fn new(dir: PathBuf, options: &Options) -> Writer {
         Writer {
             dir,
             max_segment_size: options.max_segment_size,
-            active,
-            next_segment_id,
             written: 0,
             failure: None,
         }
@@ -58,17 +70,22 @@ impl Writer {
 
     /// The id of the segment writes go to now, or of the one the next write creates. Every
     /// write from now on lands in a segment with this id or a higher one.
-    pub fn write_floor(&self) -> u64 {
-        self.active
-            .as_ref()
-            .map_or(self.next_segment_id, |a| a.id())
+    pub fn write_floor(&self, index: &Index) -> u64 {
+        let table = index.table();
+        match table.word(header::ACTIVE).load(Ordering::Acquire) as u32 {
+            0 => table.word(header::NEXT_WRITER_ID).load(Ordering::Acquire),
+            n => table.row(n, row::ID).load(Ordering::Acquire),
+        }
     }
 
-    /// The active segment and the end of its records: where the next append goes, unless it
-    /// rotates. `(0, 0)` before the first segment exists.
+    /// The active segment's id and the end of its records: where the next write goes,
+    /// unless it rotates. `(0, 0)` before the first segment exists.
     #[cfg(feature = "fuzzing")]
-    pub fn position(&self) -> (u64, u64) {
-        self.active.as_ref().map_or((0, 0), |a| (a.id(), a.end()))
+    pub fn position(&self, index: &Index) -> (u64, u64) {
+        match self.active(index) {
+            Some((_, seg)) => (seg.id(), seg.end()),
+            None => (0, 0),
+        }
     }
 
     /// Bytes appended since open.
@@ -88,56 +105,145 @@ impl Writer {
         }
     }
 
-    /// Appends `len` bytes (a multiple of the record alignment) that `encode` writes, to the
-    /// active segment, rotating first if they do not fit. All `len` bytes land in one segment
-    /// and become readable together; they are in the OS's page cache when this returns. On
-    /// error nothing was appended.
-    pub fn append(
-        &mut self,
-        len: usize,
-        segments: &SegmentMap,
-        encode: impl FnOnce(&mut [u8]),
-    ) -> Result<Appended> {
+    /// The segment appended to, if there is one.
+    fn active(&self, index: &Index) -> Option<(u32, Arc<Segment>)> {
+        let number = index.counter(header::ACTIVE) as u32;
+        if number == 0 {
+            return None;
+        }
+        index.segment(number).ok().map(|seg| (number, seg))
+    }
+
+    /// Writes `changes` as one op: their records, contiguous in one segment, and the index
+    /// changes, which readers see all at once. A delete of an absent key writes nothing; if
+    /// nothing is left, nothing is written (`None`). On error nothing was written.
+    pub fn write(&mut self, index: &Index, changes: &[Change<'_>]) -> Result<Option<Appended>> {
         self.check_usable()?;
-        let active = self.active_with_room(len as u64, segments)?;
-        let offset = active.append(len, encode);
+        let len: usize = changes.iter().map(Change::len).sum();
+        let (number, segment) = self.active_with_room(index, len as u64)?;
+        let start = segment.end();
+        let entries = loop {
+            let table = Arc::clone(&index.table());
+            let mut planner = Planner::new(index, Arc::clone(&table));
+            let mut offset = start;
+            let mut room = true;
+            for change in changes {
+                let at = Location { number, offset };
+                offset += change.len() as u64;
+                match *change {
+                    Change::Put {
+                        key, expires_at, ..
+                    } => {
+                        let new = NewRecord {
+                            at,
+                            len: change.len() as u32,
+                            expiring: expires_at != 0,
+                        };
+                        if planner.put(key, new)? == Planned::NeedsRoom {
+                            room = false;
+                            break;
+                        }
+                    }
+                    Change::Delete { key } => {
+                        planner.delete(key)?;
+                    }
+                }
+            }
+            let shape = table.shape();
+            if !room {
+                drop(table);
+                grow(index, shape, planner.entries.len(), true)?;
+                continue;
+            }
+            if planner.entries.len() > shape.op_entries as usize {
+                drop(table);
+                grow(index, shape, planner.entries.len(), false)?;
+                continue;
+            }
+            break planner.entries;
+        };
+        if changes.len() == 1 && matches!(changes[0], Change::Delete { .. }) && entries.is_empty() {
+            return Ok(None);
+        }
+        let table = index.table();
+        let several = changes.len() > 1 || entries.len() > 1;
+        let last = changes.len() - 1;
+        index.execute(
+            &table,
+            Some(Append {
+                segment: &segment,
+                number,
+                len,
+            }),
+            &entries,
+            several,
+            |buf| {
+                let mut at = 0;
+                for (i, change) in changes.iter().enumerate() {
+                    let more = if i < last {
+                        record::FLAG_BATCH_CONTINUES
+                    } else {
+                        0
+                    };
+                    let out = &mut buf[at..];
+                    match *change {
+                        Change::Put {
+                            key,
+                            value,
+                            expires_at,
+                        } => record::encode_to(out, more, expires_at, key, value),
+                        Change::Delete { key } => {
+                            record::encode_to(out, more | record::FLAG_TOMBSTONE, 0, key, &[])
+                        }
+                    }
+                    at += change.len();
+                }
+            },
+        );
         self.written += len as u64;
-        Ok(Appended {
-            segment: active.id(),
-            offset,
-        })
+        Ok(Some(Appended {
+            segment: segment.id(),
+            offset: start,
+        }))
     }
 
     /// What an fsync must cover to make every append so far durable: the active segment
     /// (older segments were synced when sealed) and the log position it makes durable.
-    pub fn sync_target(&mut self) -> Result<(Option<Arc<Segment>>, u64)> {
+    pub fn sync_target(&mut self, index: &Index) -> Result<(Option<Arc<Segment>>, u64)> {
         self.check_usable()?;
-        Ok((self.active.clone(), self.written))
+        Ok((self.active(index).map(|(_, seg)| seg), self.written))
     }
 
     /// The active segment, after rotating if `len` more bytes would not fit in it.
-    fn active_with_room(&mut self, len: u64, segments: &SegmentMap) -> Result<Arc<Segment>> {
-        if let Some(active) = &self.active {
+    fn active_with_room(&mut self, index: &Index, len: u64) -> Result<(u32, Arc<Segment>)> {
+        if let Some((number, active)) = self.active(index) {
             if len <= active.room() {
-                return Ok(Arc::clone(active));
+                return Ok((number, active));
             }
-            self.seal_active(segments)?;
+            self.seal_active(index)?;
         }
         // A record larger than a segment gets a segment of its own, as large as it needs.
         let start = data_start(FORMAT_VERSION) as u64;
         let capacity = self.max_segment_size.max(start + len).min(MAX_SEGMENT_LEN);
-        let segment = Arc::new(Segment::create(&self.dir, self.next_segment_id, capacity)?);
-        self.next_segment_id = next_writer_id(segment.id());
-        segments.write().insert(segment.id(), Arc::clone(&segment));
-        self.active = Some(Arc::clone(&segment));
-        Ok(segment)
+        let id = index.counter(header::NEXT_WRITER_ID);
+        let segment = Arc::new(Segment::create(&self.dir, id, capacity)?);
+        let number = index.add_row(id, row::ACTIVE, capacity, start, FORMAT_VERSION)?;
+        index.register(number, Arc::clone(&segment));
+        let table = index.table();
+        table
+            .word(header::NEXT_WRITER_ID)
+            .store(next_writer_id(id), Ordering::Release);
+        table
+            .word(header::ACTIVE)
+            .store(u64::from(number), Ordering::Release);
+        Ok((number, segment))
     }
 
     /// Makes the active segment durable and immutable. A sealed segment is always fully
     /// synced, which keeps every crash state a prefix of the log.
-    pub fn seal_active(&mut self, _segments: &SegmentMap) -> Result<()> {
+    pub fn seal_active(&mut self, index: &Index) -> Result<()> {
         self.check_usable()?;
-        let Some(active) = self.active.clone() else {
+        let Some((number, active)) = self.active(index) else {
             return Ok(());
         };
         if let Err(e) = active.sync_data() {
@@ -145,8 +251,27 @@ impl Writer {
             self.disable(reason);
             return Err(Error::io("syncing", active.path(), e));
         }
+        let table = index.table();
+        table
+            .row(number, row::STATE)
+            .store(row::SEALED, Ordering::Release);
+        table.word(header::ACTIVE).store(0, Ordering::Release);
         active.seal();
-        self.active = None;
         Ok(())
     }
+}
+
+/// Grows the index: more regions if a key found no room (`for_room`), else an op log that
+/// holds `entries`.
+pub(crate) fn grow(index: &Index, shape: Shape, entries: usize, for_room: bool) -> Result<()> {
+    let mut bigger = shape;
+    if for_room {
+        if shape.region_bits >= slot::MAX_REGION_BITS {
+            return Err(Error::IndexFull);
+        }
+        bigger.region_bits += 1;
+    } else {
+        bigger.op_entries = (entries as u32).next_power_of_two();
+    }
+    index.grow(bigger)
 }

@@ -90,6 +90,8 @@ fn compact_reclaims_dead_space_and_keeps_every_live_value() {
     assert_eq!(again.segments_in, 0);
     drop(store);
 
+    // A rebuild of the index (after an OS crash) reads every segment from its hint.
+    logcache_engine::fuzz::simulate_os_crash(dir.path());
     let store = Store::open(dir.path(), opts).unwrap();
     assert_eq!(contents(&store), model);
     let report = store.recovery_report();
@@ -352,6 +354,7 @@ fn open_falls_back_to_scanning_when_a_hint_is_bad_or_missing() {
     bytes[mid] ^= 0xff;
     fs::write(&hints[0], bytes).unwrap();
     fs::remove_file(&hints[1]).unwrap();
+    logcache_engine::fuzz::simulate_os_crash(dir.path());
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(contents(&store), model);
     let report = store.recovery_report().clone();
@@ -369,6 +372,7 @@ fn open_falls_back_to_scanning_when_a_hint_is_bad_or_missing() {
         hint_files(dir.path()).len() == hints.len()
     });
     drop(store);
+    logcache_engine::fuzz::simulate_os_crash(dir.path());
     let store = Store::open(dir.path(), opts).unwrap();
     assert_eq!(
         store.recovery_report().hints_used,

@@ -134,6 +134,9 @@ fn build_history() -> History {
         }
     }
     drop(store);
+    // The damage each test does stands for what an OS crash or a power cut leaves, after
+    // which the index is rebuilt from the segments.
+    logcache_engine::fuzz::simulate_os_crash(dir.path());
     History {
         dir,
         ops,

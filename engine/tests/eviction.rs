@@ -35,10 +35,10 @@ fn the_oldest_keys_are_evicted_to_stay_under_the_limit() {
     assert_eq!(stats.keys as u64 + stats.evictions, 1000, "{stats:?}");
     // Least recently stored go first: what is left is the newest keys, without a gap.
     let oldest_kept = (0..1000u32)
-        .find(|i| store.contains(&i.to_be_bytes()))
+        .find(|i| store.contains(&i.to_be_bytes()).unwrap())
         .unwrap();
     assert!(oldest_kept > 0);
-    assert!((oldest_kept..1000).all(|i| store.contains(&i.to_be_bytes())));
+    assert!((oldest_kept..1000).all(|i| store.contains(&i.to_be_bytes()).unwrap()));
     let kept = contents(&store);
     drop(store);
     let store = Store::open(dir.path(), manual().max_segment_size(segment)).unwrap();

@@ -97,7 +97,7 @@ fn a_failed_fsync_refuses_further_writes_and_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn failed_reads_are_errors_never_wrong_values() {
+fn failed_reads_stop_compaction_and_lose_nothing() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), manual()).unwrap();
@@ -107,13 +107,9 @@ fn failed_reads_are_errors_never_wrong_values() {
     let store = Store::open(dir.path(), manual()).unwrap();
     store.put(b"active", b"a").unwrap();
     faults::fail_reads(true);
-    for key in [&b"k"[..], b"active"] {
-        match store.get(key) {
-            Err(Error::Io { .. }) => {}
-            other => panic!("expected an I/O error, got {other:?}"),
-        }
-    }
-    assert!(store.contains(b"k"), "the index still knows the key");
+    // A get makes no system call (it reads the segment's map), so only the reads of
+    // compaction fail.
+    assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert!(
         matches!(store.compact(), Err(Error::Io { .. })),
         "compaction stops on a failed read"
@@ -121,9 +117,11 @@ fn failed_reads_are_errors_never_wrong_values() {
     faults::fail_reads(false);
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(store.get(b"active").unwrap(), Some(b"a".to_vec()));
+    assert_eq!(store.compact().unwrap().records_copied, 2);
     drop(store);
     let store = Store::open(dir.path(), manual()).unwrap();
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(store.get(b"active").unwrap(), Some(b"a".to_vec()));
 }
 
 #[test]

@@ -86,7 +86,7 @@ proptest! {
                 }
                 Op::Get(k) => {
                     prop_assert_eq!(store.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
-                    prop_assert_eq!(store.contains(&key(k)), model.contains_key(&key(k)));
+                    prop_assert_eq!(store.contains(&key(k)).unwrap(), model.contains_key(&key(k)));
                 }
                 Op::Batch(entries) => {
                     let mut batch = WriteBatch::new();

@@ -1,0 +1,351 @@
+//! The shared, persistent index: a hash table in memory-mapped files of the store directory,
+//! from each key to its newest record, with the segment table and the counters beside it.
+//!
+//! [`Index`] is one process's view: the maps of the current table file and of every segment
+//! it has needed. Reads take no lock: a slot is one atomic word, stored only after the record
+//! it points at is complete. Changes are planned ([`plan`]) and then carried out through the op
+//! log ([`op`]), which lets whoever writes next finish a change its writer did not.
+
+pub(crate) mod file;
+pub(crate) mod op;
+pub(crate) mod plan;
+pub(crate) mod slot;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::index::file::{PointerFile, Shape, TableFile, header, row};
+use crate::index::slot::{BUCKET_BITS, BUCKET_SLOTS, KeyHash, Location};
+use crate::record::{self, Record};
+use crate::segment::Segment;
+
+/// A record an index slot points at, found for a key.
+pub(crate) struct Found<'a> {
+    /// The record, verified (checksum, and the key asked for).
+    pub record: Record<'a>,
+    /// Where it lies.
+    pub at: Location,
+}
+
+/// One process's view of the shared index.
+#[derive(Debug)]
+pub(crate) struct Index {
+    dir: PathBuf,
+    pointer: PointerFile,
+    table: ArcSwap<TableFile>,
+    /// The segments this process has mapped, by number.
+    segments: RwLock<Vec<Option<Arc<Segment>>>>,
+}
+
+/// The slot positions of a key's two buckets: `[home, alternative]`, each the index of the
+/// bucket's first slot.
+pub(crate) fn buckets(table: &TableFile, h: KeyHash) -> [usize; 2] {
+    let region = slot::region(h.tag, table.shape().region_bits) as usize;
+    let base = region << BUCKET_BITS;
+    [h.bucket, slot::alternative(h.bucket, h.tag)]
+        .map(|bucket| (base + bucket as usize) * BUCKET_SLOTS)
+}
+
+impl Index {
+    /// An index over `table`, named by `pointer`.
+    pub fn new(dir: &Path, pointer: PointerFile, table: TableFile) -> Index {
+        Index {
+            dir: dir.to_path_buf(),
+            pointer,
+            table: ArcSwap::from_pointee(table),
+            segments: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pointer file.
+    pub fn pointer(&self) -> &PointerFile {
+        &self.pointer
+    }
+
+    /// The current table.
+    pub fn table(&self) -> arc_swap::Guard<Arc<TableFile>> {
+        self.table.load()
+    }
+
+    /// Makes `table` the current table (after growing).
+    pub fn replace_table(&self, table: TableFile) {
+        self.pointer.set_generation(table.generation());
+        self.table.store(Arc::new(table));
+    }
+
+    /// A header counter of the current table.
+    pub fn counter(&self, at: usize) -> u64 {
+        self.table().word(at).load(Ordering::Acquire)
+    }
+
+    /// The mapped segment `number`, mapping it if this process has not yet.
+    pub fn segment(&self, number: u32) -> Result<Arc<Segment>> {
+        if let Some(Some(seg)) = self.segments.read().get(number as usize) {
+            return Ok(Arc::clone(seg));
+        }
+        let table = self.table();
+        if number == 0 || number > table.shape().segments {
+            return Err(bad_slot(number));
+        }
+        let id = table.row(number, row::ID).load(Ordering::Acquire);
+        let state = table.row(number, row::STATE).load(Ordering::Acquire);
+        if state == row::FREE {
+            return Err(bad_slot(number));
+        }
+        let writable = state == row::ACTIVE;
+        let seg = Arc::new(Segment::open(&self.dir, id, writable)?);
+        let end = table.row(number, row::END).load(Ordering::Acquire);
+        if end > seg.capacity() {
+            // The file was cut behind the index's back.
+            return Err(Error::Corrupt {
+                segment: id,
+                offset: seg.capacity(),
+                reason: "segment file shorter than its records in the index",
+            });
+        }
+        seg.set_end(end);
+        if state == row::SEALED {
+            seg.seal_in_memory();
+        }
+        self.register(number, Arc::clone(&seg));
+        Ok(seg)
+    }
+
+    /// Records that segment `number` is `seg` (just created, or opened by recovery).
+    pub fn register(&self, number: u32, seg: Arc<Segment>) {
+        let mut segments = self.segments.write();
+        let i = number as usize;
+        if segments.len() <= i {
+            segments.resize(i + 1, None);
+        }
+        segments[i] = Some(seg);
+    }
+
+    /// Forgets segment `number` (deleted).
+    pub fn unregister(&self, number: u32) {
+        if let Some(slot) = self.segments.write().get_mut(number as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Finds `key` in `table` and hands its record to `f`. `Ok(None)` if the key is absent;
+    /// [`Error::Corrupt`] if a slot with the key's tag points at bytes that are no valid
+    /// record (the index never points at damage on purpose).
+    pub fn find<R>(
+        &self,
+        table: &TableFile,
+        key: &[u8],
+        h: KeyHash,
+        f: impl FnOnce(Found<'_>) -> R,
+    ) -> Result<Option<R>> {
+        let mut damaged = None;
+        for base in buckets(table, h) {
+            for i in base..base + BUCKET_SLOTS {
+                let value = table.slot(i).load(Ordering::Acquire);
+                if value == 0 || slot::tag_of(value) != h.tag {
+                    continue;
+                }
+                let at = slot::location_of(value);
+                let seg = self.segment(at.number)?;
+                match record::decode(seg.tail(at.offset)) {
+                    Ok(rec) if rec.key == key => {
+                        return Ok(Some(f(Found { record: rec, at })));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        damaged.get_or_insert((seg.id(), at.offset, e.reason()));
+                    }
+                }
+            }
+        }
+        match damaged {
+            Some((segment, offset, reason)) => Err(Error::Corrupt {
+                segment,
+                offset,
+                reason,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key`'s slot holds exactly `at` (the record at `at` is the key's newest).
+    pub fn points_at(&self, table: &TableFile, key: &[u8], at: Location) -> bool {
+        let h = slot::hash(table.seed(), key);
+        let want = slot::encode(h.tag, at);
+        buckets(table, h).into_iter().any(|base| {
+            (base..base + BUCKET_SLOTS).any(|i| table.slot(i).load(Ordering::Acquire) == want)
+        })
+    }
+
+    /// Visits every slot in use: `f(slot value)`.
+    pub fn for_each_slot(&self, table: &TableFile, mut f: impl FnMut(u64)) {
+        for i in 0..table.shape().slots() {
+            let value = table.slot(i).load(Ordering::Acquire);
+            if value != 0 {
+                f(value);
+            }
+        }
+    }
+
+    /// The shape a new table should have to hold `keys` keys, `segments` segments and ops of
+    /// `op_entries` entries.
+    pub fn shape_for(keys: u64, segments: u32, op_entries: u32) -> Shape {
+        let per_region = ((1u64 << BUCKET_BITS) * BUCKET_SLOTS as u64) * 7 / 10;
+        let mut region_bits = 0;
+        while (per_region << region_bits) < keys && region_bits < slot::MAX_REGION_BITS {
+            region_bits += 1;
+        }
+        Shape {
+            region_bits,
+            segments: segments.max(64).next_power_of_two().min(1 << 16),
+            op_entries: op_entries.max(1024).next_power_of_two(),
+        }
+    }
+}
+
+fn bad_slot(number: u32) -> Error {
+    Error::Corrupt {
+        segment: 0,
+        offset: u64::from(number),
+        reason: "index slot names a segment that does not exist",
+    }
+}
+
+/// Header words copied into a grown table.
+const CARRIED_WORDS: [usize; 9] = [
+    header::KEYS,
+    header::EXPIRING,
+    header::EVICTIONS,
+    header::APPENDED,
+    header::SYNCED,
+    header::NEXT_WRITER_ID,
+    header::ACTIVE,
+    header::COMPACTIONS,
+    header::COUNTER_CHANGES,
+];
+
+/// Segment table fields copied into a grown table.
+const ROW_FIELDS: [usize; 6] = [
+    row::ID,
+    row::STATE,
+    row::END,
+    row::LIVE,
+    row::CAPACITY,
+    row::VERSION_AND_FLAGS,
+];
+
+impl Index {
+    /// Replaces the table by a copy of `shape` (at least as large in every way): every slot
+    /// moves to its region in the new table, same bucket, same place. The caller holds the
+    /// writer lock and no op is in progress. Readers go on with the old table until they see
+    /// the new one; it holds the same slots.
+    pub fn grow(&self, shape: Shape) -> Result<()> {
+        let old = self.table();
+        let old_shape = old.shape();
+        assert!(
+            shape.region_bits >= old_shape.region_bits
+                && shape.segments >= old_shape.segments
+                && shape.op_entries >= old_shape.op_entries
+        );
+        let generation = old.generation() + 1;
+        let new = TableFile::create(&self.dir, generation, old.seed(), shape)?;
+        for at in CARRIED_WORDS {
+            new.word(at)
+                .store(old.word(at).load(Ordering::Acquire), Ordering::Relaxed);
+        }
+        for number in 1..=old_shape.segments {
+            for field in ROW_FIELDS {
+                let value = old.row(number, field).load(Ordering::Acquire);
+                new.row(number, field).store(value, Ordering::Relaxed);
+            }
+        }
+        let region_slots = (1usize << BUCKET_BITS) * BUCKET_SLOTS;
+        for pos in 0..old_shape.slots() {
+            let value = old.slot(pos).load(Ordering::Acquire);
+            if value == 0 {
+                continue;
+            }
+            let region = slot::region(slot::tag_of(value), shape.region_bits) as usize;
+            new.slot(region * region_slots + pos % region_slots)
+                .store(value, Ordering::Relaxed);
+        }
+        let old_path = old.path().to_path_buf();
+        drop(old);
+        self.replace_table(new);
+        // Best effort: a leftover old table is removed on the next open.
+        let _ = std::fs::remove_file(old_path);
+        Ok(())
+    }
+
+    /// A free row of the segment table for segment `id`, filled in; grows the table when
+    /// every row is taken. The caller holds the writer lock.
+    pub fn add_row(
+        &self,
+        id: u64,
+        state: u64,
+        capacity: u64,
+        end: u64,
+        version: u16,
+    ) -> Result<u32> {
+        loop {
+            let table = self.table();
+            let free = (1..=table.shape().segments)
+                .find(|&n| table.row(n, row::STATE).load(Ordering::Acquire) == row::FREE);
+            let Some(number) = free else {
+                let mut shape = table.shape();
+                shape.segments = (shape.segments * 2).min(slot::MAX_NUMBER);
+                if shape.segments == table.shape().segments {
+                    return Err(Error::IndexFull);
+                }
+                drop(table);
+                self.grow(shape)?;
+                continue;
+            };
+            table.row(number, row::ID).store(id, Ordering::Relaxed);
+            table.row(number, row::END).store(end, Ordering::Relaxed);
+            table.row(number, row::LIVE).store(0, Ordering::Relaxed);
+            table
+                .row(number, row::CAPACITY)
+                .store(capacity, Ordering::Relaxed);
+            table
+                .row(number, row::VERSION_AND_FLAGS)
+                .store(u64::from(version), Ordering::Relaxed);
+            table
+                .row(number, row::STATE)
+                .store(state, Ordering::Release);
+            return Ok(number);
+        }
+    }
+
+    /// Frees row `number` (its segment is gone).
+    pub fn free_row(&self, number: u32) {
+        let table = self.table();
+        table
+            .row(number, row::STATE)
+            .store(row::FREE, Ordering::Release);
+        table.row(number, row::LIVE).store(0, Ordering::Release);
+        drop(table);
+        self.unregister(number);
+    }
+
+    /// The numbers of the segment table's rows in use, ascending by segment id.
+    pub fn rows(&self) -> Vec<(u32, u64)> {
+        let table = self.table();
+        let mut rows: Vec<(u32, u64)> = (1..=table.shape().segments)
+            .filter(|&n| table.row(n, row::STATE).load(Ordering::Acquire) != row::FREE)
+            .map(|n| (n, table.row(n, row::ID).load(Ordering::Acquire)))
+            .collect();
+        rows.sort_by_key(|&(_, id)| id);
+        rows
+    }
+}

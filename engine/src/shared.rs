@@ -1,0 +1,239 @@
+//! The state a store's handle shares with its background thread, and the operations on it
+//! that reads, writes, compaction and eviction all need: looking up a key, writing as one op,
+//! syncing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::now_ms_for;
+use crate::error::Result;
+use crate::group_commit::GroupCommit;
+use crate::index::Index;
+use crate::index::file::{TableFile, header};
+use crate::index::op::IDLE;
+use crate::index::plan::{Entry, Planner};
+use crate::index::slot::{self, Location};
+use crate::lock::DirLock;
+use crate::options::{Durability, Options};
+use crate::record::RECORD_HEADER_LEN;
+use crate::recovery::RecoveryReport;
+use crate::segment::Segment;
+use crate::writer::{Appended, Change, Writer, grow};
+
+/// How the store talks to its background thread.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    stop: bool,
+    kicked: bool,
+}
+
+impl Signal {
+    /// Asks for a pass now rather than at the next interval.
+    pub fn kick(&self) {
+        self.state.lock().kicked = true;
+        self.cv.notify_all();
+    }
+
+    /// Asks the thread to stop.
+    pub fn stop(&self) {
+        self.state.lock().stop = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until kicked, stopped or `interval` passed; false once stopped.
+    pub fn wait(&self, interval: std::time::Duration) -> bool {
+        let mut state = self.state.lock();
+        if !state.stop && !state.kicked {
+            self.cv.wait_for(&mut state, interval);
+        }
+        state.kicked = false;
+        !state.stop
+    }
+}
+
+/// A record found for a key: the segment holding it and where its parts lie, so the caller
+/// can look at it once the read is known to be consistent.
+pub(crate) struct Located {
+    segment: Arc<Segment>,
+    offset: usize,
+    key_len: usize,
+    value_len: usize,
+    pub expires_at: u64,
+}
+
+impl Located {
+    /// The value, where it lies in the segment's map.
+    pub fn value(&self) -> &[u8] {
+        let start = self.offset + RECORD_HEADER_LEN + self.key_len;
+        &self.segment.tail(start as u64)[..self.value_len]
+    }
+}
+
+/// What a store's handle and its background thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub index: Index,
+    pub writer: Mutex<Writer>,
+    pub commit: GroupCommit,
+    pub report: RecoveryReport,
+    /// One compaction, eviction or hint-writing pass at a time.
+    pub maintenance: Mutex<()>,
+    pub closing: AtomicBool,
+    pub compaction_errors: AtomicU64,
+    /// The last count of expired bytes per segment number, and when it was made.
+    pub expired_scan: Mutex<(Option<Instant>, hashbrown::HashMap<u32, u64>)>,
+    /// Wakes the background thread.
+    pub signal: Signal,
+    pub _lock: DirLock,
+}
+
+impl Shared {
+    /// Whether the store is closing (background work should stop).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Looks `key` up, consistently with every write: a write of several records (a batch) is
+    /// seen whole or not at all. `None` if absent or expired.
+    pub fn locate(&self, key: &[u8]) -> Result<Option<Located>> {
+        loop {
+            let table = self.index.table();
+            let sequence = table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire);
+            if sequence % 2 == 1 {
+                // A batch is being applied: it takes microseconds.
+                std::hint::spin_loop();
+                std::thread::yield_now();
+                continue;
+            }
+            let h = slot::hash(table.seed(), key);
+            let found = self.index.find(&table, key, h, |found| {
+                (
+                    found.at,
+                    found.record.key.len(),
+                    found.record.value.len(),
+                    found.record.expires_at,
+                )
+            })?;
+            if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
+                continue;
+            }
+            let Some((at, key_len, value_len, expires_at)) = found else {
+                return Ok(None);
+            };
+            if expires_at != 0 && expires_at <= now_ms_for(expires_at) {
+                return Ok(None);
+            }
+            return Ok(Some(Located {
+                segment: self.index.segment(at.number)?,
+                offset: at.offset as usize,
+                key_len,
+                value_len,
+                expires_at,
+            }));
+        }
+    }
+
+    /// Writes `changes` as one op (see [`Writer::write`]), then, with `Durability::Sync`,
+    /// waits until they are on disk.
+    pub fn write(&self, changes: &[Change<'_>]) -> Result<Option<Appended>> {
+        let mut writer = self.writer.lock();
+        let appended = writer.write(&self.index, changes)?;
+        if let Some(at) = &appended
+            && at.offset == crate::segment::data_start(crate::segment::FORMAT_VERSION) as u64
+            && self.options.max_disk_bytes.is_some()
+        {
+            // A new segment may have taken the store over its size limit.
+            self.signal.kick();
+        }
+        if self.options.durability != Durability::Sync || appended.is_none() {
+            return Ok(appended);
+        }
+        let lsn = writer.written();
+        drop(writer);
+        self.commit.sync_to(lsn, &self.writer, &self.index)?;
+        Ok(appended)
+    }
+
+    /// Makes every write so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let lsn = self.writer.lock().written();
+        self.commit.sync_to(lsn, &self.writer, &self.index)
+    }
+
+    /// Plans changes with `plan` against the current table, growing it when they do not fit,
+    /// and carries them out as one op without appending (compaction, eviction). The caller
+    /// holds neither the writer lock nor the table.
+    pub fn change_index(
+        &self,
+        mut plan: impl FnMut(&mut Planner<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        let _writer = self.writer.lock();
+        loop {
+            let table: Arc<TableFile> = Arc::clone(&self.index.table());
+            let mut planner = Planner::new(&self.index, Arc::clone(&table));
+            let placed = plan(&mut planner)?;
+            let entries: Vec<Entry> = planner.take_entries();
+            let shape = table.shape();
+            if !placed || entries.len() > shape.op_entries as usize {
+                drop(planner);
+                drop(table);
+                grow(&self.index, shape, entries.len(), !placed)?;
+                continue;
+            }
+            debug_assert_eq!(table.word(header::OP_STATE).load(Ordering::Acquire), IDLE);
+            if !entries.is_empty() {
+                self.index.execute(&table, None, &entries, false, |_| {});
+            }
+            return Ok(());
+        }
+    }
+
+    /// Counts a failed background pass (retried next round).
+    pub fn count_maintenance_error(&self) {
+        self.compaction_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Syncs every write, then the index, and marks the index clean: the next open uses it
+    /// without a scan, even after a restart. Does not mark it if anything failed.
+    pub fn close_cleanly(&self) -> Result<()> {
+        self.sync()?;
+        let _writer = self.writer.lock();
+        let table = self.index.table();
+        if table.word(header::OP_STATE).load(Ordering::Acquire) != IDLE {
+            return Ok(());
+        }
+        table.sync()?;
+        self.index.pointer().mark_clean()
+    }
+
+    /// Whether the index has a slot for `key` (expired or not); false where it cannot tell.
+    pub fn has_slot(&self, key: &[u8]) -> bool {
+        let table = self.index.table();
+        let h = slot::hash(table.seed(), key);
+        matches!(self.index.find(&table, key, h, |_| ()), Ok(Some(())))
+    }
+
+    /// Whether the record at `at` is the newest of `key`.
+    pub fn is_current(&self, key: &[u8], at: Location) -> bool {
+        self.index.points_at(&self.index.table(), key, at)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: `Store::close` reports these errors.
+        let _ = self.close_cleanly();
+    }
+}
