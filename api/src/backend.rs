@@ -71,6 +71,13 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// A number that moves on whenever any counter changes, in any process, if the backend
+    /// can tell cheaply: the cache may keep a counter's value until it moves. `None` (the
+    /// default): read the counter every time.
+    fn counters_epoch(&self) -> Option<u64> {
+        None
+    }
+
     /// Statistics per tier, the fastest first (one entry unless the backend is tiered).
     fn tiers(&self) -> Vec<TierStats> {
         vec![TierStats::new(self.name(), self.evictions(), None)]
@@ -176,6 +183,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn counters_are_private(&self) -> bool {
         (**self).counters_are_private()
+    }
+    fn counters_epoch(&self) -> Option<u64> {
+        (**self).counters_epoch()
     }
     fn tiers(&self) -> Vec<TierStats> {
         (**self).tiers()

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use logcache_engine::{Options, Store};
-use parking_lot::Mutex;
 
 use crate::backend::{Backend, Stored};
 use crate::codec;
@@ -15,29 +13,23 @@ use crate::error::{Error, Result};
 use crate::fingerprint::stable_hash;
 use crate::stats::TierStats;
 
-/// Counters live beside the segments in this file (the engine ignores files it does not
-/// know), so that evicting old segments can never reset a namespace or tag generation.
+/// Where caches of format version 1 kept their counters (bincode); the engine's shared
+/// counters replace it, and it is folded into them on open.
 pub(crate) const COUNTERS_FILE: &str = "logcache-counters";
 
 /// Entries in a directory on the local disk, surviving restarts and crashes: the Rust
-/// counterpart of Python's `diskcache`. One process at a time may open a directory.
+/// counterpart of Python's `diskcache`. Any number of processes may open a directory at once;
+/// namespace and tag generations are the engine's counters, shared by all of them.
 pub struct DiskBackend {
     store: Store,
-    dir: PathBuf,
-    counters: Mutex<BTreeMap<String, u64>>,
 }
 
 impl DiskBackend {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<DiskBackend> {
         let store = Store::open(dir.as_ref(), options)?;
-        let dir = dir.as_ref().to_path_buf();
-        let counters = read_counters(&dir.join(COUNTERS_FILE))?;
-        Ok(DiskBackend {
-            store,
-            dir,
-            counters: Mutex::new(counters),
-        })
+        upgrade_counters(&store, dir.as_ref())?;
+        Ok(DiskBackend { store })
     }
 
     /// The engine underneath, for its statistics, compaction and the like.
@@ -53,7 +45,25 @@ fn counters_error(message: String) -> Error {
     }
 }
 
-pub(crate) fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
+/// Folds a version 1 counters file into the engine's counters (raising each to its value,
+/// which repeating after a crash leaves the same), then removes it.
+fn upgrade_counters(store: &Store, dir: &Path) -> Result<()> {
+    let path = dir.join(COUNTERS_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    for (name, value) in read_counters(&path)? {
+        store.raise_counter(&name, value)?;
+    }
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        // Another process upgraded it meanwhile.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(counters_error(format!("removing {}: {e}", path.display()))),
+    }
+}
+
+fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -69,14 +79,15 @@ pub(crate) fn read_counters(path: &Path) -> Result<BTreeMap<String, u64>> {
         .map_err(|e| counters_error(format!("{} is damaged: {e}", path.display())))
 }
 
-/// Replaces the counters file atomically and durably.
+/// Writes a version 1 counters file (for the upgrade's tests).
+#[cfg(test)]
 fn write_counters(dir: &Path, counters: &BTreeMap<String, u64>) -> Result<()> {
     let body = codec::encode_bincode(counters).map_err(counters_error)?;
     let mut bytes = stable_hash(&body).to_le_bytes().to_vec();
     bytes.extend_from_slice(&body);
     let temp = dir.join(format!("{COUNTERS_FILE}.tmp"));
     let written = fs::File::create(&temp)
-        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes).and_then(|()| f.sync_all()))
         .and_then(|()| fs::rename(&temp, dir.join(COUNTERS_FILE)))
         .and_then(|()| fs::File::open(dir).and_then(|d| d.sync_all()));
     written.map_err(|e| counters_error(format!("writing counters: {e}")))
@@ -126,18 +137,15 @@ impl Backend for DiskBackend {
     }
 
     fn counter(&self, name: &str) -> Result<u64> {
-        Ok(self.counters.lock().get(name).copied().unwrap_or(0))
+        Ok(self.store.counter(name)?)
     }
 
     fn increment(&self, name: &str) -> Result<u64> {
-        let mut counters = self.counters.lock();
-        let mut next = counters.clone();
-        let value = next.entry(name.to_string()).or_insert(0);
-        *value += 1;
-        let value = *value;
-        write_counters(&self.dir, &next)?;
-        *counters = next;
-        Ok(value)
+        Ok(self.store.increment_counter(name)?)
+    }
+
+    fn counters_epoch(&self) -> Option<u64> {
+        self.store.counter_changes().ok()
     }
 
     fn evictions(&self) -> u64 {
@@ -146,11 +154,6 @@ impl Backend for DiskBackend {
 
     fn flush(&self) -> Result<()> {
         Ok(self.store.sync()?)
-    }
-
-    /// The directory is locked by this process, so only this object changes its counters.
-    fn counters_are_private(&self) -> bool {
-        true
     }
 
     fn tiers(&self) -> Vec<TierStats> {
@@ -172,22 +175,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_survive_reopen_and_damage_is_an_error() {
+    fn counters_survive_reopen_and_are_shared_between_opens() {
         let dir = tempfile::tempdir().unwrap();
         {
             let d = DiskBackend::open(dir.path(), Options::default()).unwrap();
+            let other = DiskBackend::open(dir.path(), Options::default()).unwrap();
             assert_eq!(d.increment("ns:a").unwrap(), 1);
-            assert_eq!(d.increment("ns:a").unwrap(), 2);
+            let epoch = other.counters_epoch();
+            assert_eq!(other.increment("ns:a").unwrap(), 2);
+            assert_ne!(other.counters_epoch(), epoch, "a change moves the epoch on");
+            assert_eq!(d.counter("ns:a").unwrap(), 2, "seen by the other open");
             assert_eq!(d.increment("tag:x").unwrap(), 1);
         }
+        let d = DiskBackend::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(d.counter("ns:a").unwrap(), 2);
+        assert_eq!(d.counter("tag:x").unwrap(), 1);
+        assert_eq!(d.counter("never").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_version_1_counters_file_is_folded_in_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: BTreeMap<String, u64> = [("ns:a".to_string(), 5), ("tag:t".to_string(), 2)].into();
+        write_counters(dir.path(), &old).unwrap();
         {
             let d = DiskBackend::open(dir.path(), Options::default()).unwrap();
-            assert_eq!(d.counter("ns:a").unwrap(), 2);
-            assert_eq!(d.counter("tag:x").unwrap(), 1);
-            assert_eq!(d.counter("never").unwrap(), 0);
+            assert_eq!(d.counter("ns:a").unwrap(), 5);
+            assert_eq!(d.counter("tag:t").unwrap(), 2);
+            assert_eq!(d.increment("ns:a").unwrap(), 6);
         }
+        assert!(
+            !dir.path().join(COUNTERS_FILE).exists(),
+            "folded in, then removed"
+        );
         let path = dir.path().join(COUNTERS_FILE);
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = {
+            write_counters(dir.path(), &old).unwrap();
+            fs::read(&path).unwrap()
+        };
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, bytes).unwrap();
@@ -198,5 +223,9 @@ mod tests {
                 ..
             })
         ));
+        // The engine's own counters are untouched by the refused upgrade.
+        fs::remove_file(&path).unwrap();
+        let d = DiskBackend::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(d.counter("ns:a").unwrap(), 6);
     }
 }

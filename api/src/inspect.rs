@@ -15,7 +15,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -98,9 +97,9 @@ pub fn parse_value(bytes: &[u8]) -> Result<StoredValue<'_>, String> {
     })
 }
 
-/// The namespace and tag counters of a disk cache directory (empty if it has none).
-pub fn disk_counters(dir: &Path) -> crate::Result<BTreeMap<String, u64>> {
-    crate::disk::read_counters(&dir.join(crate::disk::COUNTERS_FILE))
+/// The namespace and tag counters of an open disk cache store (empty if it has none).
+pub fn disk_counters(store: &logcache_engine::Store) -> crate::Result<BTreeMap<String, u64>> {
+    Ok(store.counters()?)
 }
 
 #[cfg(test)]

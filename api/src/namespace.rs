@@ -20,9 +20,12 @@ pub(crate) struct Namespace {
     /// The backend counter that holds the generation.
     counter: Box<str>,
     pub counts: AtomicCounts,
-    /// The generation plus one, 0 while unknown. Kept only for backends whose counters
-    /// change through this process alone; only ever raised.
+    /// The generation plus one, 0 while unknown. Kept for backends whose counters change
+    /// through this process alone, or that say when they change (`Backend::counters_epoch`);
+    /// only ever raised.
     known: AtomicU64,
+    /// The backend's counters epoch plus one at which `known` was read (0: none).
+    known_at: AtomicU64,
 }
 
 impl Namespace {
@@ -35,6 +38,7 @@ impl Namespace {
             counter: format!("ns:{name}").into(),
             counts: AtomicCounts::default(),
             known: AtomicU64::new(0),
+            known_at: AtomicU64::new(0),
         }
     }
 
@@ -43,7 +47,18 @@ impl Namespace {
     #[inline]
     pub fn generation(&self, backend: &dyn Backend, private: bool) -> Result<u64> {
         if !private {
-            return backend.counter(&self.counter);
+            let Some(epoch) = backend.counters_epoch() else {
+                return backend.counter(&self.counter);
+            };
+            // What was read at this epoch is still the generation (or a newer one, whose
+            // epoch is about to be published): counters only go up.
+            if self.known_at.load(Ordering::Acquire) == epoch + 1 {
+                return Ok(self.known.load(Ordering::Acquire).saturating_sub(1));
+            }
+            let generation = backend.counter(&self.counter)?;
+            self.raise(generation);
+            self.known_at.store(epoch + 1, Ordering::Release);
+            return Ok(generation);
         }
         match self.known.load(Ordering::Acquire) {
             0 => {

@@ -133,6 +133,10 @@ impl Backend for TieredBackend {
         self.back.counters_are_private()
     }
 
+    fn counters_epoch(&self) -> Option<u64> {
+        self.back.counters_epoch()
+    }
+
     fn tiers(&self) -> Vec<TierStats> {
         let mut tiers = self.front.tiers();
         tiers.extend(self.back.tiers());

@@ -128,7 +128,10 @@ enum Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Fatal(match e {
-            Error::Locked(dir) => format!("{} is open in another process (locked)", dir.display()),
+            Error::Locked(dir) => format!(
+                "{} is open exclusively by another store (locked)",
+                dir.display()
+            ),
             other => other.to_string(),
         })
     }
@@ -212,9 +215,9 @@ struct Typed {
 }
 
 impl Typed {
-    fn of(dir: &Path) -> Result<Typed, Failure> {
+    fn of(store: &Store) -> Result<Typed, Failure> {
         Ok(Typed {
-            counters: inspect::disk_counters(dir)?,
+            counters: inspect::disk_counters(store)?,
         })
     }
 
@@ -257,9 +260,9 @@ enum Found {
     Raw { key: Vec<u8>, value: Vec<u8> },
 }
 
-fn find(store: &Store, dir: &Path, arg: &KeyArg) -> Result<Option<Found>, Failure> {
+fn find(store: &Store, arg: &KeyArg) -> Result<Option<Found>, Failure> {
     if !arg.raw {
-        let typed = Typed::of(dir)?;
+        let typed = Typed::of(store)?;
         let key = typed.key(arg)?;
         if let Some(bytes) = store.get(&key)? {
             let value = inspect::parse_value(&bytes)
@@ -296,7 +299,7 @@ fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
             t.bytes, t.segment, t.offset, t.reason
         )?;
     }
-    let typed = Typed::of(dir)?;
+    let typed = Typed::of(&store)?;
     let mut namespaces: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for key in store.keys() {
         if let Some(k) = inspect::parse_key(&key) {
@@ -322,7 +325,7 @@ fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 
 fn get(out: &mut impl Write, dir: &Path, key: &KeyArg) -> Result<(), Failure> {
     let store = open(dir)?;
-    match find(&store, dir, key)? {
+    match find(&store, key)? {
         Some(Found::Typed { json, .. }) => writeln!(out, "{json}")?,
         Some(Found::Raw { value, .. }) => out.write_all(&value)?,
         None => return Err(Failure::NotFound(format!("{}: not found", key.key))),
@@ -342,7 +345,7 @@ fn set(dir: &Path, key: &str, value: &str, ttl: Option<u64>) -> Result<(), Failu
 
 fn del(dir: &Path, key: &KeyArg) -> Result<(), Failure> {
     let store = open(dir)?;
-    let stored_key = match find(&store, dir, key)? {
+    let stored_key = match find(&store, key)? {
         Some(Found::Typed { key, .. } | Found::Raw { key, .. }) => key,
         None => return Err(Failure::NotFound(format!("{}: not found", key.key))),
     };
@@ -352,7 +355,7 @@ fn del(dir: &Path, key: &KeyArg) -> Result<(), Failure> {
 
 fn keys(out: &mut impl Write, dir: &Path, prefix: Option<&str>, all: bool) -> Result<(), Failure> {
     let store = open(dir)?;
-    let typed = Typed::of(dir)?;
+    let typed = Typed::of(&store)?;
     let mut lines = Vec::new();
     for key in store.keys() {
         let line = match inspect::parse_key(&key) {

@@ -57,7 +57,7 @@ fn set_get_keys_del_stats() {
 }
 
 #[test]
-fn a_missing_or_locked_directory_is_a_clear_error() {
+fn a_missing_or_exclusively_locked_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     for cmd in ["stats", "keys", "compact", "verify", "export"] {
@@ -65,12 +65,24 @@ fn a_missing_or_locked_directory_is_a_clear_error() {
         assert_eq!(code, 2, "{cmd}");
         assert!(stderr.contains("does not exist"), "{cmd}: {stderr}");
     }
+    // A store open in another process is shared: the CLI reads it while it runs.
     let store =
         logcache_engine::Store::open(dir.path(), logcache_engine::Options::default()).unwrap();
     store.put(b"k", b"v").unwrap();
+    let (code, stdout, _) = run(&["get", path(dir.path()), "k"]);
+    assert_eq!((code, stdout.as_str()), (0, "v"));
+    assert_eq!(run(&["stats", path(dir.path())]).0, 0);
+    drop(store);
+    // One opened exclusively keeps it out.
+    let store = logcache_engine::Store::open(
+        dir.path(),
+        logcache_engine::Options::default().exclusive(true),
+    )
+    .unwrap();
     let (code, _, stderr) = run(&["get", path(dir.path()), "k"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("locked"), "{stderr}");
+    drop(store);
 }
 
 #[test]

@@ -91,7 +91,7 @@ pub(crate) fn compact(
     }
     let input_ids: BTreeSet<u64> = inputs.iter().map(|(_, s)| s.id()).collect();
     // Every write from now on goes to a segment with an id of at least `floor`.
-    let floor = shared.writer.lock().write_floor(&shared.index);
+    let floor = shared.lock_writer()?.write_floor(&shared.index);
     let rows = shared.index.rows();
     let mut next_id = rows
         .iter()
@@ -229,7 +229,7 @@ fn install(shared: &Shared, pending: Pending) -> Result<u64> {
     let seg = Arc::new(pending.output.finish(&shared.dir)?);
     let (id, len) = (seg.id(), seg.end());
     let number = {
-        let _writer = shared.writer.lock();
+        let _writer = shared.lock_writer()?;
         let number = shared
             .index
             .add_row(id, row::SEALED, seg.capacity(), len, FORMAT_VERSION)?;
@@ -280,7 +280,7 @@ fn retire_inputs(shared: &Shared, inputs: &[(u32, Arc<Segment>)]) -> Result<()> 
     }
     for (number, seg) in inputs {
         segment::remove(&shared.dir, seg.id())?;
-        let _writer = shared.writer.lock();
+        let _writer = shared.lock_writer()?;
         shared.index.free_row(*number);
     }
     Ok(())

@@ -29,7 +29,9 @@ pub enum Error {
         /// The file or directory.
         path: PathBuf,
     },
-    /// Another `Store` (in this process or another one) holds the directory open.
+    /// The directory is open in a store that keeps the others out (`Options::exclusive`), or
+    /// this store asked to be exclusive while others have it open; or an offline tool
+    /// (`verify`) found it open. In this process or another one.
     #[error("store directory {0} is locked by another open store")]
     Locked(PathBuf),
     /// The path exists but is not a directory.

@@ -90,7 +90,7 @@ fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64
         .word(header::EVICTIONS)
         .fetch_add(evicted, Ordering::AcqRel);
     segment::remove(&shared.dir, seg.id())?;
-    let _writer = shared.writer.lock();
+    let _writer = shared.lock_writer()?;
     shared.index.free_row(number);
     Ok(evicted)
 }

@@ -25,6 +25,7 @@
 mod batch;
 mod clock;
 mod compaction;
+mod counters;
 mod error;
 mod eviction;
 #[cfg(feature = "fault-injection")]

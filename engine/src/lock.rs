@@ -1,35 +1,178 @@
-//! The exclusive directory lock that keeps a second `Store` off an open store.
+//! The advisory file locks (`flock`) that let several processes share a store directory.
+//!
+//! - `LOCK`: every open store holds it shared; the first to open (nobody else has it) holds it
+//!   exclusively while it recovers, and an exclusive store holds it exclusively throughout. A
+//!   store that closes and finds it can take it exclusively is the last one, and marks the
+//!   index clean.
+//! - `LOCK.open`: held exclusively for the moment of opening or closing, so that deciding
+//!   "first" or "last" and acting on it is one step.
+//! - `LOCK.writer`: held for each write (one op), serializing the writers of all processes.
+//! - `LOCK.maintenance`: held during compaction, eviction and hint writing.
+//!
+//! A lock belongs to the open file description, so each `Store` has its own and the OS releases
+//! them when the process dies. Within a process the store's mutexes serialize threads first.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 
-/// Name of the lock file inside a store directory.
+/// Name of the lock file every open store holds.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+const OPEN_LOCK: &str = "LOCK.open";
+const WRITER_LOCK: &str = "LOCK.writer";
+const MAINTENANCE_LOCK: &str = "LOCK.maintenance";
 
-/// Holds an exclusive advisory lock (`flock`) on `DIR/LOCK` until dropped. The lock belongs to
-/// the open file, so a second open in the same process conflicts just like one in another
-/// process, and the OS releases it when the process dies.
+/// One lock file of a store directory.
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    path: PathBuf,
+    file: File,
+}
+
+/// Held until dropped.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Held<'a>(&'a LockFile);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.file.unlock();
+    }
+}
+
+impl LockFile {
+    /// Opens (creating it if needed) lock file `name` of `dir`.
+    fn open(dir: &Path, name: &str) -> Result<LockFile> {
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context("opening the lock file", &path)?;
+        Ok(LockFile { path, file })
+    }
+
+    /// Waits for the lock, exclusive.
+    pub fn lock(&self) -> Result<Held<'_>> {
+        self.file.lock().context("locking", &self.path)?;
+        Ok(Held(self))
+    }
+
+    /// Takes the lock, exclusive, if nobody holds it; `None` if somebody does.
+    pub fn try_lock(&self) -> Result<Option<Held<'_>>> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(Some(Held(self))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("locking", &self.path, e)),
+        }
+    }
+}
+
+/// How a store holds `LOCK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Nobody else had the store open: this store recovered it.
+    First,
+    /// Other stores have it open.
+    Joined,
+}
+
+/// The locks of one open store.
+#[derive(Debug)]
+pub(crate) struct StoreLocks {
+    dir: PathBuf,
+    /// Held shared (exclusive in exclusive mode) while the store is open.
+    open: File,
+    opening: LockFile,
+    pub writer: LockFile,
+    pub maintenance: LockFile,
+    /// Whether this store holds `LOCK` exclusively, keeping every other store out.
+    exclusive: bool,
+}
+
+impl StoreLocks {
+    /// Opens the lock files of `dir` and runs `recover(role)` with `LOCK.open` held: as
+    /// [`Role::First`] holding `LOCK` exclusively if nobody else has the store open, else as
+    /// [`Role::Joined`] holding it shared. Afterwards `LOCK` is held shared, or exclusively if
+    /// `exclusive` (which fails with [`Error::Locked`] when the store is open elsewhere).
+    pub fn acquire<T>(
+        dir: &Path,
+        exclusive: bool,
+        recover: impl FnOnce(Role) -> Result<T>,
+    ) -> Result<(StoreLocks, T)> {
+        let opening = LockFile::open(dir, OPEN_LOCK)?;
+        let open = LockFile::open(dir, LOCK_FILE)?;
+        let _opening = opening.lock()?;
+        let role = match open.file.try_lock() {
+            Ok(()) => Role::First,
+            Err(TryLockError::WouldBlock) if exclusive => {
+                return Err(Error::Locked(dir.to_path_buf()));
+            }
+            Err(TryLockError::WouldBlock) => match open.file.try_lock_shared() {
+                Ok(()) => Role::Joined,
+                // Held exclusively outside of an open or close: by an exclusive store.
+                Err(TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+                Err(TryLockError::Error(e)) => return Err(Error::io("locking", &open.path, e)),
+            },
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", &open.path, e)),
+        };
+        let value = recover(role)?;
+        if !exclusive && role == Role::First {
+            // Converting takes the lock off and on again; `LOCK.open`, held, keeps every
+            // other store from looking in between.
+            open.file.lock_shared().context("locking", &open.path)?;
+        }
+        drop(_opening);
+        let locks = StoreLocks {
+            dir: dir.to_path_buf(),
+            open: open.file,
+            opening,
+            writer: LockFile::open(dir, WRITER_LOCK)?,
+            maintenance: LockFile::open(dir, MAINTENANCE_LOCK)?,
+            exclusive,
+        };
+        Ok((locks, value))
+    }
+
+    /// Whether this store keeps every other one out (no lock per write needed).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    /// Runs `last()` if this store is the last one open (it then holds `LOCK` exclusively),
+    /// with `LOCK.open` held so that no store opens meanwhile. Call once, when closing.
+    pub fn if_last<T>(&self, last: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let _opening = self.opening.lock()?;
+        if !self.exclusive {
+            match self.open.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io("locking", &self.dir.join(LOCK_FILE), e));
+                }
+            }
+        }
+        last().map(Some)
+    }
+}
+
+/// Holds `LOCK` exclusively until dropped: for offline tools that need no store open.
 #[derive(Debug)]
 pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    /// Takes the lock, or fails at once with [`Error::Locked`].
+    /// Takes the lock, or fails at once with [`Error::Locked`] if a store has `dir` open.
     pub fn acquire(dir: &Path) -> Result<DirLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join(LOCK_FILE))
-            .context("opening the lock file", &dir.join(LOCK_FILE))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
+        let lock = LockFile::open(dir, LOCK_FILE)?;
+        match lock.file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: lock.file }),
             Err(TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-            Err(TryLockError::Error(e)) => Err(Error::io("locking", &dir.join(LOCK_FILE), e)),
+            Err(TryLockError::Error(e)) => Err(Error::io("locking", &lock.path, e)),
         }
     }
 }
@@ -39,14 +182,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_lock_fails_until_the_first_is_dropped() {
+    fn the_first_store_recovers_the_next_join_and_the_last_one_knows_it() {
         let dir = tempfile::tempdir().unwrap();
-        let first = DirLock::acquire(dir.path()).unwrap();
+        let (first, role) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        assert_eq!(role, Role::First);
         assert!(matches!(
             DirLock::acquire(dir.path()),
             Err(Error::Locked(_))
         ));
+        let (second, role) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        assert_eq!(role, Role::Joined);
+        assert!(matches!(
+            StoreLocks::acquire(dir.path(), true, Ok),
+            Err(Error::Locked(_))
+        ));
+        assert_eq!(first.if_last(|| Ok(())).unwrap(), None, "second is open");
         drop(first);
+        assert_eq!(second.if_last(|| Ok(7)).unwrap(), Some(7));
+        drop(second);
+        let (only, role) = StoreLocks::acquire(dir.path(), true, Ok).unwrap();
+        assert_eq!(role, Role::First);
+        assert!(matches!(
+            StoreLocks::acquire(dir.path(), false, Ok),
+            Err(Error::Locked(_))
+        ));
+        drop(only);
         DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_writer_lock_is_exclusive_between_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        let (b, _) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        let held = a.writer.lock().unwrap();
+        assert!(b.writer.try_lock().unwrap().is_none());
+        drop(held);
+        assert!(b.writer.try_lock().unwrap().is_some());
     }
 }

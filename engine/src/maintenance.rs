@@ -64,7 +64,7 @@ fn select_auto(shared: &Shared) -> Vec<(u32, Arc<Segment>)> {
 /// Compacts everything with dead bytes (after sealing the active segment), then evicts to the
 /// size limit. The caller holds the maintenance lock.
 pub(crate) fn compact_all(shared: &Shared, progress: &dyn Fn(u64, u64)) -> Result<CompactionStats> {
-    shared.writer.lock().seal_active(&shared.index)?;
+    shared.lock_writer()?.seal_active(&shared.index)?;
     let inputs = select_all_dirty(&usage(shared, true));
     let stats = compaction::compact(shared, &inputs, progress)?;
     evict(shared)?;
@@ -102,7 +102,10 @@ fn write_missing_hints(shared: &Shared) {
             .and_then(|seg| hint::write_for_segment(&shared.dir, &seg));
         match written {
             Ok(()) => {
-                let _writer = shared.writer.lock();
+                let Ok(_writer) = shared.lock_writer() else {
+                    shared.count_maintenance_error();
+                    continue;
+                };
                 shared
                     .index
                     .table()
@@ -119,6 +122,15 @@ fn write_missing_hints(shared: &Shared) {
 /// round.
 pub(crate) fn background_pass(shared: &Shared) {
     let _guard = shared.maintenance.lock();
+    // One process at a time: another may be at it already.
+    let _held = match shared.locks.maintenance.try_lock() {
+        Ok(Some(held)) => held,
+        Ok(None) => return,
+        Err(_) => {
+            shared.count_maintenance_error();
+            return;
+        }
+    };
     write_missing_hints(shared);
     if shared.options.auto_compaction && !shared.is_closing() {
         let inputs = select_auto(shared);

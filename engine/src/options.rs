@@ -54,6 +54,11 @@ pub struct Options {
     /// as soon as a new segment takes the store over the limit; the newest segment is never
     /// evicted, so the store can exceed the limit by up to one segment. `None`: no limit.
     pub max_disk_bytes: Option<u64>,
+    /// Keep every other store (in this process or another) off the directory while this one
+    /// is open: opening fails with [`Error::Locked`](crate::Error::Locked) if another has it
+    /// open, and later opens fail likewise. Writes then skip the cross-process writer lock.
+    /// Off by default: any number of processes may open a store and read and write at once.
+    pub exclusive: bool,
 }
 
 impl Default for Options {
@@ -68,11 +73,18 @@ impl Default for Options {
             compaction_dead_bytes: 256 << 20,
             compaction_interval: Duration::from_secs(1),
             max_disk_bytes: None,
+            exclusive: false,
         }
     }
 }
 
 impl Options {
+    /// Sets [`Options::exclusive`].
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
     /// Sets [`Options::durability`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;

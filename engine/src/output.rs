@@ -34,6 +34,10 @@ impl Output {
     /// Starts segment `id` of `dir` under its temporary name.
     pub fn create(dir: &Path, id: u64) -> Result<Output> {
         let temp = segment::temp_path(dir, id, FileKind::Data);
+        // Left by a compaction of another process that died: the maintenance lock is ours now.
+        if temp.exists() {
+            fs::remove_file(&temp).context("removing a dead compaction's output", &temp)?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::Index;
 use crate::index::file::{self, PointerFile, TableFile, header, row};
 use crate::segment::{self, FileKind};
@@ -78,7 +78,9 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
         let entry = entry.context("listing", dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name == format!("{}.tmp", file::POINTER_FILE) {
+        if name == format!("{}.tmp", file::POINTER_FILE)
+            || name == format!("{}.tmp", crate::counters::COUNTERS_FILE)
+        {
             listing.temps.push(entry.path());
             continue;
         }
@@ -174,6 +176,30 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64) -> Result<(Index, RecoveryRepo
     }
     report.segments = index.rows().len();
     index.pointer().mark_dirty(boot);
+    Ok((index, report))
+}
+
+/// Maps the index of the store in `dir` that other stores have open (and so recovered): the
+/// table `INDEX` names now.
+pub(crate) fn join_index(dir: &Path) -> Result<(Index, RecoveryReport)> {
+    let pointer = PointerFile::open(dir, true)?.ok_or_else(|| Error::BadIndex {
+        path: dir.join(file::POINTER_FILE),
+        reason: "missing while the store is open elsewhere",
+    })?;
+    let table = loop {
+        let generation = pointer.generation();
+        match TableFile::open(dir, generation, true) {
+            Ok(table) => break table,
+            // Grown meanwhile, and the file named a moment ago removed.
+            Err(_) if pointer.generation() != generation => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let index = Index::new(dir, pointer, table);
+    let report = RecoveryReport {
+        segments: index.rows().len(),
+        ..RecoveryReport::default()
+    };
     Ok((index, report))
 }
 

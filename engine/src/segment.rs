@@ -416,23 +416,30 @@ impl Segment {
         self.capacity().saturating_sub(self.end())
     }
 
-    /// Appends `len` bytes that `fill` writes (they must fit in [`room`](Segment::room)), then
-    /// makes them readable. Only the writer calls this, on a writable segment.
-    pub fn append(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
-        let at = self.end();
+    /// Writes `len` bytes that `fill` writes at `at` (the end of the records, as the segment
+    /// table says: another process may have appended since this one last looked), then makes
+    /// them readable. Only the writer calls this, holding the writer lock, on a writable
+    /// segment.
+    pub fn append_at(&self, at: u64, len: usize, fill: impl FnOnce(&mut [u8])) {
         assert!(
             !self.is_sealed() && at + len as u64 <= self.capacity(),
             "append beyond the segment"
         );
         // SAFETY: the map is writable (only writable segments are unsealed) and `at..at + len`
-        // lies inside it (checked above). Only the writer, which holds the store's writer lock,
-        // touches bytes at or after `end`, and readers read only before `end`, so nobody else
-        // accesses this range until the release store below publishes it.
+        // lies inside it (checked above). Only the writer, which holds the store's writer lock
+        // (and the cross-process writer lock), touches bytes at or after the end of the
+        // records, and no slot points there yet, so no reader looks at this range until the
+        // op that appends it is applied.
         let dst =
             unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at as usize), len) };
         fill(dst);
-        self.end.store(at + len as u64, Ordering::Release);
-        at
+        self.raise_end(at + len as u64);
+    }
+
+    /// Raises the end of the records to `end` if it is further (another process appended).
+    pub fn raise_end(&self, end: u64) {
+        debug_assert!(end <= self.capacity());
+        self.end.fetch_max(end, Ordering::AcqRel);
     }
 
     /// Sets the end of the records (after recovery found it, or a compaction wrote them).
@@ -640,7 +647,8 @@ mod tests {
         assert_eq!(seg.capacity(), 4096, "created at its full size");
         let start = data_start(FORMAT_VERSION) as u64;
         assert_eq!(seg.end(), start);
-        let at = seg.append(16, |buf| buf.copy_from_slice(b"hello world, you"));
+        let at = seg.end();
+        seg.append_at(at, 16, |buf| buf.copy_from_slice(b"hello world, you"));
         assert_eq!(at, start);
         assert_eq!(seg.read(at, 5).unwrap(), b"hello");
         assert!(matches!(seg.read(at, 100), Err(Error::Corrupt { .. })));
@@ -669,7 +677,8 @@ mod tests {
     fn zeroing_a_torn_tail_keeps_the_records_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let seg = Segment::create(dir.path(), 1, 8192).unwrap();
-        let at = seg.append(5000, |buf| buf.fill(7));
+        let at = seg.end();
+        seg.append_at(at, 5000, |buf| buf.fill(7));
         seg.zero_from(at + 8).unwrap();
         let whole = seg.whole();
         assert!(whole[at as usize..at as usize + 8].iter().all(|&b| b == 7));

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::now_ms_for;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::group_commit::GroupCommit;
 use crate::index::Index;
 use crate::index::file::{TableFile, header};
 use crate::index::op::IDLE;
 use crate::index::plan::{Entry, Planner};
 use crate::index::slot::{self, Location};
-use crate::lock::DirLock;
+use crate::lock::{Held, StoreLocks};
 use crate::options::{Durability, Options};
 use crate::record::RECORD_HEADER_LEN;
 use crate::recovery::RecoveryReport;
@@ -96,10 +96,56 @@ pub(crate) struct Shared {
     pub expired_scan: Mutex<(Option<Instant>, hashbrown::HashMap<u32, u64>)>,
     /// Wakes the background thread.
     pub signal: Signal,
-    pub _lock: DirLock,
+    pub locks: StoreLocks,
+    /// Ops a dead writer left half done that this store finished.
+    pub ops_repaired: AtomicU64,
+    /// Whether `close_cleanly` ran.
+    pub closed: AtomicBool,
+    /// This process's copy of the named counters.
+    pub counters: crate::counters::CounterCache,
+}
+
+/// The writer, held by this thread and, across processes, by this store: see
+/// [`Shared::lock_writer`].
+pub(crate) struct WriterGuard<'a> {
+    _held: Option<Held<'a>>,
+    writer: MutexGuard<'a, Writer>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.writer
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.writer
+    }
 }
 
 impl Shared {
+    /// Takes the writer: this store's mutex, then the cross-process writer lock (unless the
+    /// store is exclusive); maps the current table if another process grew it; and finishes
+    /// the op of a writer that died holding the lock.
+    pub fn lock_writer(&self) -> Result<WriterGuard<'_>> {
+        let writer = self.writer.lock();
+        let held = if self.locks.is_exclusive() {
+            None
+        } else {
+            Some(self.locks.writer.lock()?)
+        };
+        self.index.refresh()?;
+        if self.index.repair(&self.index.table())? {
+            self.ops_repaired.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(WriterGuard {
+            _held: held,
+            writer,
+        })
+    }
+
     /// Whether the store is closing (background work should stop).
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
@@ -109,6 +155,7 @@ impl Shared {
     /// seen whole or not at all. `None` if absent or expired.
     pub fn locate(&self, key: &[u8]) -> Result<Option<Located>> {
         loop {
+            self.index.refresh()?;
             let table = self.index.table();
             let sequence = table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire);
             if sequence % 2 == 1 {
@@ -148,7 +195,7 @@ impl Shared {
     /// Writes `changes` as one op (see [`Writer::write`]), then, with `Durability::Sync`,
     /// waits until they are on disk.
     pub fn write(&self, changes: &[Change<'_>]) -> Result<Option<Appended>> {
-        let mut writer = self.writer.lock();
+        let mut writer = self.lock_writer()?;
         let appended = writer.write(&self.index, changes)?;
         if let Some(at) = &appended
             && at.offset == crate::segment::data_start(crate::segment::FORMAT_VERSION) as u64
@@ -179,7 +226,7 @@ impl Shared {
         &self,
         mut plan: impl FnMut(&mut Planner<'_>) -> Result<bool>,
     ) -> Result<()> {
-        let _writer = self.writer.lock();
+        let _writer = self.lock_writer()?;
         loop {
             let table: Arc<TableFile> = Arc::clone(&self.index.table());
             let mut planner = Planner::new(&self.index, Arc::clone(&table));
@@ -205,17 +252,28 @@ impl Shared {
         self.compaction_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Syncs every write, then the index, and marks the index clean: the next open uses it
-    /// without a scan, even after a restart. Does not mark it if anything failed.
+    /// Syncs every write; then, if this is the last store open on the directory, syncs the
+    /// index and marks it clean: the next open uses it without a scan, even after a restart.
+    /// Does not mark it if anything failed. Runs once.
     pub fn close_cleanly(&self) -> Result<()> {
-        self.sync()?;
-        let _writer = self.writer.lock();
-        let table = self.index.table();
-        if table.word(header::OP_STATE).load(Ordering::Acquire) != IDLE {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        table.sync()?;
-        self.index.pointer().mark_clean()
+        self.sync()?;
+        self.locks.if_last(|| {
+            let writer = self.lock_writer()?;
+            let table = self.index.table();
+            if table.word(header::OP_STATE).load(Ordering::Acquire) != IDLE {
+                return Ok(());
+            }
+            // Another store may have appended since this one's sync.
+            if let Some((_, active)) = writer.active(&self.index) {
+                active.sync_data().context("syncing", active.path())?;
+            }
+            table.sync()?;
+            self.index.pointer().mark_clean()
+        })?;
+        Ok(())
     }
 
     /// Whether the index has a slot for `key` (expired or not); false where it cannot tell.

@@ -15,7 +15,7 @@ use crate::eviction;
 use crate::group_commit::GroupCommit;
 use crate::index::file::{header, row};
 use crate::index::slot;
-use crate::lock::DirLock;
+use crate::lock::{Role, StoreLocks};
 use crate::maintenance;
 use crate::options::Options;
 use crate::record;
@@ -97,12 +97,17 @@ impl ExactSizeIterator for Keys {}
 impl Store {
     /// Opens the store in `dir`, creating the directory if needed.
     ///
-    /// Takes an exclusive lock on the directory ([`Error::Locked`] if another open store holds
-    /// it, in this process or another), then maps the index. An index closed cleanly, or last
-    /// changed during this boot, is used as it is; otherwise (after an OS crash or a power
-    /// cut, or when it is missing or damaged) it is rebuilt from the segment files, cutting a
-    /// torn tail off the newest segment. What was found is in [`Store::recovery_report`];
-    /// invalid data anywhere else is [`Error::Corrupt`].
+    /// Any number of stores, in this process and others, may have a directory open at once
+    /// and read and write it; a write acknowledged by one is seen by the next read of any
+    /// other (unless one was opened with [`Options::exclusive`], which keeps the others out
+    /// with [`Error::Locked`]).
+    ///
+    /// The first store to open a directory maps its index and checks it. An index closed
+    /// cleanly, or last changed during this boot, is used as it is; otherwise (after an OS
+    /// crash or a power cut, or when it is missing or damaged) it is rebuilt from the segment
+    /// files, cutting a torn tail off the newest segment. What was found is in
+    /// [`Store::recovery_report`]; invalid data elsewhere is [`Error::Corrupt`]. A store
+    /// opened while others have the directory open maps the index as it is.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -113,8 +118,11 @@ impl Store {
                 std::fs::create_dir_all(&dir).context("creating the store directory", &dir)?
             }
         }
-        let lock = DirLock::acquire(&dir)?;
-        let (index, report) = recovery::open_index(&dir, now_ms())?;
+        let (locks, (index, report)) =
+            StoreLocks::acquire(&dir, options.exclusive, |role| match role {
+                Role::First => recovery::open_index(&dir, now_ms()),
+                Role::Joined => recovery::join_index(&dir),
+            })?;
         let writer = Writer::new(dir.clone(), &options);
         let shared = Arc::new(Shared {
             dir,
@@ -128,7 +136,10 @@ impl Store {
             compaction_errors: AtomicU64::new(0),
             expired_scan: Mutex::new((None, hashbrown::HashMap::new())),
             signal: Signal::default(),
-            _lock: lock,
+            locks,
+            ops_repaired: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            counters: Default::default(),
         });
         let worker = if shared.options.auto_compaction || shared.options.max_disk_bytes.is_some() {
             let worker = Worker::spawn(Arc::clone(&shared))
@@ -349,6 +360,7 @@ impl Store {
     /// progress bar).
     pub fn compact_with_progress(&self, progress: &dyn Fn(u64, u64)) -> Result<CompactionStats> {
         let _guard = self.shared.maintenance.lock();
+        let _held = self.shared.locks.maintenance.lock()?;
         maintenance::compact_all(&self.shared, progress)
     }
 
@@ -357,7 +369,8 @@ impl Store {
     /// it runs.
     pub fn verify(&self) -> Result<crate::VerifyReport> {
         let _guard = self.shared.maintenance.lock();
-        let _writer = self.shared.writer.lock();
+        let _held = self.shared.locks.maintenance.lock()?;
+        let _writer = self.shared.lock_writer()?;
         crate::verify::verify_files(&self.shared.dir)
     }
 
@@ -366,7 +379,8 @@ impl Store {
     #[cfg(feature = "fuzzing")]
     #[doc(hidden)]
     pub fn log_position(&self) -> (u64, u64) {
-        self.shared.writer.lock().position(&self.shared.index)
+        let writer = self.shared.lock_writer().expect("the writer lock");
+        writer.position(&self.shared.index)
     }
 
     fn stop_background(&mut self) {
@@ -374,6 +388,39 @@ impl Store {
         if let Some(mut worker) = self.worker.take() {
             worker.stop();
         }
+    }
+
+    /// Counter `name`: a number that only goes up, shared by every process that opens the
+    /// store and kept across restarts and crashes once a change to it returned (0 if it was
+    /// never changed). The typed cache keeps its namespace and tag generations in these.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.shared.counters.get(&self.shared, name)
+    }
+
+    /// Adds one to counter `name` (durably: the counters file is replaced and synced);
+    /// returns the new value.
+    pub fn increment_counter(&self, name: &str) -> Result<u64> {
+        self.shared
+            .counters
+            .update(&self.shared, name, |v| v.saturating_add(1))
+    }
+
+    /// Raises counter `name` to `at_least` if it is lower; returns its value.
+    pub fn raise_counter(&self, name: &str, at_least: u64) -> Result<u64> {
+        self.shared
+            .counters
+            .update(&self.shared, name, |v| v.max(at_least))
+    }
+
+    /// Every counter that was ever changed.
+    pub fn counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.shared.counters.all(&self.shared)
+    }
+
+    /// A number that moves on whenever any counter changes, in any process: a value computed
+    /// from counters can be kept until it moves. One atomic load.
+    pub fn counter_changes(&self) -> Result<u64> {
+        crate::counters::changes(&self.shared)
     }
 
     /// Key counts and space use.

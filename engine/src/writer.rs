@@ -105,8 +105,9 @@ impl Writer {
         }
     }
 
-    /// The segment appended to, if there is one.
-    fn active(&self, index: &Index) -> Option<(u32, Arc<Segment>)> {
+    /// The segment appended to, if there is one, with its number. Its end of records is the
+    /// segment table's (another process may have appended since this one last looked).
+    pub fn active(&self, index: &Index) -> Option<(u32, Arc<Segment>)> {
         let number = index.counter(header::ACTIVE) as u32;
         if number == 0 {
             return None;
@@ -121,7 +122,7 @@ impl Writer {
         self.check_usable()?;
         let len: usize = changes.iter().map(Change::len).sum();
         let (number, segment) = self.active_with_room(index, len as u64)?;
-        let start = segment.end();
+        let start = index.table().row(number, row::END).load(Ordering::Acquire);
         let entries = loop {
             let table = Arc::clone(&index.table());
             let mut planner = Planner::new(index, Arc::clone(&table));
@@ -226,6 +227,11 @@ impl Writer {
         let start = data_start(FORMAT_VERSION) as u64;
         let capacity = self.max_segment_size.max(start + len).min(MAX_SEGMENT_LEN);
         let id = index.counter(header::NEXT_WRITER_ID);
+        if crate::segment::path(&self.dir, id).exists() {
+            // Left by a writer of another process that died between creating the file and
+            // recording it: no row names it, nothing points into it.
+            crate::segment::remove(&self.dir, id)?;
+        }
         let segment = Arc::new(Segment::create(&self.dir, id, capacity)?);
         let number = index.add_row(id, row::ACTIVE, capacity, start, FORMAT_VERSION)?;
         index.register(number, Arc::clone(&segment));

@@ -247,14 +247,25 @@ fn invalid_options_are_refused() {
 }
 
 #[test]
-fn a_second_open_in_the_same_process_is_locked_out() {
+fn two_opens_in_one_process_share_the_store_unless_exclusive() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    store.put(b"k", b"v").unwrap();
-    let err = Store::open(dir.path(), common::manual()).unwrap_err();
+    let a = open(dir.path());
+    a.put(b"k", b"v").unwrap();
+    let b = Store::open(dir.path(), common::manual()).unwrap();
+    assert_eq!(b.get(b"k").unwrap(), Some(b"v".to_vec()));
+    b.put(b"k", b"from b").unwrap();
+    assert_eq!(a.get(b"k").unwrap(), Some(b"from b".to_vec()));
+    let err = Store::open(dir.path(), common::manual().exclusive(true)).unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err}");
-    drop(store);
-    assert_eq!(open(dir.path()).get(b"k").unwrap(), Some(b"v".to_vec()));
+    drop(a);
+    drop(b);
+    let only = Store::open(dir.path(), common::manual().exclusive(true)).unwrap();
+    assert_eq!(only.get(b"k").unwrap(), Some(b"from b".to_vec()));
+    let err = Store::open(dir.path(), common::manual()).unwrap_err();
+    assert!(
+        matches!(err, Error::Locked(_)),
+        "an exclusive store keeps the others out"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! bincode 2 over serde, for the disk backend's counters file: a fixed, simple shape, where
-//! bincode is compact and fast. Values and keys use the self-describing format (`super`).
+//! bincode 2 over serde, for the counters file of format version 1 caches, read once when it
+//! is folded into the engine's counters. Values and keys use the self-describing format
+//! (`super`).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Decoding never claims more than this many bytes, so a damaged length cannot make it
@@ -13,7 +13,8 @@ fn config() -> impl ::bincode::config::Config {
 }
 
 /// Encodes `value`.
-pub(crate) fn encode_bincode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+#[cfg(test)]
+pub(crate) fn encode_bincode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
     ::bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())
 }
 

@@ -26,7 +26,9 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use self::bincode::{decode_bincode, encode_bincode};
+pub(crate) use self::bincode::decode_bincode;
+#[cfg(test)]
+pub(crate) use self::bincode::encode_bincode;
 pub use de::Decoder;
 pub use text::to_json;
 

@@ -88,23 +88,46 @@ impl Index {
         self.table().word(at).load(Ordering::Acquire)
     }
 
-    /// The mapped segment `number`, mapping it if this process has not yet.
-    pub fn segment(&self, number: u32) -> Result<Arc<Segment>> {
-        if let Some(Some(seg)) = self.segments.read().get(number as usize) {
-            return Ok(Arc::clone(seg));
+    /// Maps the table `INDEX` names now, if another process grew the index since this one
+    /// looked. Every lookup and every write starts with this (one atomic load when nothing
+    /// changed), so a write another process made is seen by the next lookup.
+    pub fn refresh(&self) -> Result<()> {
+        loop {
+            let generation = self.pointer.generation();
+            if generation == self.table().generation() {
+                return Ok(());
+            }
+            match TableFile::open(&self.dir, generation, true) {
+                Ok(table) => self.table.store(Arc::new(table)),
+                // Grown again meanwhile, and the file named a moment ago removed.
+                Err(_) if self.pointer.generation() != generation => {}
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// The mapped segment `number`, mapping it if this process has not yet, or if the row
+    /// now names another segment (rows are reused once a segment is deleted).
+    pub fn segment(&self, number: u32) -> Result<Arc<Segment>> {
         let table = self.table();
         if number == 0 || number > table.shape().segments {
             return Err(bad_slot(number));
         }
-        let id = table.row(number, row::ID).load(Ordering::Acquire);
         let state = table.row(number, row::STATE).load(Ordering::Acquire);
+        let id = table.row(number, row::ID).load(Ordering::Acquire);
+        let end = table.row(number, row::END).load(Ordering::Acquire);
         if state == row::FREE {
             return Err(bad_slot(number));
         }
+        if let Some(Some(seg)) = self.segments.read().get(number as usize)
+            && seg.id() == id
+        {
+            // Another process may have appended to it.
+            seg.raise_end(end.min(seg.capacity()));
+            return Ok(Arc::clone(seg));
+        }
         let writable = state == row::ACTIVE;
         let seg = Arc::new(Segment::open(&self.dir, id, writable)?);
-        let end = table.row(number, row::END).load(Ordering::Acquire);
         if end > seg.capacity() {
             // The file was cut behind the index's back.
             return Err(Error::Corrupt {
@@ -141,6 +164,10 @@ impl Index {
     /// Finds `key` in `table` and hands its record to `f`. `Ok(None)` if the key is absent;
     /// [`Error::Corrupt`] if a slot with the key's tag points at bytes that are no valid
     /// record (the index never points at damage on purpose).
+    ///
+    /// A slot with the key's tag that leads elsewhere is looked at again before the answer is
+    /// trusted: another process may have moved that record (compaction) and reused its
+    /// segment's row between the load of the slot and the mapping of the segment.
     pub fn find<R>(
         &self,
         table: &TableFile,
@@ -148,33 +175,54 @@ impl Index {
         h: KeyHash,
         f: impl FnOnce(Found<'_>) -> R,
     ) -> Result<Option<R>> {
-        let mut damaged = None;
-        for base in buckets(table, h) {
-            for i in base..base + BUCKET_SLOTS {
-                let value = table.slot(i).load(Ordering::Acquire);
-                if value == 0 || slot::tag_of(value) != h.tag {
-                    continue;
-                }
-                let at = slot::location_of(value);
-                let seg = self.segment(at.number)?;
-                match record::decode(seg.tail(at.offset)) {
-                    Ok(rec) if rec.key == key => {
-                        return Ok(Some(f(Found { record: rec, at })));
+        let mut f = Some(f);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut passed = [(0usize, 0u64); 2 * BUCKET_SLOTS];
+            let mut n_passed = 0;
+            let mut failure = None;
+            for base in buckets(table, h) {
+                for i in base..base + BUCKET_SLOTS {
+                    let value = table.slot(i).load(Ordering::Acquire);
+                    if value == 0 || slot::tag_of(value) != h.tag {
+                        continue;
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        damaged.get_or_insert((seg.id(), at.offset, e.reason()));
+                    passed[n_passed] = (i, value);
+                    n_passed += 1;
+                    let at = slot::location_of(value);
+                    let seg = match self.segment(at.number) {
+                        Ok(seg) => seg,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            continue;
+                        }
+                    };
+                    match record::decode(seg.tail(at.offset)) {
+                        Ok(rec) if rec.key == key => {
+                            let f = f.take().expect("called once");
+                            return Ok(Some(f(Found { record: rec, at })));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            failure.get_or_insert(Error::Corrupt {
+                                segment: seg.id(),
+                                offset: at.offset,
+                                reason: e.reason(),
+                            });
+                        }
                     }
                 }
             }
-        }
-        match damaged {
-            Some((segment, offset, reason)) => Err(Error::Corrupt {
-                segment,
-                offset,
-                reason,
-            }),
-            None => Ok(None),
+            let unchanged = passed[..n_passed]
+                .iter()
+                .all(|&(i, value)| table.slot(i).load(Ordering::Acquire) == value);
+            if unchanged || attempts >= 16 {
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
+            }
         }
     }
 

@@ -65,7 +65,7 @@ impl Index {
         let appended = table.word(header::APPENDED).load(Ordering::Acquire);
         match &append {
             Some(a) => {
-                let start = a.segment.end();
+                let start = table.row(a.number, row::END).load(Ordering::Acquire);
                 table
                     .word(header::OP_SEGMENT)
                     .store(u64::from(a.number), Ordering::Relaxed);
@@ -79,7 +79,7 @@ impl Index {
                 table
                     .word(header::OP_STATE)
                     .store(WRITING, Ordering::Release);
-                a.segment.append(a.len, encode);
+                a.segment.append_at(start, a.len, encode);
             }
             None => {
                 table.word(header::OP_SEGMENT).store(0, Ordering::Relaxed);

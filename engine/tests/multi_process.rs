@@ -1,0 +1,251 @@
+//! Several processes on one store at once: writers in child processes are killed with SIGKILL
+//! at random moments (in appends, index updates, table growths, compactions, hint writes)
+//! while the test process keeps the store open, reading and writing. After every kill, every
+//! acknowledged write of every process reads back with its exact value, nothing torn or foreign
+//! is ever read, and the survivors go on without reopening.
+//!
+//! This file has its own `main` (harness = false): the test binary re-invokes itself as the
+//! child, chosen by the `LOGCACHE_CHILD_ROLE` environment variable.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use logcache_engine::{Options, Store, WriteBatch};
+
+const ROLE: &str = "LOGCACHE_CHILD_ROLE";
+const DIR: &str = "LOGCACHE_CHILD_DIR";
+const ROUND: &str = "LOGCACHE_CHILD_ROUND";
+const WRITER: &str = "LOGCACHE_CHILD_WRITER";
+/// Writer processes per round; all are killed, one after the other.
+const WRITERS: u32 = 3;
+const ROUNDS: u32 = 36;
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("writer") => child_writer(),
+        _ => run_tests(),
+    }
+}
+
+fn run_tests() {
+    let tests: [(&str, fn()); 1] = [(
+        "sigkilled_writers_of_several_processes_lose_no_acknowledged_write",
+        sigkilled_writers,
+    )];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let ok = std::panic::catch_unwind(test).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Small segments and an eager background thread, so that kills land in rotations,
+/// compactions and hint writes as well as in appends.
+fn options() -> Options {
+    Options::default()
+        .max_segment_size(16 << 10)
+        .compaction_interval(Duration::from_millis(2))
+        .compaction_dead_ratio(0.1)
+}
+
+fn key(round: u32, writer: u32, i: u64) -> Vec<u8> {
+    format!("r{round}/w{writer}/{i:06}").into_bytes()
+}
+
+fn value(round: u32, writer: u32, i: u64) -> Vec<u8> {
+    format!("<{round}:{writer}:{i}>")
+        .repeat(1 + (i % 7) as usize)
+        .into_bytes()
+}
+
+/// A key each writer overwrites again and again (dead bytes for compaction).
+fn hot_key(writer: u32, i: u64) -> Vec<u8> {
+    format!("hot/w{writer}/{}", i % 40).into_bytes()
+}
+
+/// Writes keys `0..` (every tenth as a batch with its hot key), printing each index once the
+/// write returned, until killed.
+fn child_writer() {
+    let dir = std::env::var(DIR).unwrap();
+    let round: u32 = std::env::var(ROUND).unwrap().parse().unwrap();
+    let writer: u32 = std::env::var(WRITER).unwrap().parse().unwrap();
+    let store = Store::open(&dir, options()).unwrap();
+    for i in 0..1_000_000u64 {
+        let (k, v) = (key(round, writer, i), value(round, writer, i));
+        if i % 10 == 9 {
+            let mut batch = WriteBatch::new();
+            batch.put(&k, &v).put(&hot_key(writer, i), &v);
+            store.write_batch(&batch).unwrap();
+        } else {
+            store.put(&k, &v).unwrap();
+            if i % 3 == 0 {
+                store.put(&hot_key(writer, i), &v).unwrap();
+            }
+        }
+        assert_eq!(store.get(&k).unwrap(), Some(v));
+        println!("{i}");
+    }
+}
+
+fn spawn_writer(dir: &Path, round: u32, writer: u32) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "writer")
+        .env(DIR, dir)
+        .env(ROUND, round.to_string())
+        .env(WRITER, writer.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The highest index the child acknowledged, read until its stdout closes.
+fn collect_acks(child: &mut Child) -> thread::JoinHandle<Option<u64>> {
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        let mut last = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // A line cut by the kill is not an acknowledgement.
+            if let Ok(i) = line.parse::<u64>() {
+                assert!(last.is_none_or(|l| l + 1 == i), "acks come in order");
+                last = Some(i);
+            }
+        }
+        last
+    })
+}
+
+/// Every acknowledged key of the writer holds its exact value; a key after them holds its
+/// value or nothing (a write in flight when the kill came). Returns how many are present.
+fn check_writer(store: &Store, round: u32, writer: u32, acked: Option<u64>) -> u64 {
+    let mut i = 0;
+    loop {
+        let got = store.get(&key(round, writer, i)).unwrap();
+        let acknowledged = acked.is_some_and(|a| i <= a);
+        match got {
+            Some(v) => assert_eq!(
+                v,
+                value(round, writer, i),
+                "round {round} writer {writer} key {i}"
+            ),
+            None if acknowledged => {
+                panic!("round {round} writer {writer}: acknowledged write {i} lost")
+            }
+            None => return i,
+        }
+        i += 1;
+    }
+}
+
+/// A hot key's value is one of its writer's values: never torn, never another key's.
+fn check_hot_keys(store: &Store, writers: &[(u32, u32)]) {
+    for &(round, writer) in writers {
+        for slot in 0..40 {
+            let k = format!("hot/w{writer}/{slot}").into_bytes();
+            if let Some(v) = store.get(&k).unwrap() {
+                let text = String::from_utf8(v).expect("a value, not garbage");
+                assert!(text.starts_with('<') && text.ends_with('>'), "{text}");
+                let _ = round;
+            }
+        }
+    }
+}
+
+fn sigkilled_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = common::Rng::from_clock("multi_process");
+    // The test process has the store open throughout, and writes while the children die.
+    let store = Arc::new(Store::open(dir.path(), options()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let own = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                store
+                    .put(&key(u32::MAX, 0, i), &value(u32::MAX, 0, i))
+                    .unwrap();
+                i += 1;
+                thread::sleep(Duration::from_micros(200));
+            }
+            i
+        })
+    };
+    let mut expected: BTreeMap<(u32, u32), Option<u64>> = BTreeMap::new();
+    let mut kills = 0;
+    for round in 0..ROUNDS {
+        let mut children: Vec<(u32, Child, thread::JoinHandle<Option<u64>>)> = (0..WRITERS)
+            .map(|w| {
+                let mut child = spawn_writer(dir.path(), round, w);
+                let acks = collect_acks(&mut child);
+                (w, child, acks)
+            })
+            .collect();
+        // Kill them one by one at random moments; the others go on writing meanwhile.
+        for (writer, child, acks) in children.drain(..) {
+            thread::sleep(Duration::from_millis(rng.range(5, 60)));
+            let mut child = child;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            let acked = acks.join().unwrap();
+            check_writer(&store, round, writer, acked);
+            expected.insert((round, writer), acked);
+        }
+        let writers: Vec<(u32, u32)> = (0..WRITERS).map(|w| (round, w)).collect();
+        check_hot_keys(&store, &writers);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let own_writes = own.join().unwrap();
+    for ((round, writer), acked) in &expected {
+        check_writer(&store, *round, *writer, *acked);
+    }
+    let stats = store.stats();
+    drop(store);
+    // Alone now: the index is the one every process shared, and it holds everything.
+    let store = Store::open(dir.path(), options().exclusive(true)).unwrap();
+    assert_eq!(store.stats().keys, stats.keys);
+    let mut present = 0;
+    for ((round, writer), acked) in &expected {
+        present += check_writer(&store, *round, *writer, *acked);
+    }
+    assert_eq!(
+        check_writer(&store, u32::MAX, 0, Some(own_writes - 1)),
+        own_writes
+    );
+    assert!(present > 0);
+    assert!(kills >= 100, "{kills} kills");
+    assert!(
+        stats.compactions > 0,
+        "compactions ran while processes died"
+    );
+    println!(
+        "{kills} SIGKILLs, {present} writes of the killed processes present, {own_writes} of the survivor; {} compactions",
+        stats.compactions
+    );
+}
