@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, IoContext, Result};
-use crate::index::Index;
+use crate::index::{Index, op};
 use crate::index::file::{self, PointerFile, TableFile, header, row};
 use crate::segment::{self, FileKind};
 use crate::{migrate, rebuild};
@@ -213,6 +213,7 @@ fn reconcile(
     listing: &Listing,
     report: &mut RecoveryReport,
 ) -> std::result::Result<Index, &'static str> {
+    validate(&index)?;
     let dir = index.dir().to_path_buf();
     let rows = index.rows();
     let known: BTreeSet<u64> = rows.iter().map(|&(_, id)| id).collect();
@@ -247,6 +248,76 @@ fn reconcile(
     );
     remove_files(&dir, &leftovers).map_err(|_| "leftover files cannot be removed")?;
     Ok(index)
+}
+
+/// Checks what the engine itself never writes wrong, so that damage to the index file (it is
+/// not checksummed: it changes on every write) makes it rebuilt rather than acted on: row
+/// states, ends within capacities, distinct ids below the next writer id, the active row, and
+/// an unfinished op that stays inside the table and appends where the active segment ends.
+fn validate(index: &Index) -> std::result::Result<(), &'static str> {
+    let table = index.table();
+    let shape = table.shape();
+    let load = |at| table.word(at).load(Ordering::Acquire);
+    let next_id = load(header::NEXT_WRITER_ID);
+    if next_id == 0 || !next_id.is_multiple_of(segment::WRITER_ID_STRIDE) {
+        return Err("the index's next segment id is damaged");
+    }
+    let mut ids = BTreeSet::new();
+    for number in 1..=shape.segments {
+        let field = |f| table.row(number, f).load(Ordering::Acquire);
+        match field(row::STATE) {
+            row::FREE => continue,
+            row::ACTIVE | row::SEALED => {}
+            _ => return Err("a segment table row is damaged"),
+        }
+        let id = field(row::ID);
+        if id >= next_id || !ids.insert(id) || field(row::END) > field(row::CAPACITY) {
+            return Err("a segment table row is damaged");
+        }
+    }
+    let active = load(header::ACTIVE);
+    if active != 0
+        && (active > u64::from(shape.segments)
+            || table.row(active as u32, row::STATE).load(Ordering::Acquire) != row::ACTIVE)
+    {
+        return Err("the index's active segment is damaged");
+    }
+    let state = load(header::OP_STATE);
+    if state == op::IDLE {
+        return Ok(());
+    }
+    let entries = load(header::OP_ENTRIES);
+    let snapshots = load(header::OP_SNAPSHOTS);
+    let number = load(header::OP_SEGMENT);
+    let well_formed = match state {
+        op::WRITING => {
+            number == active
+                && active != 0
+                && load(header::OP_START)
+                    == table.row(active as u32, row::END).load(Ordering::Acquire)
+                && load(header::OP_START) <= load(header::OP_END)
+                && load(header::OP_END)
+                    <= table.row(active as u32, row::CAPACITY).load(Ordering::Acquire)
+        }
+        op::APPLYING => {
+            entries <= u64::from(shape.op_entries)
+                && snapshots <= shape.op_snapshots() as u64
+                && (number == 0 || number == active)
+                && (0..entries as usize).all(|i| {
+                    (table.op_entry(i, 0).load(Ordering::Acquire) as usize) < shape.slots()
+                })
+                && (0..snapshots as usize).all(|i| {
+                    let n = table.snapshot(i, 0).load(Ordering::Acquire);
+                    (1..=u64::from(shape.segments)).contains(&n)
+                })
+        }
+        _ => false,
+    };
+    if well_formed {
+        Ok(())
+    } else {
+        Err("the index's unfinished write is damaged")
+    }
 }
 
 /// Whether the segment file at `path` has no record: shorter than its header and a record

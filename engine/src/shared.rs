@@ -154,12 +154,18 @@ impl Shared {
     /// Looks `key` up, consistently with every write: a write of several records (a batch) is
     /// seen whole or not at all. `None` if absent or expired.
     pub fn locate(&self, key: &[u8]) -> Result<Option<Located>> {
+        let mut waits = 0u32;
         loop {
             self.index.refresh()?;
             let table = self.index.table();
             let sequence = table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire);
             if sequence % 2 == 1 {
-                // A batch is being applied: it takes microseconds.
+                // A batch is being applied: it takes microseconds. Unless its writer died
+                // meanwhile: then taking the writer lock finishes it.
+                waits += 1;
+                if waits.is_multiple_of(1024) {
+                    drop(self.lock_writer()?);
+                }
                 std::hint::spin_loop();
                 std::thread::yield_now();
                 continue;

@@ -223,7 +223,7 @@ impl Store {
     /// A snapshot of the live keys, in no particular order. Writes after the call do not
     /// affect it.
     pub fn keys(&self) -> Keys {
-        let mut keys = Vec::with_capacity(self.shared.index.counter(header::KEYS) as usize);
+        let mut keys = Vec::new();
         self.for_each_live(|key| keys.push(key.to_vec()));
         Keys(keys.into_iter())
     }

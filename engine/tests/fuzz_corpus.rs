@@ -57,3 +57,8 @@ fn record_decode() {
 fn hint_decode() {
     run("hint_decode", fuzz::hint_decode, 1500, 400);
 }
+
+#[test]
+fn index_decode() {
+    run("index_decode", fuzz::index_decode, 1500, 200);
+}

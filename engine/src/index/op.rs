@@ -100,6 +100,8 @@ impl Index {
             .flat_map(|e| [e.old, e.new])
             .filter(|&v| v != 0)
             .map(|v| slot::location_of(v).number)
+            // A damaged slot may name no segment: it has no live bytes to move.
+            .filter(|&n| (1..=table.shape().segments).contains(&n))
             .collect();
         touched.sort_unstable();
         touched.dedup();
@@ -139,7 +141,16 @@ impl Index {
     /// holds the writer lock.
     pub fn repair(&self, table: &TableFile) -> Result<bool> {
         match table.word(header::OP_STATE).load(Ordering::Acquire) {
-            IDLE => Ok(false),
+            IDLE => {
+                // Odd with no op in progress: a damaged word, which would keep readers
+                // waiting for a batch that never ends.
+                let sequence = table.word(header::BATCH_SEQUENCE);
+                if sequence.load(Ordering::Acquire) % 2 == 1 {
+                    sequence.fetch_add(1, Ordering::AcqRel);
+                    return Ok(true);
+                }
+                Ok(false)
+            }
             APPLYING => {
                 apply_logged(table);
                 Ok(true)
@@ -194,10 +205,14 @@ fn apply_logged(table: &TableFile) {
             *live.entry(slot::location_of(new).number).or_default() += i64::from(new_len);
         }
     }
+    let rows = 1..=table.shape().segments;
     for (number, bytes) in live {
-        table
-            .row(number, row::LIVE)
-            .store(bytes.max(0) as u64, Ordering::Release);
+        // A damaged slot may name no segment: it has no live bytes to move.
+        if rows.contains(&number) {
+            table
+                .row(number, row::LIVE)
+                .store(bytes.max(0) as u64, Ordering::Release);
+        }
     }
     table
         .word(header::KEYS)
