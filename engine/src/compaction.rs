@@ -265,19 +265,8 @@ fn install(shared: &Shared, pending: Pending) -> Result<u64> {
 
 /// Deletes the inputs, oldest first: each file (durably), then its row.
 fn retire_inputs(shared: &Shared, inputs: &[(u32, Arc<Segment>)]) -> Result<()> {
-    #[cfg(debug_assertions)]
-    {
-        let numbers: BTreeSet<u32> = inputs.iter().map(|(n, _)| *n).collect();
-        let table = shared.index.table();
-        shared.index.for_each_slot(&table, |value| {
-            let at = crate::index::slot::location_of(value);
-            assert!(
-                !numbers.contains(&at.number),
-                "a key still points into segment {} being removed",
-                at.number
-            );
-        });
-    }
+    let numbers: Vec<u32> = inputs.iter().map(|(n, _)| *n).collect();
+    shared.clear_slots_into(&numbers)?;
     for (number, seg) in inputs {
         segment::remove(&shared.dir, seg.id())?;
         let _writer = shared.lock_writer()?;

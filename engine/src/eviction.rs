@@ -89,6 +89,7 @@ fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64
         .table()
         .word(header::EVICTIONS)
         .fetch_add(evicted, Ordering::AcqRel);
+    shared.clear_slots_into(&[number])?;
     segment::remove(&shared.dir, seg.id())?;
     let _writer = shared.lock_writer()?;
     shared.index.free_row(number);

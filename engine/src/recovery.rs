@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, IoContext, Result};
-use crate::index::{Index, op};
 use crate::index::file::{self, PointerFile, TableFile, header, row};
+use crate::index::{Index, op};
 use crate::segment::{self, FileKind};
 use crate::{migrate, rebuild};
 
@@ -270,8 +270,14 @@ fn validate(index: &Index) -> std::result::Result<(), &'static str> {
             row::ACTIVE | row::SEALED => {}
             _ => return Err("a segment table row is damaged"),
         }
-        let id = field(row::ID);
-        if id >= next_id || !ids.insert(id) || field(row::END) > field(row::CAPACITY) {
+        let (id, end) = (field(row::ID), field(row::END));
+        let start = segment::data_start(segment::FORMAT_VERSION) as u64;
+        if id >= next_id
+            || !ids.insert(id)
+            || end > field(row::CAPACITY)
+            || end < start
+            || !end.is_multiple_of(crate::record::ALIGN as u64)
+        {
             return Err("a segment table row is damaged");
         }
     }
@@ -297,7 +303,9 @@ fn validate(index: &Index) -> std::result::Result<(), &'static str> {
                     == table.row(active as u32, row::END).load(Ordering::Acquire)
                 && load(header::OP_START) <= load(header::OP_END)
                 && load(header::OP_END)
-                    <= table.row(active as u32, row::CAPACITY).load(Ordering::Acquire)
+                    <= table
+                        .row(active as u32, row::CAPACITY)
+                        .load(Ordering::Acquire)
         }
         op::APPLYING => {
             entries <= u64::from(shape.op_entries)

@@ -253,6 +253,38 @@ impl Shared {
         }
     }
 
+    /// Empties every slot that still points into segments `numbers`, about to be deleted.
+    /// Every key whose record they hold was moved or removed already, so only a damaged slot
+    /// can be left; emptying it keeps it from naming whatever segment reuses the row.
+    pub fn clear_slots_into(&self, numbers: &[u32]) -> Result<()> {
+        let table = self.index.table();
+        let mut left = Vec::new();
+        for pos in 0..table.shape().slots() {
+            let value = table.slot(pos).load(Ordering::Acquire);
+            if value != 0 && numbers.contains(&slot::location_of(value).number) {
+                left.push((pos, value));
+            }
+        }
+        drop(table);
+        #[cfg(feature = "fuzzing")]
+        let damage_expected = crate::fuzz::DAMAGED_INDEX.with(|d| d.get());
+        #[cfg(not(feature = "fuzzing"))]
+        let damage_expected = false;
+        debug_assert!(
+            left.is_empty() || damage_expected,
+            "slots still point into segments being removed: {left:?}"
+        );
+        if left.is_empty() {
+            return Ok(());
+        }
+        self.change_index(|plan| {
+            for &(pos, value) in &left {
+                plan.clear_if(pos, value);
+            }
+            Ok(true)
+        })
+    }
+
     /// Counts a failed background pass (retried next round).
     pub fn count_maintenance_error(&self) {
         self.compaction_errors.fetch_add(1, Ordering::Relaxed);

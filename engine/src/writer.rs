@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::index::file::{Shape, header, row};
 use crate::index::op::Append;
-use crate::index::plan::{NewRecord, Planned, Planner};
+use crate::index::plan::{NewRecord, PlanBuffers, Planned, Planner};
 use crate::index::slot::{self, Location};
 use crate::options::Options;
 use crate::record;
@@ -56,6 +56,8 @@ pub(crate) struct Writer {
     written: u64,
     /// Why writes are refused, after a failure that left the disk state uncertain.
     failure: Option<String>,
+    /// Planning memory, kept from write to write.
+    buffers: PlanBuffers,
 }
 
 impl Writer {
@@ -65,6 +67,7 @@ impl Writer {
             max_segment_size: options.max_segment_size,
             written: 0,
             failure: None,
+            buffers: PlanBuffers::default(),
         }
     }
 
@@ -123,9 +126,10 @@ impl Writer {
         let len: usize = changes.iter().map(Change::len).sum();
         let (number, segment) = self.active_with_room(index, len as u64)?;
         let start = index.table().row(number, row::END).load(Ordering::Acquire);
-        let entries = loop {
+        let planner = loop {
             let table = Arc::clone(&index.table());
-            let mut planner = Planner::new(index, Arc::clone(&table));
+            let buffers = std::mem::take(&mut self.buffers);
+            let mut planner = Planner::with_buffers(index, Arc::clone(&table), buffers);
             let mut offset = start;
             let mut room = true;
             for change in changes {
@@ -151,19 +155,18 @@ impl Writer {
                 }
             }
             let shape = table.shape();
-            if !room {
+            let planned = planner.entries.len();
+            if !room || planned > shape.op_entries as usize {
+                self.buffers = planner.into_buffers();
                 drop(table);
-                grow(index, shape, planner.entries.len(), true)?;
+                grow(index, shape, planned, !room)?;
                 continue;
             }
-            if planner.entries.len() > shape.op_entries as usize {
-                drop(table);
-                grow(index, shape, planner.entries.len(), false)?;
-                continue;
-            }
-            break planner.entries;
+            break planner;
         };
+        let entries = &planner.entries;
         if changes.len() == 1 && matches!(changes[0], Change::Delete { .. }) && entries.is_empty() {
+            self.buffers = planner.into_buffers();
             return Ok(None);
         }
         let table = index.table();
@@ -176,7 +179,7 @@ impl Writer {
                 number,
                 len,
             }),
-            &entries,
+            entries,
             several,
             |buf| {
                 let mut at = 0;
@@ -201,6 +204,7 @@ impl Writer {
                 }
             },
         );
+        self.buffers = planner.into_buffers();
         self.written += len as u64;
         Ok(Some(Appended {
             segment: segment.id(),

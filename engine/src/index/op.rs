@@ -13,8 +13,6 @@
 
 use std::sync::atomic::Ordering;
 
-use hashbrown::HashMap;
-
 use crate::error::Result;
 use crate::index::Index;
 use crate::index::file::{TableFile, header, row};
@@ -180,7 +178,8 @@ fn apply_logged(table: &TableFile) {
         .word(header::OP_EXPIRING_BEFORE)
         .load(Ordering::Acquire) as i64;
     let snapshots = table.word(header::OP_SNAPSHOTS).load(Ordering::Acquire) as usize;
-    let mut live: HashMap<u32, i64> = (0..snapshots)
+    // Few segments per op: a list is cheaper than a map.
+    let mut live: Vec<(u32, i64)> = (0..snapshots)
         .map(|i| {
             (
                 table.snapshot(i, 0).load(Ordering::Acquire) as u32,
@@ -188,6 +187,10 @@ fn apply_logged(table: &TableFile) {
             )
         })
         .collect();
+    let mut add = |number: u32, bytes: i64| match live.iter_mut().find(|(n, _)| *n == number) {
+        Some((_, b)) => *b += bytes,
+        None => live.push((number, bytes)),
+    };
     for i in 0..n {
         let pos = table.op_entry(i, 0).load(Ordering::Acquire) as usize;
         let old = table.op_entry(i, 1).load(Ordering::Acquire);
@@ -199,10 +202,10 @@ fn apply_logged(table: &TableFile) {
         keys += i64::from(new != 0) - i64::from(old != 0);
         expiring += i64::from(new != 0 && new_expiring) - i64::from(old != 0 && old_expiring);
         if old != 0 {
-            *live.entry(slot::location_of(old).number).or_default() -= i64::from(old_len);
+            add(slot::location_of(old).number, -i64::from(old_len));
         }
         if new != 0 {
-            *live.entry(slot::location_of(new).number).or_default() += i64::from(new_len);
+            add(slot::location_of(new).number, i64::from(new_len));
         }
     }
     let rows = 1..=table.shape().segments;

@@ -59,29 +59,67 @@ pub(crate) enum Planned {
     NeedsRoom,
 }
 
-/// A plan being made against one table.
-pub(crate) struct Planner<'a> {
-    index: &'a Index,
-    table: Arc<TableFile>,
+/// The memory a plan works in, kept between plans so that a write allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct PlanBuffers {
     /// Slots changed by the plan so far: their planned value.
     overlay: HashMap<usize, u64>,
     /// Record length and expiry of slot values seen, so each record is read once.
     info: HashMap<u64, (u32, bool)>,
-    /// The keys of records planned but not written yet (their slot values).
-    planned_keys: HashMap<u64, Box<[u8]>>,
+    /// The keys of records planned but not written yet: where in `arena` they lie, by slot
+    /// value.
+    planned_keys: HashMap<u64, (usize, usize)>,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// A plan being made against one table.
+pub(crate) struct Planner<'a> {
+    index: &'a Index,
+    table: Arc<TableFile>,
+    overlay: HashMap<usize, u64>,
+    info: HashMap<u64, (u32, bool)>,
+    planned_keys: HashMap<u64, (usize, usize)>,
+    arena: Vec<u8>,
     pub entries: Vec<Entry>,
 }
 
 impl<'a> Planner<'a> {
     /// A plan against `table`.
     pub fn new(index: &'a Index, table: Arc<TableFile>) -> Planner<'a> {
+        Planner::with_buffers(index, table, PlanBuffers::default())
+    }
+
+    /// A plan against `table`, working in `buffers` (empty).
+    pub fn with_buffers(
+        index: &'a Index,
+        table: Arc<TableFile>,
+        buffers: PlanBuffers,
+    ) -> Planner<'a> {
         Planner {
             index,
             table,
-            overlay: HashMap::new(),
-            info: HashMap::new(),
-            planned_keys: HashMap::new(),
-            entries: Vec::new(),
+            overlay: buffers.overlay,
+            info: buffers.info,
+            planned_keys: buffers.planned_keys,
+            arena: buffers.arena,
+            entries: buffers.entries,
+        }
+    }
+
+    /// Gives back the plan's memory, emptied, for the next plan.
+    pub fn into_buffers(mut self) -> PlanBuffers {
+        self.overlay.clear();
+        self.info.clear();
+        self.planned_keys.clear();
+        self.arena.clear();
+        self.entries.clear();
+        PlanBuffers {
+            overlay: self.overlay,
+            info: self.info,
+            planned_keys: self.planned_keys,
+            arena: self.arena,
+            entries: self.entries,
         }
     }
 
@@ -142,8 +180,8 @@ impl<'a> Planner<'a> {
 
     /// Whether the record slot value `value` points at is `key`'s; `None` if it cannot be read.
     fn holds_key(&self, value: u64, key: &[u8]) -> Option<bool> {
-        if let Some(planned) = self.planned_keys.get(&value) {
-            return Some(&planned[..] == key);
+        if let Some(&(at, len)) = self.planned_keys.get(&value) {
+            return Some(&self.arena[at..at + len] == key);
         }
         let at = slot::location_of(value);
         let seg = self.index.segment(at.number).ok()?;
@@ -179,7 +217,9 @@ impl<'a> Planner<'a> {
         let h = slot::hash(self.table.seed(), key);
         let value = slot::encode(h.tag, new.at);
         let info = (new.len, new.expiring);
-        self.planned_keys.insert(value, key.into());
+        self.planned_keys
+            .insert(value, (self.arena.len(), key.len()));
+        self.arena.extend_from_slice(key);
         if let Some(pos) = self.slot_of(key, h)? {
             self.set(pos, value, info);
             return Ok(Planned::Done);
@@ -226,6 +266,18 @@ impl<'a> Planner<'a> {
             }
         }
         false
+    }
+
+    /// Empties slot `pos` if it still holds `value` (a damaged slot; see
+    /// `Shared::clear_slots_into`). The table may have grown since `pos` was found: then the
+    /// slot is looked for where growing moved it.
+    pub fn clear_if(&mut self, pos: usize, value: u64) {
+        let region_slots = (1usize << slot::BUCKET_BITS) * BUCKET_SLOTS;
+        let region = slot::region(slot::tag_of(value), self.table.shape().region_bits) as usize;
+        let pos = region * region_slots + pos % region_slots;
+        if self.value(pos) == value {
+            self.set(pos, 0, (0, false));
+        }
     }
 
     /// Removes `key` if it points at `at` now (an expired or evicted record); whether it did.
