@@ -70,8 +70,14 @@ struct Pending {
     moved: Vec<Moved>,
 }
 
-/// Index changes are made this many records at a time, so writers never wait long.
+/// Index changes are made at most this many records at a time (and no more than the op log
+/// holds, so that a small store's index does not grow for them), so writers never wait long.
 const CHUNK: usize = 4096;
+
+/// How many records one index change of compaction or eviction takes.
+pub(crate) fn chunk(shared: &Shared) -> usize {
+    (shared.index.table().shape().op_entries as usize).min(CHUNK)
+}
 
 /// Compacts `inputs` (sealed segments with their numbers, ascending by id), calling
 /// `progress(bytes read, bytes to read)` after each input. The caller holds the store's
@@ -164,7 +170,7 @@ pub(crate) fn compact(
                 }
                 if out
                     .as_ref()
-                    .is_some_and(|p| p.output.len() >= shared.options.max_segment_size)
+                    .is_some_and(|p| p.output.len() >= shared.options.segment_size())
                 {
                     let done = out.take().expect("checked");
                     stats.bytes_written += install(shared, done)?;
@@ -192,7 +198,7 @@ pub(crate) fn compact(
         }
         return Err(e);
     }
-    for chunk in expired.chunks(CHUNK) {
+    for chunk in expired.chunks(chunk(shared)) {
         shared.change_index(|plan| {
             for (key, from) in chunk {
                 plan.remove_if_at(key, *from);
@@ -244,7 +250,7 @@ fn install(shared: &Shared, pending: Pending) -> Result<u64> {
     };
     seg.seal_in_memory();
     shared.index.register(number, Arc::clone(&seg));
-    for chunk in pending.moved.chunks(CHUNK) {
+    for chunk in pending.moved.chunks(chunk(shared)) {
         shared.change_index(|plan| {
             for m in chunk {
                 let to = NewRecord {

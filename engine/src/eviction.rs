@@ -14,9 +14,6 @@ use crate::scan::Records;
 use crate::segment::{self, Segment};
 use crate::shared::Shared;
 
-/// Index changes are made this many keys at a time, so writers never wait long.
-const CHUNK: usize = 4096;
-
 /// Bytes the store's segments take on disk as the size limit counts them.
 pub(crate) fn disk_bytes(shared: &Shared) -> u64 {
     let table = shared.index.table();
@@ -34,12 +31,19 @@ pub(crate) fn disk_bytes(shared: &Shared) -> u64 {
         .sum()
 }
 
-/// Evicts oldest sealed segments while the store is over `limit` bytes; returns how many keys
-/// were evicted. The caller holds the maintenance lock.
+/// Bytes of the index files: the table, the pointer and the counters.
+pub(crate) fn index_bytes(shared: &Shared) -> u64 {
+    let counters =
+        std::fs::metadata(shared.dir.join(crate::counters::COUNTERS_FILE)).map_or(0, |m| m.len());
+    shared.index.table().shape().file_len() + crate::index::file::PAGE as u64 + counters
+}
+
+/// Evicts oldest sealed segments while the store (segments and index) is over `limit` bytes;
+/// returns how many keys were evicted. The caller holds the maintenance lock.
 pub(crate) fn evict_to_limit(shared: &Shared, limit: u64) -> Result<u64> {
     let mut evicted = 0;
     loop {
-        if disk_bytes(shared) <= limit || shared.is_closing() {
+        if disk_bytes(shared) + index_bytes(shared) <= limit || shared.is_closing() {
             return Ok(evicted);
         }
         let table = shared.index.table();
@@ -73,7 +77,7 @@ fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64
         });
     }
     let mut evicted = 0u64;
-    for chunk in doomed.chunks(CHUNK) {
+    for chunk in doomed.chunks(crate::compaction::chunk(shared)) {
         let mut removed = 0;
         shared.change_index(|plan| {
             removed = chunk

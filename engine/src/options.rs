@@ -48,11 +48,12 @@ pub struct Options {
     pub compaction_dead_bytes: u64,
     /// How often the background thread checks whether to compact.
     pub compaction_interval: Duration,
-    /// Keep the segment files under about this many bytes by deleting the oldest segments,
-    /// and with them the keys whose newest value they hold (least-recently-stored eviction,
-    /// like `diskcache`'s default). Enforced by the background thread, which a write wakes
-    /// as soon as a new segment takes the store over the limit; the newest segment is never
-    /// evicted, so the store can exceed the limit by up to one segment. `None`: no limit.
+    /// Keep the store's files (segments and index) under this many bytes by deleting the
+    /// oldest segments, and with them the keys whose newest value they hold
+    /// (least-recently-stored eviction, like `diskcache`'s default). Segments are then at most
+    /// an eighth of the limit (and at least 64 KiB), so eviction works in small steps. Enforced
+    /// by the background thread, which a write wakes as soon as a new segment takes the store
+    /// over the limit; the newest segment is never evicted. `None`: no limit.
     pub max_disk_bytes: Option<u64>,
     /// Keep every other store (in this process or another) off the directory while this one
     /// is open: opening fails with [`Error::Locked`](crate::Error::Locked) if another has it
@@ -140,6 +141,17 @@ impl Options {
     }
 
     /// Checks that the options are within what the format can address.
+    /// The size segments are created at: `max_segment_size`, or less under a size limit.
+    pub(crate) fn segment_size(&self) -> u64 {
+        match self.max_disk_bytes {
+            Some(limit) => self
+                .max_segment_size
+                .min((limit / 8).max(64 << 10))
+                .max(MIN_SEGMENT_LEN),
+            None => self.max_segment_size,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidOptions(msg));
         if self.max_segment_size < MIN_SEGMENT_LEN || self.max_segment_size > MAX_SEGMENT_LEN {

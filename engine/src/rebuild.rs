@@ -128,7 +128,7 @@ pub(crate) fn rebuild(
     // index that is rebuilt again.
     let generation = listing.tables.iter().max().map_or(1, |g| g + 1);
     let pointer = PointerFile::create(dir, 0)?;
-    let shape = Index::shape_for(0, ids.len() as u32 + 8, 1024);
+    let shape = Index::shape_for(0, ids.len() as u32 + 8, 256);
     let table = TableFile::create(dir, generation, random_seed(), shape)?;
     let index = Index::new(dir, pointer, table);
     let mut replay = Replay::new(&index, now_ms);

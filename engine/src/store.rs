@@ -441,7 +441,7 @@ impl Store {
             keys: self.len(),
             segments: rows.len(),
             disk_bytes: eviction::disk_bytes(&self.shared),
-            index_bytes: table.shape().file_len() + crate::index::file::PAGE as u64,
+            index_bytes: eviction::index_bytes(&self.shared),
             live_bytes: live,
             dead_bytes: records.saturating_sub(live),
             syncs: self.shared.commit.syncs(),

@@ -64,7 +64,7 @@ impl Writer {
     pub fn new(dir: PathBuf, options: &Options) -> Writer {
         Writer {
             dir,
-            max_segment_size: options.max_segment_size,
+            max_segment_size: options.segment_size(),
             written: 0,
             failure: None,
             buffers: PlanBuffers::default(),

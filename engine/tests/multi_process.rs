@@ -31,15 +31,24 @@ const ROUNDS: u32 = 36;
 fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("writer") => child_writer(),
+        Ok("mixed") => child_mixed(),
+        Ok("compactor") => child_compactor(),
+        Ok("reopener") => child_reopener(),
         _ => run_tests(),
     }
 }
 
 fn run_tests() {
-    let tests: [(&str, fn()); 1] = [(
-        "sigkilled_writers_of_several_processes_lose_no_acknowledged_write",
-        sigkilled_writers,
-    )];
+    let tests: [(&str, fn()); 2] = [
+        (
+            "four_processes_share_overlapping_keys_and_only_ever_read_legal_values",
+            four_processes,
+        ),
+        (
+            "sigkilled_writers_of_several_processes_lose_no_acknowledged_write",
+            sigkilled_writers,
+        ),
+    ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -109,6 +118,147 @@ fn child_writer() {
         assert_eq!(store.get(&k).unwrap(), Some(v));
         println!("{i}");
     }
+}
+
+/// Keys every process of `four_processes` writes and reads.
+const SHARED_KEYS: u64 = 64;
+const MIXED_WRITES: u64 = 3000;
+
+fn shared_key(i: u64) -> Vec<u8> {
+    format!("shared/{:02}", i % SHARED_KEYS).into_bytes()
+}
+
+/// What writer `w` stores as its write `i` (of key `shared_key(i)`).
+fn shared_value(w: u32, i: u64) -> Vec<u8> {
+    format!("{w}:{i}:")
+        .repeat(1 + (i % 5) as usize)
+        .into_bytes()
+}
+
+/// Panics unless `value` is something a writer stored under shared key `k`.
+fn assert_legal(k: u64, value: &[u8]) {
+    let text = std::str::from_utf8(value).expect("a stored value, not garbage");
+    let mut parts = text.split(':');
+    let w: u32 = parts.next().unwrap().parse().expect("a writer");
+    let i: u64 = parts.next().unwrap().parse().expect("a write");
+    assert_eq!(
+        i % SHARED_KEYS,
+        k % SHARED_KEYS,
+        "a value of another key: {text}"
+    );
+    assert_eq!(value, shared_value(w, i), "torn or foreign: {text}");
+}
+
+fn open_shared() -> Store {
+    let dir = std::env::var(DIR).unwrap();
+    Store::open(dir, options().auto_compaction(false)).unwrap()
+}
+
+/// Puts, overwrites and deletes the shared keys, reading others after each write.
+fn child_mixed() {
+    let writer: u32 = std::env::var(WRITER).unwrap().parse().unwrap();
+    let store = open_shared();
+    let mut rng = common::Rng::new(u64::from(writer) + 1);
+    for i in 0..MIXED_WRITES {
+        if i % 11 == 10 {
+            store.delete(&shared_key(i)).unwrap();
+        } else if i % 7 == 6 {
+            let mut batch = WriteBatch::new();
+            batch
+                .put(&shared_key(i), &shared_value(writer, i))
+                .put(&format!("own/{writer}/{i}").into_bytes(), b"batched");
+            store.write_batch(&batch).unwrap();
+        } else {
+            store.put(&shared_key(i), &shared_value(writer, i)).unwrap();
+        }
+        for _ in 0..3 {
+            let k = rng.range(0, SHARED_KEYS);
+            if let Some(v) = store.get(&shared_key(k)).unwrap() {
+                assert_legal(k, &v);
+            }
+        }
+    }
+}
+
+/// Compacts in a loop until killed.
+fn child_compactor() {
+    let store = open_shared();
+    loop {
+        store.compact().unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Opens, reads, writes and closes in a loop until killed.
+fn child_reopener() {
+    for round in 0u64.. {
+        let store = open_shared();
+        for k in 0..SHARED_KEYS {
+            if let Some(v) = store.get(&shared_key(k)).unwrap() {
+                assert_legal(k, &v);
+            }
+        }
+        store
+            .put(format!("reopener/{round}").as_bytes(), b"x")
+            .unwrap();
+        store.close().unwrap();
+    }
+}
+
+fn spawn_role(dir: &Path, role: &str, writer: u32) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .env(WRITER, writer.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn four_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), options()).unwrap());
+    let mixed: Vec<Child> = (0..2).map(|w| spawn_role(dir.path(), "mixed", w)).collect();
+    let mut others = vec![
+        spawn_role(dir.path(), "compactor", 9),
+        spawn_role(dir.path(), "reopener", 9),
+    ];
+    for mut child in mixed {
+        assert!(
+            child.wait().unwrap().success(),
+            "a writer saw an illegal value"
+        );
+    }
+    for child in &mut others {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the compactor and the reopener run until killed"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let store = Store::open(dir.path(), options()).unwrap();
+    for k in 0..SHARED_KEYS {
+        if let Some(v) = store.get(&shared_key(k)).unwrap() {
+            assert_legal(k, &v);
+        }
+    }
+    for w in 0..2u32 {
+        for i in (0..MIXED_WRITES).filter(|i| i % 7 == 6 && i % 11 != 10) {
+            let k = format!("own/{w}/{i}").into_bytes();
+            assert_eq!(
+                store.get(&k).unwrap().as_deref(),
+                Some(&b"batched"[..]),
+                "{w} {i}"
+            );
+        }
+    }
+    let stats = store.stats();
+    assert!(stats.compactions > 0, "{stats:?}");
+    println!(
+        "4 processes: {} keys, {} compactions",
+        stats.keys, stats.compactions
+    );
 }
 
 fn spawn_writer(dir: &Path, round: u32, writer: u32) -> Child {

@@ -513,3 +513,23 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn many_short_lived_opens_leave_no_litter() {
+    // Each open appends to the segment the last one left active: 3,000 opens, one put each,
+    // leave one segment and the index, not 3,000 segments.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3000u32 {
+        let store = Store::open(dir.path(), common::manual()).unwrap();
+        store.put(&i.to_be_bytes(), &i.to_le_bytes()).unwrap();
+    }
+    let store = Store::open(dir.path(), common::manual()).unwrap();
+    assert_eq!(store.len(), 3000);
+    assert!(store.recovery_report().index_rebuilt.is_none());
+    assert_eq!(store.stats().segments, 1);
+    let files: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(files.len() <= 8, "{files:?}");
+}

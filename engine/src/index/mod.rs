@@ -256,7 +256,7 @@ impl Index {
         Shape {
             region_bits,
             segments: segments.max(64).next_power_of_two().min(1 << 16),
-            op_entries: op_entries.max(1024).next_power_of_two(),
+            op_entries: op_entries.max(256).next_power_of_two(),
         }
     }
 }
