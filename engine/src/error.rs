@@ -34,6 +34,10 @@ pub enum Error {
     /// (`verify`) found it open. In this process or another one.
     #[error("store directory {0} is locked by another open store")]
     Locked(PathBuf),
+    /// The store was opened read-only ([`Options::read_only`](crate::Options::read_only), or
+    /// its directory cannot be written to): writes, compaction and syncs of writes are refused.
+    #[error("store directory {0} is open read-only")]
+    ReadOnly(PathBuf),
     /// The path exists but is not a directory.
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),

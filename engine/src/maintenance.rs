@@ -123,7 +123,10 @@ fn write_missing_hints(shared: &Shared) {
 pub(crate) fn background_pass(shared: &Shared) {
     let _guard = shared.maintenance.lock();
     // One process at a time: another may be at it already.
-    let _held = match shared.locks.maintenance.try_lock() {
+    let Some(locks) = &shared.locks else {
+        return;
+    };
+    let _held = match locks.maintenance.try_lock() {
         Ok(Some(held)) => held,
         Ok(None) => return,
         Err(_) => {

@@ -60,6 +60,11 @@ pub struct Options {
     /// open, and later opens fail likewise. Writes then skip the cross-process writer lock.
     /// Off by default: any number of processes may open a store and read and write at once.
     pub exclusive: bool,
+    /// Open for reading only: no file in the directory is created or changed, and every write
+    /// is [`Error::ReadOnly`](crate::Error::ReadOnly). The index must have been closed
+    /// cleanly (a store shipped pre-warmed, for example in a container image). Chosen
+    /// automatically when the directory cannot be written to.
+    pub read_only: bool,
 }
 
 impl Default for Options {
@@ -75,11 +80,18 @@ impl Default for Options {
             compaction_interval: Duration::from_secs(1),
             max_disk_bytes: None,
             exclusive: false,
+            read_only: false,
         }
     }
 }
 
 impl Options {
+    /// Sets [`Options::read_only`].
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Sets [`Options::exclusive`].
     pub fn exclusive(mut self, exclusive: bool) -> Self {
         self.exclusive = exclusive;

@@ -179,6 +179,33 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64) -> Result<(Index, RecoveryRepo
     Ok((index, report))
 }
 
+/// Maps the index of the store in `dir` for reading only: it must have been closed cleanly
+/// (there is no rebuilding it without writing), and nothing is changed.
+pub(crate) fn open_read_only(dir: &Path) -> Result<(Index, RecoveryReport)> {
+    let not_usable = |reason| Error::BadIndex {
+        path: dir.join(file::POINTER_FILE),
+        reason,
+    };
+    let pointer = PointerFile::open(dir, false)?
+        .ok_or_else(|| not_usable("missing: a read-only store needs an index closed cleanly"))?;
+    if !pointer.is_clean() {
+        return Err(not_usable(
+            "not closed cleanly: open the store writable once to rebuild it",
+        ));
+    }
+    let table = TableFile::open(dir, pointer.generation(), false)?;
+    let index = Index::read_only(dir, pointer, table);
+    validate(&index).map_err(not_usable)?;
+    if index.table().word(header::OP_STATE).load(Ordering::Acquire) != op::IDLE {
+        return Err(not_usable("a write was left unfinished"));
+    }
+    let report = RecoveryReport {
+        segments: index.rows().len(),
+        ..RecoveryReport::default()
+    };
+    Ok((index, report))
+}
+
 /// Maps the index of the store in `dir` that other stores have open (and so recovered): the
 /// table `INDEX` names now.
 pub(crate) fn join_index(dir: &Path) -> Result<(Index, RecoveryReport)> {

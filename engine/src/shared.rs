@@ -10,7 +10,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::now_ms_for;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::group_commit::GroupCommit;
 use crate::index::Index;
 use crate::index::file::{TableFile, header};
@@ -96,7 +96,8 @@ pub(crate) struct Shared {
     pub expired_scan: Mutex<(Option<Instant>, hashbrown::HashMap<u32, u64>)>,
     /// Wakes the background thread.
     pub signal: Signal,
-    pub locks: StoreLocks,
+    /// `None` in a read-only store, which takes no lock.
+    pub locks: Option<StoreLocks>,
     /// Ops a dead writer left half done that this store finished.
     pub ops_repaired: AtomicU64,
     /// Whether `close_cleanly` ran.
@@ -130,11 +131,14 @@ impl Shared {
     /// store is exclusive); maps the current table if another process grew it; and finishes
     /// the op of a writer that died holding the lock.
     pub fn lock_writer(&self) -> Result<WriterGuard<'_>> {
+        let Some(locks) = &self.locks else {
+            return Err(Error::ReadOnly(self.dir.clone()));
+        };
         let writer = self.writer.lock();
-        let held = if self.locks.is_exclusive() {
+        let held = if locks.is_exclusive() {
             None
         } else {
-            Some(self.locks.writer.lock()?)
+            Some(locks.writer.lock()?)
         };
         self.index.refresh()?;
         if self.index.repair(&self.index.table())? {
@@ -219,8 +223,11 @@ impl Shared {
         Ok(appended)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (nothing to do in a read-only store).
     pub fn sync(&self) -> Result<()> {
+        if self.locks.is_none() {
+            return Ok(());
+        }
         let lsn = self.writer.lock().written();
         self.commit.sync_to(lsn, &self.writer, &self.index)
     }
@@ -297,8 +304,11 @@ impl Shared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let Some(locks) = &self.locks else {
+            return Ok(());
+        };
         self.sync()?;
-        self.locks.if_last(|| {
+        locks.if_last(|| {
             let writer = self.lock_writer()?;
             let table = self.index.table();
             if table.word(header::OP_STATE).load(Ordering::Acquire) != IDLE {

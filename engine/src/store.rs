@@ -114,15 +114,22 @@ impl Store {
         match std::fs::metadata(&dir) {
             Ok(meta) if !meta.is_dir() => return Err(Error::NotADirectory(dir)),
             Ok(_) => {}
+            Err(e) if options.read_only => return Err(Error::io("opening", &dir, e)),
             Err(_) => {
                 std::fs::create_dir_all(&dir).context("creating the store directory", &dir)?
             }
         }
-        let (locks, (index, report)) =
-            StoreLocks::acquire(&dir, options.exclusive, |role| match role {
-                Role::First => recovery::open_index(&dir, now_ms()),
-                Role::Joined => recovery::join_index(&dir),
-            })?;
+        let read_only = options.read_only || !is_writable(&dir);
+        let (locks, (index, report)) = if read_only {
+            (None, recovery::open_read_only(&dir)?)
+        } else {
+            let (locks, opened) =
+                StoreLocks::acquire(&dir, options.exclusive, |role| match role {
+                    Role::First => recovery::open_index(&dir, now_ms()),
+                    Role::Joined => recovery::join_index(&dir),
+                })?;
+            (Some(locks), opened)
+        };
         let writer = Writer::new(dir.clone(), &options);
         let shared = Arc::new(Shared {
             dir,
@@ -141,7 +148,8 @@ impl Store {
             closed: AtomicBool::new(false),
             counters: Default::default(),
         });
-        let worker = if shared.options.auto_compaction || shared.options.max_disk_bytes.is_some() {
+        let background = shared.options.auto_compaction || shared.options.max_disk_bytes.is_some();
+        let worker = if background && !read_only {
             let worker = Worker::spawn(Arc::clone(&shared))
                 .context("starting the compaction thread for", &shared.dir)?;
             Some(worker)
@@ -149,6 +157,11 @@ impl Store {
             None
         };
         Ok(Store { shared, worker })
+    }
+
+    /// Whether the store was opened read-only (asked for, or its directory not writable).
+    pub fn is_read_only(&self) -> bool {
+        self.shared.locks.is_none()
     }
 
     /// The store directory.
@@ -359,8 +372,13 @@ impl Store {
     /// [`Store::compact`], calling `progress(bytes read, bytes to read)` as it goes (for a
     /// progress bar).
     pub fn compact_with_progress(&self, progress: &dyn Fn(u64, u64)) -> Result<CompactionStats> {
+        let locks = self
+            .shared
+            .locks
+            .as_ref()
+            .ok_or_else(|| Error::ReadOnly(self.shared.dir.clone()))?;
         let _guard = self.shared.maintenance.lock();
-        let _held = self.shared.locks.maintenance.lock()?;
+        let _held = locks.maintenance.lock()?;
         maintenance::compact_all(&self.shared, progress)
     }
 
@@ -368,8 +386,12 @@ impl Store {
     /// record checksum and hint file), without closing it. Compaction and writes wait while
     /// it runs.
     pub fn verify(&self) -> Result<crate::VerifyReport> {
+        let Some(locks) = &self.shared.locks else {
+            // Nobody writes a read-only store's files.
+            return crate::verify::verify_files(&self.shared.dir);
+        };
         let _guard = self.shared.maintenance.lock();
-        let _held = self.shared.locks.maintenance.lock()?;
+        let _held = locks.maintenance.lock()?;
         let _writer = self.shared.lock_writer()?;
         crate::verify::verify_files(&self.shared.dir)
     }
@@ -472,6 +494,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether files can be created in `dir` (false on a read-only file system, or without
+/// permission), asked without creating any.
+fn is_writable(dir: &Path) -> bool {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+        && !rustix::fs::statvfs(dir)
+            .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 impl Drop for Store {

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -532,4 +533,101 @@ fn many_short_lived_opens_leave_no_litter() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(files.len() <= 8, "{files:?}");
+}
+
+/// Every file of `dir` with its length, modification time and contents.
+fn snapshot(dir: &Path) -> Vec<(String, u64, std::time::SystemTime, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                meta.len(),
+                meta.modified().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn populate(dir: &Path) {
+    let store = Store::open(dir, common::manual()).unwrap();
+    store.put(b"a", b"1").unwrap();
+    store.put(b"b", b"2").unwrap();
+    store.increment_counter("ns:x").unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_read_only_store_reads_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let before = snapshot(dir.path());
+    let store = Store::open(dir.path(), common::manual().read_only(true)).unwrap();
+    assert!(store.is_read_only());
+    assert_eq!(store.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(store.keys().count(), 2);
+    assert_eq!(store.counter("ns:x").unwrap(), 1);
+    assert!(store.verify().unwrap().is_clean());
+    let read_only = |r: Result<(), Error>| matches!(r, Err(Error::ReadOnly(_)));
+    assert!(read_only(store.put(b"c", b"3")));
+    assert!(read_only(store.delete(b"a").map(drop)));
+    assert!(read_only(store.compact().map(drop)));
+    assert!(read_only(store.increment_counter("ns:x").map(drop)));
+    store.sync().unwrap();
+    store.close().unwrap();
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "no file was created or changed"
+    );
+    // An index that was not closed cleanly cannot be rebuilt without writing.
+    logcache_engine::fuzz::simulate_os_crash(dir.path());
+    let before = snapshot(dir.path());
+    let err = Store::open(dir.path(), common::manual().read_only(true)).unwrap_err();
+    assert!(matches!(err, Error::BadIndex { .. }), "{err}");
+    assert_eq!(snapshot(dir.path()), before);
+    let missing = dir.path().join("missing");
+    assert!(Store::open(&missing, common::manual().read_only(true)).is_err());
+    assert!(!missing.exists(), "a read-only open creates nothing");
+}
+
+#[test]
+fn a_store_on_a_read_only_file_system_opens_read_only_by_itself() {
+    let mount = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let m = mount.path().to_str().unwrap().to_string();
+    if !run(&["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", &m]) {
+        println!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &self.0])
+                .status();
+        }
+    }
+    let _unmount = Unmount(m.clone());
+    let store_dir = mount.path().join("cache");
+    {
+        let store = Store::open(&store_dir, common::manual().max_segment_size(1 << 20)).unwrap();
+        store.put(b"b", b"2").unwrap();
+        store.close().unwrap();
+    }
+    assert!(run(&["mount", "-o", "remount,ro", &m]));
+    let store = Store::open(&store_dir, common::manual()).unwrap();
+    assert!(store.is_read_only());
+    assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
+    assert!(matches!(store.put(b"c", b"3"), Err(Error::ReadOnly(_))));
 }

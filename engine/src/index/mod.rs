@@ -40,6 +40,8 @@ pub(crate) struct Index {
     table: ArcSwap<TableFile>,
     /// The segments this process has mapped, by number.
     segments: RwLock<Vec<Option<Arc<Segment>>>>,
+    /// False in a read-only store: every file is mapped read-only.
+    writable: bool,
 }
 
 /// The slot positions of a key's two buckets: `[home, alternative]`, each the index of the
@@ -59,6 +61,15 @@ impl Index {
             pointer,
             table: ArcSwap::from_pointee(table),
             segments: RwLock::new(Vec::new()),
+            writable: true,
+        }
+    }
+
+    /// An index over `table` that maps every file read-only and changes nothing.
+    pub fn read_only(dir: &Path, pointer: PointerFile, table: TableFile) -> Index {
+        Index {
+            writable: false,
+            ..Index::new(dir, pointer, table)
         }
     }
 
@@ -97,7 +108,7 @@ impl Index {
             if generation == self.table().generation() {
                 return Ok(());
             }
-            match TableFile::open(&self.dir, generation, true) {
+            match TableFile::open(&self.dir, generation, self.writable) {
                 Ok(table) => self.table.store(Arc::new(table)),
                 // Grown again meanwhile, and the file named a moment ago removed.
                 Err(_) if self.pointer.generation() != generation => {}
@@ -126,7 +137,7 @@ impl Index {
             seg.raise_end(end.min(seg.capacity()));
             return Ok(Arc::clone(seg));
         }
-        let writable = state == row::ACTIVE;
+        let writable = state == row::ACTIVE && self.writable;
         let seg = Arc::new(Segment::open(&self.dir, id, writable)?);
         if end > seg.capacity() {
             // The file was cut behind the index's back.
