@@ -132,10 +132,11 @@ fn disk_full_with_sync_durability_and_rotation() {
     run(Durability::Sync, 8 << 10);
 }
 
-/// Without write permission (here: a read-only filesystem, since root ignores file modes)
-/// opening is a typed error, and the data stays readable once the filesystem is writable.
+/// On a read-only filesystem (root ignores file modes, so that is how a test takes write
+/// permission away) an existing store opens read-only by itself and serves reads; creating a
+/// new one is a typed error; once the filesystem is writable again, so is the store.
 #[test]
-fn a_read_only_filesystem_is_a_typed_error() {
+fn a_read_only_filesystem_opens_read_only_and_a_new_store_is_a_typed_error() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(disk) = SmallDisk::mount(1 << 20) else {
         return;
@@ -155,11 +156,17 @@ fn a_read_only_filesystem_is_a_typed_error() {
         assert!(ok, "remount {mode}");
     };
     remount("ro");
-    for dir in [store_dir.clone(), disk.path.join("new")] {
-        match Store::open(&dir, common::manual()) {
-            Err(Error::Io { .. }) => {}
-            other => panic!("expected an I/O error on a read-only filesystem, got {other:?}"),
-        }
+    {
+        let store = Store::open(&store_dir, common::manual()).unwrap();
+        assert!(store.is_read_only());
+        assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+        assert!(matches!(store.put(b"k", b"w"), Err(Error::ReadOnly(_))));
+    }
+    match Store::open(disk.path.join("new"), common::manual()) {
+        Err(Error::Io { .. }) => {}
+        other => panic!(
+            "expected an I/O error creating a store on a read-only filesystem, got {other:?}"
+        ),
     }
     remount("rw");
     let store = Store::open(&store_dir, common::manual()).unwrap();

@@ -595,39 +595,3 @@ fn a_read_only_store_reads_and_changes_nothing() {
     assert!(Store::open(&missing, common::manual().read_only(true)).is_err());
     assert!(!missing.exists(), "a read-only open creates nothing");
 }
-
-#[test]
-fn a_store_on_a_read_only_file_system_opens_read_only_by_itself() {
-    let mount = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let m = mount.path().to_str().unwrap().to_string();
-    if !run(&["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", &m]) {
-        println!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    struct Unmount(String);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .args(["-l", &self.0])
-                .status();
-        }
-    }
-    let _unmount = Unmount(m.clone());
-    let store_dir = mount.path().join("cache");
-    {
-        let store = Store::open(&store_dir, common::manual().max_segment_size(1 << 20)).unwrap();
-        store.put(b"b", b"2").unwrap();
-        store.close().unwrap();
-    }
-    assert!(run(&["mount", "-o", "remount,ro", &m]));
-    let store = Store::open(&store_dir, common::manual()).unwrap();
-    assert!(store.is_read_only());
-    assert_eq!(store.get(b"b").unwrap(), Some(b"2".to_vec()));
-    assert!(matches!(store.put(b"c", b"3"), Err(Error::ReadOnly(_))));
-}
