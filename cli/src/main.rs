@@ -418,7 +418,12 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     if !dir.exists() {
         return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
     }
-    let report = logcache_engine::verify(dir)?;
+    // Alone, verify offline (no recovery runs, nothing changes). If a process has the store
+    // open, join it: the open store holds compaction and writes while its files are checked.
+    let report = match logcache_engine::verify(dir) {
+        Err(logcache_engine::Error::Locked(_)) => Store::open(dir, options())?.verify()?,
+        other => other?,
+    };
     writeln!(
         out,
         "{} segments, {} records, {} hint files checked",

@@ -71,7 +71,10 @@ fn a_missing_or_exclusively_locked_directory_is_a_clear_error() {
     store.put(b"k", b"v").unwrap();
     let (code, stdout, _) = run(&["get", path(dir.path()), "k"]);
     assert_eq!((code, stdout.as_str()), (0, "v"));
-    assert_eq!(run(&["stats", path(dir.path())]).0, 0);
+    for cmd in ["stats", "keys", "verify", "export"] {
+        let (code, stdout, stderr) = run(&[cmd, path(dir.path())]);
+        assert_eq!(code, 0, "{cmd}: {stdout} {stderr}");
+    }
     drop(store);
     // One opened exclusively keeps it out.
     let store = logcache_engine::Store::open(

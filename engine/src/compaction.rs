@@ -302,7 +302,9 @@ pub(crate) fn sealed_usage(
             .load(Ordering::Acquire)
             .saturating_sub(start);
         let live = table.row(number, row::LIVE).load(Ordering::Acquire);
-        let dead = records.saturating_sub(live) + expired.get(&number).copied().unwrap_or(0);
+        let dead = records
+            .saturating_sub(live)
+            .saturating_add(expired.get(&number).copied().unwrap_or(0));
         out.push((number, seg, records, dead.min(records)));
     }
     out

@@ -165,7 +165,7 @@ impl CounterCache {
         let changes = table
             .word(header::COUNTER_CHANGES)
             .fetch_add(1, Ordering::AcqRel)
-            + 1;
+            .wrapping_add(1);
         *self.read_at.lock() = Some((changes, counters));
         Ok(new)
     }

@@ -28,7 +28,7 @@ pub(crate) fn disk_bytes(shared: &Shared) -> u64 {
                 table.row(number, row::END).load(Ordering::Acquire)
             }
         })
-        .sum()
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Bytes of the index files: the table, the pointer and the counters.

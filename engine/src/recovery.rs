@@ -302,6 +302,8 @@ fn validate(index: &Index) -> std::result::Result<(), &'static str> {
         if id >= next_id
             || !ids.insert(id)
             || end > field(row::CAPACITY)
+            || field(row::CAPACITY) > segment::MAX_SEGMENT_LEN
+            || field(row::LIVE) > end
             || end < start
             || !end.is_multiple_of(crate::record::ALIGN as u64)
         {

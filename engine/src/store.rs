@@ -452,12 +452,11 @@ impl Store {
         let start = data_start(FORMAT_VERSION) as u64;
         let rows = index.rows();
         let (mut records, mut live) = (0u64, 0u64);
+        // Saturating: these are statistics, and a damaged index must not make them panic.
         for &(number, _) in &rows {
-            records += table
-                .row(number, row::END)
-                .load(Ordering::Acquire)
-                .saturating_sub(start);
-            live += table.row(number, row::LIVE).load(Ordering::Acquire);
+            let end = table.row(number, row::END).load(Ordering::Acquire);
+            records = records.saturating_add(end.saturating_sub(start));
+            live = live.saturating_add(table.row(number, row::LIVE).load(Ordering::Acquire));
         }
         StoreStats {
             keys: self.len(),

@@ -73,7 +73,7 @@ impl Index {
                     .store(start + a.len as u64, Ordering::Relaxed);
                 table
                     .word(header::OP_APPENDED_AFTER)
-                    .store(appended + a.len as u64, Ordering::Relaxed);
+                    .store(appended.wrapping_add(a.len as u64), Ordering::Relaxed);
                 table
                     .word(header::OP_STATE)
                     .store(WRITING, Ordering::Release);
@@ -188,7 +188,7 @@ fn apply_logged(table: &TableFile) {
         })
         .collect();
     let mut add = |number: u32, bytes: i64| match live.iter_mut().find(|(n, _)| *n == number) {
-        Some((_, b)) => *b += bytes,
+        Some((_, b)) => *b = b.saturating_add(bytes),
         None => live.push((number, bytes)),
     };
     for i in 0..n {
@@ -199,8 +199,11 @@ fn apply_logged(table: &TableFile) {
         let (old_len, old_expiring) = unpack(lens & 0xffff_ffff);
         let (new_len, new_expiring) = unpack(lens >> 32);
         table.slot(pos).store(new, Ordering::Release);
-        keys += i64::from(new != 0) - i64::from(old != 0);
-        expiring += i64::from(new != 0 && new_expiring) - i64::from(old != 0 && old_expiring);
+        // Saturating: a damaged counter must not make applying panic.
+        keys = keys.saturating_add(i64::from(new != 0) - i64::from(old != 0));
+        expiring = expiring.saturating_add(
+            i64::from(new != 0 && new_expiring) - i64::from(old != 0 && old_expiring),
+        );
         if old != 0 {
             add(slot::location_of(old).number, -i64::from(old_len));
         }
