@@ -121,23 +121,13 @@ fn write(dir: &Path, counters: &BTreeMap<String, u64>) -> Result<()> {
 }
 
 impl CounterCache {
-    /// Every counter, as the file holds them now.
-    pub fn all(&self, shared: &Shared) -> Result<BTreeMap<String, u64>> {
-        shared.index.refresh()?;
-        let changes = shared.index.counter(header::COUNTER_CHANGES);
-        let mut cached = self.read_at.lock();
-        match &*cached {
-            Some((at, counters)) if *at == changes => Ok(counters.clone()),
-            _ => {
-                let counters = read(&shared.dir)?;
-                *cached = Some((changes, counters.clone()));
-                Ok(counters)
-            }
-        }
-    }
-
-    /// Counter `name` (0 if never changed).
-    pub fn get(&self, shared: &Shared, name: &str) -> Result<u64> {
+    /// Runs `f` on the counters as the file holds them now, reading the file again only if
+    /// a counter changed (in any process) since this process last read it.
+    fn with_current<R>(
+        &self,
+        shared: &Shared,
+        f: impl FnOnce(&BTreeMap<String, u64>) -> R,
+    ) -> Result<R> {
         shared.index.refresh()?;
         let changes = shared.index.counter(header::COUNTER_CHANGES);
         let mut cached = self.read_at.lock();
@@ -145,8 +135,17 @@ impl CounterCache {
             // Read after the change count: the file is at least as new as the count.
             *cached = Some((changes, read(&shared.dir)?));
         }
-        let counters = &cached.as_ref().expect("just read").1;
-        Ok(counters.get(name).copied().unwrap_or(0))
+        Ok(f(&cached.as_ref().expect("just read").1))
+    }
+
+    /// Every counter, as the file holds them now.
+    pub fn all(&self, shared: &Shared) -> Result<BTreeMap<String, u64>> {
+        self.with_current(shared, BTreeMap::clone)
+    }
+
+    /// Counter `name` (0 if never changed).
+    pub fn get(&self, shared: &Shared, name: &str) -> Result<u64> {
+        self.with_current(shared, |counters| counters.get(name).copied().unwrap_or(0))
     }
 
     /// Sets counter `name` to `f(its value)` (which must not be lower), durably, for every

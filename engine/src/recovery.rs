@@ -213,15 +213,7 @@ pub(crate) fn join_index(dir: &Path) -> Result<(Index, RecoveryReport)> {
         path: dir.join(file::POINTER_FILE),
         reason: "missing while the store is open elsewhere",
     })?;
-    let table = loop {
-        let generation = pointer.generation();
-        match TableFile::open(dir, generation, true) {
-            Ok(table) => break table,
-            // Grown meanwhile, and the file named a moment ago removed.
-            Err(_) if pointer.generation() != generation => continue,
-            Err(e) => return Err(e),
-        }
-    };
+    let table = TableFile::open_current(dir, &pointer, true)?;
     let index = Index::new(dir, pointer, table);
     let report = RecoveryReport {
         segments: index.rows().len(),

@@ -39,7 +39,7 @@ fn main() {
 }
 
 fn run_tests() {
-    let tests: [(&str, fn()); 2] = [
+    common::run_tests(&[
         (
             "four_processes_share_overlapping_keys_and_only_ever_read_legal_values",
             four_processes,
@@ -48,28 +48,7 @@ fn run_tests() {
             "sigkilled_writers_of_several_processes_lose_no_acknowledged_write",
             sigkilled_writers,
         ),
-    ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    ]);
 }
 
 /// Small segments and an eager background thread, so that kills land in rotations,

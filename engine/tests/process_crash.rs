@@ -34,7 +34,7 @@ fn main() {
 }
 
 fn run_tests() {
-    let tests: [(&str, fn()); 5] = [
+    common::run_tests(&[
         (
             "a_segment_truncated_under_an_open_store_kills_the_reader_with_sigbus",
             truncated_under_an_open_store,
@@ -55,28 +55,7 @@ fn run_tests() {
             "a_killed_holder_leaves_the_store_to_the_others",
             killed_holder_leaves_the_store,
         ),
-    ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    ]);
 }
 
 fn writer_options() -> Options {

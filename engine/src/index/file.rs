@@ -379,6 +379,19 @@ impl TableFile {
         })
     }
 
+    /// Opens the table file `pointer` names, trying again if another process grows the index
+    /// meanwhile (and removes the file named a moment ago).
+    pub fn open_current(dir: &Path, pointer: &PointerFile, writable: bool) -> Result<TableFile> {
+        loop {
+            let generation = pointer.generation();
+            match TableFile::open(dir, generation, writable) {
+                Ok(table) => return Ok(table),
+                Err(_) if pointer.generation() != generation => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Opens table file `generation`; an error if it is missing, of another version, or its
     /// header or length is not what a table file has.
     pub fn open(dir: &Path, generation: u64, writable: bool) -> Result<TableFile> {

@@ -103,18 +103,11 @@ impl Index {
     /// looked. Every lookup and every write starts with this (one atomic load when nothing
     /// changed), so a write another process made is seen by the next lookup.
     pub fn refresh(&self) -> Result<()> {
-        loop {
-            let generation = self.pointer.generation();
-            if generation == self.table().generation() {
-                return Ok(());
-            }
-            match TableFile::open(&self.dir, generation, self.writable) {
-                Ok(table) => self.table.store(Arc::new(table)),
-                // Grown again meanwhile, and the file named a moment ago removed.
-                Err(_) if self.pointer.generation() != generation => {}
-                Err(e) => return Err(e),
-            }
+        if self.pointer.generation() != self.table().generation() {
+            let table = TableFile::open_current(&self.dir, &self.pointer, self.writable)?;
+            self.table.store(Arc::new(table));
         }
+        Ok(())
     }
 
     /// The mapped segment `number`, mapping it if this process has not yet, or if the row

@@ -102,3 +102,29 @@ pub fn fill_active_segment(store: &Store, segment_size: u64, key: &[u8]) {
     store.put(key, &vec![0xf1; value_len as usize]).unwrap();
     assert_eq!(store.log_position().1, segment_size, "the segment is full");
 }
+
+/// The `main` of a test binary with `harness = false`: runs the `tests` whose names contain
+/// one of the command line's filters (all if none), prints each result, exits 1 if any failed.
+pub fn run_tests(tests: &[(&str, fn())]) {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for &(name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let ok = std::panic::catch_unwind(test).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
