@@ -117,6 +117,7 @@ pub(crate) fn compact(
     let result = (|| -> Result<()> {
         for (number, seg) in inputs {
             progress(stats.bytes_read, total);
+            seg.read_ahead(seg.end());
             let bytes = seg.read(0, seg.end() as usize)?;
             stats.bytes_read += bytes.len() as u64;
             let mut walk = Records::new(bytes, seg.version());

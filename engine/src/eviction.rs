@@ -62,6 +62,7 @@ pub(crate) fn evict_to_limit(shared: &Shared, limit: u64) -> Result<u64> {
 /// Removes one (the oldest) segment and every key whose newest record it holds.
 fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64> {
     let mut doomed: Vec<(Box<[u8]>, Location)> = Vec::new();
+    seg.read_ahead(seg.end());
     let mut walk = Records::new(seg.read(0, seg.end() as usize)?, seg.version());
     for (offset, rec) in walk.by_ref() {
         let at = Location { number, offset };

@@ -87,6 +87,7 @@ pub(crate) fn write(dir: &Path, id: u64, contents: &[u8]) -> Result<()> {
 
 /// Writes the hint file of a sealed segment by walking its records.
 pub(crate) fn write_for_segment(dir: &Path, seg: &Segment) -> Result<()> {
+    seg.read_ahead(seg.end());
     let bytes = seg.read(0, seg.end() as usize)?;
     let mut hint = HintBuilder::new(seg.id(), seg.version());
     let mut walk = Records::new(bytes, seg.version());

@@ -164,6 +164,7 @@ fn replay(
             return Ok(());
         }
     }
+    seg.read_ahead(u64::MAX);
     let mut walk = Records::new(seg.whole(), seg.version());
     for (offset, rec) in walk.by_ref() {
         let loc = Location {

@@ -255,6 +255,7 @@ fn replay_segment(
         }
     }
     let mut records = 0u64;
+    seg.read_ahead(u64::MAX);
     let mut walk = Records::new(seg.whole(), seg.version());
     for (offset, rec) in walk.by_ref() {
         records += 1;
