@@ -3,35 +3,17 @@
 use std::time::Duration;
 
 use crate::clock::expiry_after;
-use crate::record;
+use crate::writer::Change;
 
-/// One operation of a [`WriteBatch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BatchOp {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        expires_at: u64,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-}
-
-impl BatchOp {
-    pub fn key(&self) -> &[u8] {
-        match self {
-            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
-        }
-    }
-
-    /// Bytes the operation's record takes in a segment, padding included.
-    pub fn encoded_len(&self) -> usize {
-        match self {
-            BatchOp::Put { key, value, .. } => record::padded_len(key.len(), value.len()),
-            BatchOp::Delete { key } => record::padded_len(key.len(), 0),
-        }
-    }
+/// One operation of a [`WriteBatch`]; its key and value lie in the batch's byte buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Op {
+    /// Where its key starts in the buffer; the value follows the key.
+    at: usize,
+    key_len: usize,
+    value_len: usize,
+    expires_at: u64,
+    delete: bool,
 }
 
 /// Puts and deletes applied atomically by [`Store::write_batch`](crate::Store::write_batch):
@@ -50,7 +32,9 @@ impl BatchOp {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
-    pub(crate) ops: Vec<BatchOp>,
+    ops: Vec<Op>,
+    /// Keys and values, one after the other: one allocation for the whole batch.
+    bytes: Vec<u8>,
 }
 
 impl WriteBatch {
@@ -71,8 +55,7 @@ impl WriteBatch {
 
     /// Adds a delete.
     pub fn delete(&mut self, key: &[u8]) -> &mut Self {
-        self.ops.push(BatchOp::Delete { key: key.to_vec() });
-        self
+        self.push(key, &[], 0, true)
     }
 
     /// Number of operations.
@@ -88,14 +71,40 @@ impl WriteBatch {
     /// Removes all operations.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.bytes.clear();
     }
 
     fn push_put(&mut self, key: &[u8], value: &[u8], expires_at: u64) -> &mut Self {
-        self.ops.push(BatchOp::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
+        self.push(key, value, expires_at, false)
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8], expires_at: u64, delete: bool) -> &mut Self {
+        self.ops.push(Op {
+            at: self.bytes.len(),
+            key_len: key.len(),
+            value_len: value.len(),
             expires_at,
+            delete,
         });
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
         self
+    }
+
+    /// The operations, in order, as changes to write.
+    pub(crate) fn changes(&self) -> impl ExactSizeIterator<Item = Change<'_>> {
+        self.ops.iter().map(|op| {
+            let key = &self.bytes[op.at..op.at + op.key_len];
+            if op.delete {
+                Change::Delete { key }
+            } else {
+                let value_at = op.at + op.key_len;
+                Change::Put {
+                    key,
+                    value: &self.bytes[value_at..value_at + op.value_len],
+                    expires_at: op.expires_at,
+                }
+            }
+        })
     }
 }

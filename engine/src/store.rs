@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::batch::{BatchOp, WriteBatch};
+use crate::batch::WriteBatch;
 use crate::clock::{expiry_after, now_ms, now_ms_for};
 use crate::compaction::CompactionStats;
 use crate::error::{Error, IoContext, Result};
@@ -293,36 +293,24 @@ impl Store {
     /// after a crash the store holds all of them or none.
     pub fn write_batch(&self, batch: &WriteBatch) -> Result<()> {
         let mut total: u64 = 0;
-        for op in &batch.ops {
-            self.check_key(op.key())?;
-            if let BatchOp::Put { value, .. } = op {
-                self.check_value(value)?;
+        for change in batch.changes() {
+            match change {
+                Change::Put { key, value, .. } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                }
+                Change::Delete { key } => self.check_key(key)?,
             }
-            total += op.encoded_len() as u64;
+            total += change.len() as u64;
         }
         let max = MAX_SEGMENT_LEN - data_start(FORMAT_VERSION) as u64;
         if total > max {
             return Err(Error::BatchTooLarge { len: total, max });
         }
-        if batch.ops.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        let changes: Vec<Change<'_>> = batch
-            .ops
-            .iter()
-            .map(|op| match op {
-                BatchOp::Put {
-                    key,
-                    value,
-                    expires_at,
-                } => Change::Put {
-                    key,
-                    value,
-                    expires_at: *expires_at,
-                },
-                BatchOp::Delete { key } => Change::Delete { key },
-            })
-            .collect();
+        let changes: Vec<Change<'_>> = batch.changes().collect();
         self.shared.write(&changes)?;
         Ok(())
     }

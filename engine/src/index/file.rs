@@ -352,6 +352,8 @@ pub(crate) struct TableFile {
     generation: u64,
     seed: u64,
     shape: Shape,
+    /// `shape.slots_at()`, worked out once: every lookup needs it.
+    slots_at: usize,
 }
 
 impl TableFile {
@@ -376,6 +378,7 @@ impl TableFile {
             generation,
             seed,
             shape,
+            slots_at: shape.slots_at(),
         })
     }
 
@@ -433,6 +436,7 @@ impl TableFile {
             generation,
             seed: fields[1],
             shape,
+            slots_at: shape.slots_at(),
         })
     }
 
@@ -495,7 +499,7 @@ impl TableFile {
         debug_assert!(i < self.shape.slots());
         // SAFETY: `i` is below the table's slot count (every caller computes it from the
         // shape), so the slot lies inside the file; aligned; slots are atomic only.
-        unsafe { atomic_at(&self.map, self.shape.slots_at() + i * 8) }
+        unsafe { atomic_at(&self.map, self.slots_at + i * 8) }
     }
 
     /// Writes the whole table file through to disk.

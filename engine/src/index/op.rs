@@ -13,6 +13,8 @@
 
 use std::sync::atomic::Ordering;
 
+use smallvec::SmallVec;
+
 use crate::error::Result;
 use crate::index::Index;
 use crate::index::file::{TableFile, header, row};
@@ -93,7 +95,7 @@ impl Index {
             let lens = pack(e.old_len, e.old_expiring) | (pack(e.new_len, e.new_expiring) << 32);
             table.op_entry(i, 3).store(lens, Ordering::Relaxed);
         }
-        let mut touched: Vec<u32> = entries
+        let mut touched: SmallVec<[u32; 8]> = entries
             .iter()
             .flat_map(|e| [e.old, e.new])
             .filter(|&v| v != 0)
@@ -178,8 +180,8 @@ fn apply_logged(table: &TableFile) {
         .word(header::OP_EXPIRING_BEFORE)
         .load(Ordering::Acquire) as i64;
     let snapshots = table.word(header::OP_SNAPSHOTS).load(Ordering::Acquire) as usize;
-    // Few segments per op: a list is cheaper than a map.
-    let mut live: Vec<(u32, i64)> = (0..snapshots)
+    // Few segments per op: a list (on the stack) is cheaper than a map.
+    let mut live: SmallVec<[(u32, i64); 8]> = (0..snapshots)
         .map(|i| {
             (
                 table.snapshot(i, 0).load(Ordering::Acquire) as u32,

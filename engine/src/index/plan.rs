@@ -59,28 +59,50 @@ pub(crate) enum Planned {
     NeedsRoom,
 }
 
+/// Bits of [`PlanBuffers::overlaid`]: a filter on the buckets of slots in the overlay.
+const FILTER_BITS: usize = 1 << 16;
+
+/// The bit of [`PlanBuffers::overlaid`] that stands for slot `pos`'s bucket.
+fn filter_bit(pos: usize) -> usize {
+    pos / BUCKET_SLOTS % FILTER_BITS
+}
+
+/// A record planned but not written yet.
+#[derive(Debug, Clone, Copy)]
+struct PlannedRecord {
+    /// Where its key lies in the arena, and how long it is.
+    key_at: usize,
+    key_len: usize,
+    /// Its length and expiry flag.
+    info: (u32, bool),
+}
+
 /// The memory a plan works in, kept between plans so that a write allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct PlanBuffers {
     /// Slots changed by the plan so far: their planned value.
     overlay: HashMap<usize, u64>,
+    /// Bit [`filter_bit`]`(pos)` is set for every `pos` in `overlay` (empty until the first
+    /// set): most buckets a plan looks at have no slot in the overlay, and a bit is cheaper
+    /// to test than a map.
+    overlaid: Vec<u64>,
     /// Record length and expiry of slot values seen, so each record is read once.
     info: HashMap<u64, (u32, bool)>,
-    /// The keys of records planned but not written yet: where in `arena` they lie, by slot
-    /// value.
-    planned_keys: HashMap<u64, (usize, usize)>,
+    /// The records planned but not written yet, by slot value.
+    planned: HashMap<u64, PlannedRecord>,
+    /// Their keys.
     arena: Vec<u8>,
     entries: Vec<Entry>,
+    /// The search for room.
+    nodes: Vec<Node>,
+    queue: VecDeque<usize>,
 }
 
 /// A plan being made against one table.
 pub(crate) struct Planner<'a> {
     index: &'a Index,
     table: Arc<TableFile>,
-    overlay: HashMap<usize, u64>,
-    info: HashMap<u64, (u32, bool)>,
-    planned_keys: HashMap<u64, (usize, usize)>,
-    arena: Vec<u8>,
+    buffers: PlanBuffers,
     pub entries: Vec<Entry>,
 }
 
@@ -96,31 +118,31 @@ impl<'a> Planner<'a> {
         table: Arc<TableFile>,
         buffers: PlanBuffers,
     ) -> Planner<'a> {
+        let mut buffers = buffers;
+        let entries = std::mem::take(&mut buffers.entries);
         Planner {
             index,
             table,
-            overlay: buffers.overlay,
-            info: buffers.info,
-            planned_keys: buffers.planned_keys,
-            arena: buffers.arena,
-            entries: buffers.entries,
+            buffers,
+            entries,
         }
     }
 
     /// Gives back the plan's memory, emptied, for the next plan.
     pub fn into_buffers(mut self) -> PlanBuffers {
-        self.overlay.clear();
-        self.info.clear();
-        self.planned_keys.clear();
-        self.arena.clear();
-        self.entries.clear();
-        PlanBuffers {
-            overlay: self.overlay,
-            info: self.info,
-            planned_keys: self.planned_keys,
-            arena: self.arena,
-            entries: self.entries,
+        let b = &mut self.buffers;
+        if !b.overlaid.is_empty() {
+            for &pos in b.overlay.keys() {
+                b.overlaid[filter_bit(pos) / 64] = 0;
+            }
         }
+        b.overlay.clear();
+        b.info.clear();
+        b.planned.clear();
+        b.arena.clear();
+        self.entries.clear();
+        b.entries = self.entries;
+        self.buffers
     }
 
     /// Takes the planned entries, leaving the plan empty (its overlay stays).
@@ -128,17 +150,39 @@ impl<'a> Planner<'a> {
         std::mem::take(&mut self.entries)
     }
 
+    /// Whether the bucket of slot `pos` may have slots in the overlay.
+    fn overlaid(&self, pos: usize) -> bool {
+        let b = &self.buffers;
+        let bit = filter_bit(pos);
+        !b.overlaid.is_empty() && b.overlaid[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// The planned value of slot `pos`.
     fn value(&self, pos: usize) -> u64 {
-        self.overlay
-            .get(&pos)
-            .copied()
-            .unwrap_or_else(|| self.table.slot(pos).load(Ordering::Acquire))
+        if self.overlaid(pos)
+            && let Some(&value) = self.buffers.overlay.get(&pos)
+        {
+            return value;
+        }
+        self.table.slot(pos).load(Ordering::Acquire)
+    }
+
+    /// The planned values of the bucket at `base`.
+    fn bucket(&self, base: usize) -> [u64; BUCKET_SLOTS] {
+        if self.overlaid(base) {
+            std::array::from_fn(|i| self.value(base + i))
+        } else {
+            std::array::from_fn(|i| self.table.slot(base + i).load(Ordering::Acquire))
+        }
     }
 
     /// Length and expiry of the record a slot value points at (0 and false if it cannot be
     /// read: the change then goes ahead, and only the space statistics miss it).
     fn record_info(&mut self, value: u64) -> (u32, bool) {
-        if let Some(&info) = self.info.get(&value) {
+        if let Some(planned) = self.buffers.planned.get(&value) {
+            return planned.info;
+        }
+        if let Some(&info) = self.buffers.info.get(&value) {
             return info;
         }
         let at = slot::location_of(value);
@@ -152,7 +196,7 @@ impl<'a> Planner<'a> {
             },
             Err(_) => (0, false),
         };
-        self.info.insert(value, info);
+        self.buffers.info.insert(value, info);
         info
     }
 
@@ -163,8 +207,8 @@ impl<'a> Planner<'a> {
         } else {
             self.record_info(old)
         };
-        if new != 0 {
-            self.info.insert(new, new_info);
+        if new != 0 && !self.buffers.planned.contains_key(&new) {
+            self.buffers.info.insert(new, new_info);
         }
         self.entries.push(Entry {
             pos,
@@ -175,13 +219,19 @@ impl<'a> Planner<'a> {
             new_len: new_info.0,
             new_expiring: new_info.1,
         });
-        self.overlay.insert(pos, new);
+        let b = &mut self.buffers;
+        if b.overlaid.is_empty() {
+            b.overlaid.resize(FILTER_BITS / 64, 0);
+        }
+        let bit = filter_bit(pos);
+        b.overlaid[bit / 64] |= 1 << (bit % 64);
+        b.overlay.insert(pos, new);
     }
 
     /// Whether the record slot value `value` points at is `key`'s; `None` if it cannot be read.
     fn holds_key(&self, value: u64, key: &[u8]) -> Option<bool> {
-        if let Some(&(at, len)) = self.planned_keys.get(&value) {
-            return Some(&self.arena[at..at + len] == key);
+        if let Some(p) = self.buffers.planned.get(&value) {
+            return Some(&self.buffers.arena[p.key_at..p.key_at + p.key_len] == key);
         }
         let at = slot::location_of(value);
         let seg = self.index.segment(at.number).ok()?;
@@ -195,8 +245,7 @@ impl<'a> Planner<'a> {
     fn slot_of(&mut self, key: &[u8], h: KeyHash) -> Result<Option<usize>> {
         let mut unreadable = None;
         for base in buckets(&self.table, h) {
-            for pos in base..base + BUCKET_SLOTS {
-                let value = self.value(pos);
+            for (pos, value) in (base..).zip(self.bucket(base)) {
                 if value == 0 || slot::tag_of(value) != h.tag {
                     continue;
                 }
@@ -217,9 +266,14 @@ impl<'a> Planner<'a> {
         let h = slot::hash(self.table.seed(), key);
         let value = slot::encode(h.tag, new.at);
         let info = (new.len, new.expiring);
-        self.planned_keys
-            .insert(value, (self.arena.len(), key.len()));
-        self.arena.extend_from_slice(key);
+        let b = &mut self.buffers;
+        let planned = PlannedRecord {
+            key_at: b.arena.len(),
+            key_len: key.len(),
+            info,
+        };
+        b.planned.insert(value, planned);
+        b.arena.extend_from_slice(key);
         if let Some(pos) = self.slot_of(key, h)? {
             self.set(pos, value, info);
             return Ok(Planned::Done);
@@ -300,22 +354,36 @@ impl<'a> Planner<'a> {
     fn make_room(&mut self, h: KeyHash) -> Option<usize> {
         let start = buckets(&self.table, h);
         for &base in &start {
-            if let Some(pos) = (base..base + BUCKET_SLOTS).find(|&p| self.value(p) == 0) {
-                return Some(pos);
+            if let Some(i) = self.bucket(base).iter().position(|&v| v == 0) {
+                return Some(base + i);
             }
         }
+        let mut nodes = std::mem::take(&mut self.buffers.nodes);
+        let mut queue = std::mem::take(&mut self.buffers.queue);
+        let found = self.search_room(&start, &mut nodes, &mut queue);
+        nodes.clear();
+        queue.clear();
+        self.buffers.nodes = nodes;
+        self.buffers.queue = queue;
+        found
+    }
+
+    /// The breadth-first search of [`Planner::make_room`], in `nodes` and `queue` (empty).
+    fn search_room(
+        &mut self,
+        start: &[usize],
+        nodes: &mut Vec<Node>,
+        queue: &mut VecDeque<usize>,
+    ) -> Option<usize> {
         let region_len = (1 << slot::BUCKET_BITS) * BUCKET_SLOTS;
         let region_base = start[0] - start[0] % region_len;
-        let mut nodes: Vec<Node> = start
-            .iter()
-            .map(|&base| Node {
-                base,
-                parent: None,
-                from: usize::MAX,
-                depth: 0,
-            })
-            .collect();
-        let mut queue: VecDeque<usize> = (0..nodes.len()).collect();
+        nodes.extend(start.iter().map(|&base| Node {
+            base,
+            parent: None,
+            from: usize::MAX,
+            depth: 0,
+        }));
+        queue.extend(0..nodes.len());
         while let Some(n) = queue.pop_front() {
             let (base, depth) = (nodes[n].base, nodes[n].depth);
             if depth >= MAX_MOVES {
@@ -326,7 +394,7 @@ impl<'a> Planner<'a> {
                 let value = self.value(pos);
                 let alt_base = region_base
                     + slot::alternative(bucket, slot::tag_of(value)) as usize * BUCKET_SLOTS;
-                if on_path(&nodes, n, pos, alt_base) {
+                if on_path(nodes, n, pos, alt_base) {
                     continue;
                 }
                 nodes.push(Node {
@@ -339,7 +407,7 @@ impl<'a> Planner<'a> {
                 if let Some(free) =
                     (alt_base..alt_base + BUCKET_SLOTS).find(|&p| self.value(p) == 0)
                 {
-                    return Some(self.move_along(&nodes, child, free));
+                    return Some(self.move_along(nodes, child, free));
                 }
                 if nodes.len() >= MAX_VISITS {
                     return None;
@@ -372,6 +440,7 @@ impl<'a> Planner<'a> {
 
 /// A bucket reached while searching for room: by moving the slot at `from` (in the parent's
 /// bucket) into it.
+#[derive(Debug)]
 struct Node {
     base: usize,
     parent: Option<usize>,
