@@ -58,6 +58,8 @@ pub(crate) struct Writer {
     failure: Option<String>,
     /// Planning memory, kept from write to write.
     buffers: PlanBuffers,
+    /// Where large appends are encoded before their `pwrite`.
+    staging: Vec<u8>,
 }
 
 impl Writer {
@@ -68,6 +70,7 @@ impl Writer {
             written: 0,
             failure: None,
             buffers: PlanBuffers::default(),
+            staging: Vec::new(),
         }
     }
 
@@ -178,6 +181,7 @@ impl Writer {
                 segment: &segment,
                 number,
                 len,
+                staging: &mut self.staging,
             }),
             entries,
             several,

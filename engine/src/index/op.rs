@@ -34,6 +34,8 @@ pub(crate) struct Append<'a> {
     pub segment: &'a Segment,
     pub number: u32,
     pub len: usize,
+    /// Memory for [`Segment::append_at`] to fill large appends in.
+    pub staging: &'a mut Vec<u8>,
 }
 
 /// A record's length (below 2^31: records are at most 1 GiB) and expiry flag in 32 bits.
@@ -63,7 +65,7 @@ impl Index {
         assert!(entries.len() <= table.shape().op_entries as usize);
         debug_assert_eq!(table.word(header::OP_STATE).load(Ordering::Acquire), IDLE);
         let appended = table.word(header::APPENDED).load(Ordering::Acquire);
-        match &append {
+        match append {
             Some(a) => {
                 let start = table.row(a.number, row::END).load(Ordering::Acquire);
                 table
@@ -79,7 +81,7 @@ impl Index {
                 table
                     .word(header::OP_STATE)
                     .store(WRITING, Ordering::Release);
-                a.segment.append_at(start, a.len, encode);
+                a.segment.append_at(start, a.len, a.staging, encode);
             }
             None => {
                 table.word(header::OP_SEGMENT).store(0, Ordering::Relaxed);

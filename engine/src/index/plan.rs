@@ -207,9 +207,6 @@ impl<'a> Planner<'a> {
         } else {
             self.record_info(old)
         };
-        if new != 0 && !self.buffers.planned.contains_key(&new) {
-            self.buffers.info.insert(new, new_info);
-        }
         self.entries.push(Entry {
             pos,
             old,
@@ -314,7 +311,10 @@ impl<'a> Planner<'a> {
         for base in buckets(&self.table, h) {
             for pos in base..base + BUCKET_SLOTS {
                 if self.value(pos) == want {
-                    self.set(pos, slot::encode(h.tag, to.at), (to.len, to.expiring));
+                    let value = slot::encode(h.tag, to.at);
+                    // Known now, should a later change of this plan move the slot.
+                    self.buffers.info.insert(value, (to.len, to.expiring));
+                    self.set(pos, value, (to.len, to.expiring));
                     return true;
                 }
             }
