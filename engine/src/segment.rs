@@ -477,7 +477,11 @@ impl Segment {
     /// Raises the end of the records to `end` if it is further (another process appended).
     pub fn raise_end(&self, end: u64) {
         debug_assert!(end <= self.capacity());
-        self.end.fetch_max(end, Ordering::AcqRel);
+        // Every lookup calls this: a load keeps the cache line shared between the readers'
+        // cores where a read-modify-write would bounce it.
+        if self.end.load(Ordering::Acquire) < end {
+            self.end.fetch_max(end, Ordering::AcqRel);
+        }
     }
 
     /// Sets the end of the records (after recovery found it, or a compaction wrote them).

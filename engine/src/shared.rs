@@ -160,8 +160,7 @@ impl Shared {
     pub fn locate(&self, key: &[u8]) -> Result<Option<Located>> {
         let mut waits = 0u32;
         loop {
-            self.index.refresh()?;
-            let table = self.index.table();
+            let table = self.index.current_table()?;
             let sequence = table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire);
             if sequence % 2 == 1 {
                 // A batch is being applied: it takes microseconds. Unless its writer died
@@ -177,6 +176,7 @@ impl Shared {
             let h = slot::hash(table.seed(), key);
             let found = self.index.find(&table, key, h, |found| {
                 (
+                    Arc::clone(found.segment),
                     found.at,
                     found.record.key.len(),
                     found.record.value.len(),
@@ -186,14 +186,14 @@ impl Shared {
             if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
                 continue;
             }
-            let Some((at, key_len, value_len, expires_at)) = found else {
+            let Some((segment, at, key_len, value_len, expires_at)) = found else {
                 return Ok(None);
             };
             if expires_at != 0 && expires_at <= now_ms_for(expires_at) {
                 return Ok(None);
             }
             return Ok(Some(Located {
-                segment: self.index.segment(at.number)?,
+                segment,
                 offset: at.offset as usize,
                 key_len,
                 value_len,

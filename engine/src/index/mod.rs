@@ -30,6 +30,8 @@ pub(crate) struct Found<'a> {
     pub record: Record<'a>,
     /// Where it lies.
     pub at: Location,
+    /// The segment it lies in.
+    pub segment: &'a Arc<Segment>,
 }
 
 /// One process's view of the shared index.
@@ -103,17 +105,29 @@ impl Index {
     /// looked. Every lookup and every write starts with this (one atomic load when nothing
     /// changed), so a write another process made is seen by the next lookup.
     pub fn refresh(&self) -> Result<()> {
-        if self.pointer.generation() != self.table().generation() {
-            let table = TableFile::open_current(&self.dir, &self.pointer, self.writable)?;
-            self.table.store(Arc::new(table));
+        self.current_table().map(drop)
+    }
+
+    /// The current table: [`Index::table`] after [`Index::refresh`], with one load.
+    pub fn current_table(&self) -> Result<arc_swap::Guard<Arc<TableFile>>> {
+        let table = self.table();
+        if self.pointer.generation() == table.generation() {
+            return Ok(table);
         }
-        Ok(())
+        drop(table);
+        let table = TableFile::open_current(&self.dir, &self.pointer, self.writable)?;
+        self.table.store(Arc::new(table));
+        Ok(self.table())
     }
 
     /// The mapped segment `number`, mapping it if this process has not yet, or if the row
     /// now names another segment (rows are reused once a segment is deleted).
     pub fn segment(&self, number: u32) -> Result<Arc<Segment>> {
-        let table = self.table();
+        self.segment_in(&self.table(), number)
+    }
+
+    /// [`Index::segment`], its row read from `table` (the current one, or one just replaced).
+    pub fn segment_in(&self, table: &TableFile, number: u32) -> Result<Arc<Segment>> {
         if number == 0 || number > table.shape().segments {
             return Err(bad_slot(number));
         }
@@ -195,7 +209,7 @@ impl Index {
                     passed[n_passed] = (i, value);
                     n_passed += 1;
                     let at = slot::location_of(value);
-                    let seg = match self.segment(at.number) {
+                    let seg = match self.segment_in(table, at.number) {
                         Ok(seg) => seg,
                         Err(e) => {
                             failure.get_or_insert(e);
@@ -205,7 +219,11 @@ impl Index {
                     match record::decode(seg.tail(at.offset)) {
                         Ok(rec) if rec.key == key => {
                             let f = f.take().expect("called once");
-                            return Ok(Some(f(Found { record: rec, at })));
+                            return Ok(Some(f(Found {
+                                record: rec,
+                                at,
+                                segment: &seg,
+                            })));
                         }
                         Ok(_) => {}
                         Err(e) => {
