@@ -328,6 +328,12 @@ fn get(out: &mut impl Write, dir: &Path, key: &KeyArg) -> Result<(), Failure> {
     match find(&store, key)? {
         Some(Found::Typed { json, .. }) => writeln!(out, "{json}")?,
         Some(Found::Raw { value, .. }) => out.write_all(&value)?,
+        None if store.stats().damaged_reads > 0 => {
+            return Err(Failure::NotFound(format!(
+                "{}: not found (a record it may have had is damaged: run `logcache verify`)",
+                key.key
+            )));
+        }
         None => return Err(Failure::NotFound(format!("{}: not found", key.key))),
     }
     Ok(())
@@ -430,14 +436,21 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
         report.segments, report.records, report.hints
     )?;
     for p in &report.problems {
+        let skipped = if p.len > 0 {
+            format!(", {} bytes without a valid record", p.len)
+        } else {
+            String::new()
+        };
         let note = if p.torn_tail {
-            " (torn tail: opening the store cuts it off)"
+            " (may be a write a crash cut short: a rebuild after a crash cuts it off)"
+        } else if p.len > 0 {
+            " (damage: the store skips it, and the entries there are lost)"
         } else {
             ""
         };
         writeln!(
             out,
-            "{:016x}.data offset {}: {}{note}",
+            "{:016x}.data offset {}: {}{skipped}{note}",
             p.segment, p.offset, p.reason
         )?;
     }

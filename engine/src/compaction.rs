@@ -47,6 +47,9 @@ pub struct CompactionStats {
     /// Tombstones kept because an older segment outside the compaction may still hold a value
     /// they hide.
     pub tombstones_kept: u64,
+    /// Bytes of the inputs that held no valid record (damage), skipped: what the index still
+    /// pointed at there is lost. With `Options::strict`, damage fails the compaction instead.
+    pub damaged_bytes: u64,
     /// Wall-clock time.
     pub duration: Duration,
     /// Part of it spent paused so that durable writes made meanwhile were not held up (see
@@ -120,7 +123,9 @@ pub(crate) fn compact(
             seg.read_ahead(seg.end());
             let bytes = seg.read(0, seg.end() as usize)?;
             stats.bytes_read += bytes.len() as u64;
-            let mut walk = Records::new(bytes, seg.version());
+            // Inputs are sealed, so synced whole: damage anywhere in them is no torn write.
+            let skip_below = if shared.options.strict { 0 } else { u64::MAX };
+            let mut walk = Records::skipping_damage(bytes, seg.version(), skip_below);
             for (offset, rec) in walk.by_ref() {
                 if shared.is_closing() {
                     return Err(Error::Closed);
@@ -178,6 +183,7 @@ pub(crate) fn compact(
                     stats.segments_out += 1;
                 }
             }
+            stats.damaged_bytes += walk.damage().iter().map(|d| d.len).sum::<u64>();
             if let Some((offset, reason)) = walk.end().and_then(|end| end.invalid) {
                 return Err(Error::Corrupt {
                     segment: seg.id(),

@@ -63,7 +63,9 @@ pub(crate) fn evict_to_limit(shared: &Shared, limit: u64) -> Result<u64> {
 fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64> {
     let mut doomed: Vec<(Box<[u8]>, Location)> = Vec::new();
     seg.read_ahead(seg.end());
-    let mut walk = Records::new(seg.read(0, seg.end() as usize)?, seg.version());
+    // Damage is skipped: a slot left pointing into it is cleared with the segment's others.
+    let mut walk =
+        Records::skipping_damage(seg.read(0, seg.end() as usize)?, seg.version(), u64::MAX);
     for (offset, rec) in walk.by_ref() {
         let at = Location { number, offset };
         if shared.is_current(rec.key, at) {

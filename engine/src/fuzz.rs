@@ -166,12 +166,35 @@ fn apply(model: &mut Model, w: &Write) {
 /// Makes the index of the (closed) store in `dir` look as an OS crash leaves it: changed
 /// during another boot and not closed cleanly, so the next open rebuilds it from the
 /// segments. Crash tests that cut or damage segment files call this: only an OS crash or a
-/// power cut loses bytes a process handed to the OS.
+/// power cut loses bytes a process handed to the OS. The index's page with the segments'
+/// synced lengths is taken as lost too (a crash may leave it so), so that nothing of the
+/// newest segment is known to be durable: see [`simulate_os_crash_after_sync`].
 pub fn simulate_os_crash(dir: &Path) {
-    if let Some(pointer) = crate::index::file::PointerFile::open(dir, true).expect("open INDEX") {
-        pointer.mark_dirty([u64::MAX, u64::MAX]);
-        pointer.sync().expect("sync INDEX");
+    simulate_os_crash_after_sync(dir, 0);
+}
+
+/// [`simulate_os_crash`], with the index knowing that the newest segment was durable up to
+/// `synced` bytes (an fdatasync covered them and the index page saying so reached the disk).
+pub fn simulate_os_crash_after_sync(dir: &Path, synced: u64) {
+    use crate::index::file::{PointerFile, TableFile, row};
+    use std::sync::atomic::Ordering;
+    let Some(pointer) = PointerFile::open(dir, true).expect("open INDEX") else {
+        return;
+    };
+    if let Ok(table) = TableFile::open(dir, pointer.generation(), true) {
+        let rows = 1..=table.shape().segments;
+        let newest = rows
+            .clone()
+            .filter(|&n| table.row(n, row::STATE).load(Ordering::Acquire) != row::FREE)
+            .max_by_key(|&n| table.row(n, row::ID).load(Ordering::Acquire));
+        for n in rows {
+            let value = if Some(n) == newest { synced } else { 0 };
+            table.row(n, row::SYNCED).store(value, Ordering::Release);
+        }
+        table.sync().expect("sync the table");
     }
+    pointer.mark_dirty([u64::MAX, u64::MAX]);
+    pointer.sync().expect("sync INDEX");
 }
 
 fn newest_segment(dir: &Path) -> Option<(std::path::PathBuf, u64, u64)> {

@@ -67,11 +67,11 @@ impl GroupCommit {
     /// Flushes and fsyncs the active segment; returns the log position now durable.
     fn sync_log(&self, writer: &Mutex<Writer>, index: &Index) -> Result<u64> {
         let (segment, target) = writer.lock().sync_target(index)?;
-        let Some(segment) = segment else {
+        let Some((number, segment)) = segment else {
             return Ok(target);
         };
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = segment.sync_data() {
+        if let Err(e) = index.sync_segment(number, &segment) {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing written
             // since the last good sync can be trusted, so refuse further writes.
             writer

@@ -90,7 +90,9 @@ pub(crate) fn write_for_segment(dir: &Path, seg: &Segment) -> Result<()> {
     seg.read_ahead(seg.end());
     let bytes = seg.read(0, seg.end() as usize)?;
     let mut hint = HintBuilder::new(seg.id(), seg.version());
-    let mut walk = Records::new(bytes, seg.version());
+    // The segment is sealed, so synced whole: damage is skipped (the rebuild that uses the
+    // hint would skip it too) and its records left out.
+    let mut walk = Records::skipping_damage(bytes, seg.version(), u64::MAX);
     for (offset, rec) in walk.by_ref() {
         hint.push(&HintEntry {
             tombstone: rec.is_tombstone(),

@@ -65,6 +65,11 @@ pub struct Options {
     /// cleanly (a store shipped pre-warmed, for example in a container image). Chosen
     /// automatically when the directory cannot be written to.
     pub read_only: bool,
+    /// Refuse damage instead of skipping it: a rebuild that finds a damaged record in a
+    /// segment known to be durable fails with [`Error::Corrupt`](crate::Error::Corrupt), and so
+    /// does a read of a damaged record. Off by default: a damaged record costs its entry (and
+    /// the one after it, see docs/guarantees.md), is reported, and the store goes on.
+    pub strict: bool,
 }
 
 impl Default for Options {
@@ -81,11 +86,18 @@ impl Default for Options {
             max_disk_bytes: None,
             exclusive: false,
             read_only: false,
+            strict: false,
         }
     }
 }
 
 impl Options {
+    /// Sets [`Options::strict`].
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
     /// Sets [`Options::read_only`].
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;

@@ -16,7 +16,7 @@ use crate::index::file::{PointerFile, TableFile, header, row};
 use crate::index::plan::{NewRecord, Planned, Planner};
 use crate::index::slot::Location;
 use crate::record;
-use crate::recovery::{Listing, RecoveryReport, TornTail, remove_files};
+use crate::recovery::{DamagedRange, Listing, RecoveryReport, TornTail, remove_files};
 use crate::scan::{Records, ScanEnd};
 use crate::segment::{self, FORMAT_VERSION, FileKind, Segment, WRITER_ID_STRIDE, next_writer_id};
 use crate::writer::grow;
@@ -105,6 +105,7 @@ pub(crate) fn rebuild(
     dir: &Path,
     listing: &Listing,
     now_ms: u64,
+    strict: bool,
     report: &mut RecoveryReport,
 ) -> Result<Index> {
     let mut ids = listing.data.clone();
@@ -124,6 +125,10 @@ pub(crate) fn rebuild(
         .collect();
     remove_files(dir, &orphans)?;
 
+    // How far the newest segment was durable, as the old index last knew it.
+    let newest_synced = ids
+        .last()
+        .map_or(0, |&id| synced_length(dir, &listing.tables, id));
     // The pointer names no table until the new one is complete: a crash meanwhile leaves an
     // index that is rebuilt again.
     let generation = listing.tables.iter().max().map_or(1, |g| g + 1);
@@ -138,7 +143,17 @@ pub(crate) fn rebuild(
         let writer_segment = id % WRITER_ID_STRIDE == 0;
         // The writer goes on appending to the newest segment it created, if it has room.
         let resumable = is_newest && writer_segment && !has_hint;
-        let seg = Arc::new(Segment::open(dir, id, resumable)?);
+        let if_damaged = (!strict).then_some(FORMAT_VERSION);
+        let (seg, damaged_header) = Segment::open_with(dir, id, resumable, if_damaged)?;
+        let seg = Arc::new(seg);
+        if damaged_header {
+            report.damaged.push(DamagedRange {
+                segment: id,
+                offset: 0,
+                len: segment::SEGMENT_HEADER_LEN as u64,
+                reason: "file header damaged",
+            });
+        }
         if seg.version() != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 segment: id,
@@ -150,7 +165,16 @@ pub(crate) fn rebuild(
         let start = segment::data_start(FORMAT_VERSION) as u64;
         let number = index.add_row(id, state, seg.capacity(), start, FORMAT_VERSION)?;
         index.register(number, Arc::clone(&seg));
-        let (records, end) = replay_segment(dir, &seg, number, has_hint, &mut replay, report)?;
+        // Damage in bytes known to be durable is skipped: every segment but the newest
+        // writer segment was synced whole (when sealed, or before its rename for compaction
+        // output); the newest one, as far as its last recorded fdatasync.
+        let skip_below = match (strict, is_newest && writer_segment) {
+            (true, _) => 0,
+            (false, true) => newest_synced,
+            (false, false) => u64::MAX,
+        };
+        let (records, end) =
+            replay_segment(dir, &seg, number, has_hint, skip_below, &mut replay, report)?;
         report.records += records;
         let hinted = end.is_none();
         if let Some(end) = end
@@ -179,7 +203,11 @@ pub(crate) fn rebuild(
             .row(number, row::END)
             .store(seg.end(), Ordering::Release);
         if resumable && seg.room() > 0 {
-            seg.sync_data().context("syncing", seg.path())?;
+            drop(table);
+            index
+                .sync_segment(number, &seg)
+                .context("syncing", seg.path())?;
+            let table = index.table();
             table
                 .word(header::ACTIVE)
                 .store(u64::from(number), Ordering::Release);
@@ -224,6 +252,7 @@ fn replay_segment(
     seg: &Segment,
     number: u32,
     has_hint: bool,
+    skip_below: u64,
     replay: &mut Replay<'_>,
     report: &mut RecoveryReport,
 ) -> Result<(u64, Option<ScanEnd>)> {
@@ -256,17 +285,53 @@ fn replay_segment(
     }
     let mut records = 0u64;
     seg.read_ahead(u64::MAX);
-    let mut walk = Records::new(seg.whole(), seg.version());
+    let mut walk = Records::skipping_damage(seg.whole(), seg.version(), skip_below);
     for (offset, rec) in walk.by_ref() {
         records += 1;
         let at = Location { number, offset };
         let len = record::span(rec.encoded_len(), seg.version()) as u32;
         replay.apply(rec.key, at, len, rec.is_tombstone(), rec.expires_at)?;
     }
+    report
+        .damaged
+        .extend(walk.damage().iter().map(|d| DamagedRange {
+            segment: id,
+            offset: d.offset,
+            len: d.len,
+            reason: d.reason,
+        }));
     let end = walk.end().expect("walked to the end");
     let start = segment::data_start(seg.version()) as u64;
     seg.set_end(end.valid_len.max(start).min(seg.capacity()));
     Ok((records, Some(end)))
+}
+
+/// How far segment `id` was durable by the newest of the old tables (`generations`), if one
+/// can be read and names it; 0 (nothing known) otherwise. The value is only ever raised
+/// after an fdatasync returned, so whatever of it reached the disk is a durable length.
+fn synced_length(dir: &Path, generations: &[u64], id: u64) -> u64 {
+    let Some(&generation) = generations.iter().max() else {
+        return 0;
+    };
+    let Ok(table) = TableFile::open(dir, generation, false) else {
+        return 0;
+    };
+    (1..=table.shape().segments)
+        .find(|&n| {
+            table.row(n, row::STATE).load(Ordering::Acquire) != row::FREE
+                && table.row(n, row::ID).load(Ordering::Acquire) == id
+        })
+        .map_or(0, |n| {
+            let synced = table.row(n, row::SYNCED).load(Ordering::Acquire);
+            let end = table.row(n, row::END).load(Ordering::Acquire);
+            let capacity = table.row(n, row::CAPACITY).load(Ordering::Acquire);
+            // A value beyond the records is no durable length: a damaged table.
+            if synced <= end && end <= capacity {
+                synced
+            } else {
+                0
+            }
+        })
 }
 
 /// What follows the valid records of a segment, if it is not the clean end: a record a crash

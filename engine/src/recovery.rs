@@ -42,6 +42,24 @@ pub struct RecoveryReport {
     pub op_repaired: bool,
     /// Segments of format version 1 rewritten as version 2.
     pub segments_upgraded: usize,
+    /// Damaged bytes a rebuild skipped: where records were known to be durable, so that
+    /// the damage cannot be a torn write. Their entries are lost; the store goes on.
+    pub damaged: Vec<DamagedRange>,
+}
+
+/// Bytes of a segment that held no valid record where records were known to be durable:
+/// damage (a flipped bit, a zeroed block), skipped. The entries whose records lay there, and
+/// those of the record (or batch) right after them, are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// The segment.
+    pub segment: u64,
+    /// Where the skipped bytes start.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub len: u64,
+    /// Why the first of them was not a valid record.
+    pub reason: &'static str,
 }
 
 /// Bytes at the end of the newest segment that did not form whole, valid records (a write cut
@@ -127,7 +145,7 @@ pub(crate) fn current_boot() -> [u64; 2] {
 
 /// Opens the index of the store in `dir` (which the caller has locked), rebuilding it if it
 /// cannot be trusted, and marks it as changing during this boot.
-pub(crate) fn open_index(dir: &Path, now_ms: u64) -> Result<(Index, RecoveryReport)> {
+pub(crate) fn open_index(dir: &Path, now_ms: u64, strict: bool) -> Result<(Index, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     let mut listing = list(dir)?;
     remove_files(dir, &listing.temps)?;
@@ -155,7 +173,7 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64) -> Result<(Index, RecoveryRepo
             if report.segments_upgraded > 0 {
                 listing = list(dir)?;
             }
-            rebuild::rebuild(dir, &listing, now_ms, &mut report)?
+            rebuild::rebuild(dir, &listing, now_ms, strict, &mut report)?
         }
     };
     let current = index.table().generation();
@@ -172,7 +190,9 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64) -> Result<(Index, RecoveryRepo
     let active = index.counter(header::ACTIVE) as u32;
     if active != 0 {
         let seg = index.segment(active)?;
-        seg.sync_data().context("syncing", seg.path())?;
+        index
+            .sync_segment(active, &seg)
+            .context("syncing", seg.path())?;
     }
     report.segments = index.rows().len();
     index.pointer().mark_dirty(boot);

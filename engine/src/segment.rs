@@ -276,6 +276,19 @@ impl Segment {
     /// Opens the existing file of segment `id` and maps it, for appending too if `writable`.
     /// Checks its header; the end of its records is not known until the caller sets it.
     pub fn open(dir: &Path, id: u64, writable: bool) -> Result<Segment> {
+        Segment::open_with(dir, id, writable, None).map(|(segment, _)| segment)
+    }
+
+    /// [`Segment::open`], except that a damaged header (not one of another format version)
+    /// is taken to be of version `if_damaged`, when given: the records carry their own
+    /// checksums, so reading them does not depend on the header. Also says whether the header
+    /// was damaged.
+    pub fn open_with(
+        dir: &Path,
+        id: u64,
+        writable: bool,
+        if_damaged: Option<u16>,
+    ) -> Result<(Segment, bool)> {
         let path = path(dir, id);
         let file = OpenOptions::new()
             .read(true)
@@ -297,8 +310,20 @@ impl Segment {
         let read = usize::try_from(len).map_or(0, |l| l.min(SEGMENT_HEADER_LEN));
         file.read_exact_at(&mut header[..read], 0)
             .context("reading the header of", &path)?;
-        let version = check_header(&header[..read], id, FileKind::Data)?;
-        Segment::map(id, path, file, version, writable)
+        let (version, damaged) = match (
+            check_header(&header[..read], id, FileKind::Data),
+            if_damaged,
+        ) {
+            (Ok(version), _) => (version, false),
+            (Err(Error::Corrupt { .. }), Some(version))
+                if (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
+                    && len >= data_start(version) as u64 =>
+            {
+                (version, true)
+            }
+            (Err(e), _) => return Err(e),
+        };
+        Ok((Segment::map(id, path, file, version, writable)?, damaged))
     }
 
     fn map(id: u64, path: PathBuf, file: File, version: u16, writable: bool) -> Result<Segment> {
@@ -600,7 +625,7 @@ impl Segment {
 }
 
 /// The index of the first byte of `bytes` that is not zero, looking at 64 bytes at a time.
-fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(64);
     let mut at = 0;
     for chunk in chunks.by_ref() {

@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub maintenance: Mutex<()>,
     pub closing: AtomicBool,
     pub compaction_errors: AtomicU64,
+    /// Reads that found their record damaged (see `StoreStats::damaged_reads`).
+    pub damaged_reads: AtomicU64,
     /// The last count of expired bytes per segment number, and when it was made.
     pub expired_scan: Mutex<(Option<Instant>, hashbrown::HashMap<u32, u64>)>,
     /// Wakes the background thread.
@@ -182,10 +184,18 @@ impl Shared {
                     found.record.value.len(),
                     found.record.expires_at,
                 )
-            })?;
+            });
             if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
                 continue;
             }
+            let found = match found {
+                // The key's record is damaged: the entry is lost, not the read.
+                Err(Error::Corrupt { .. }) if !self.options.strict => {
+                    self.damaged_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                other => other?,
+            };
             let Some((segment, at, key_len, value_len, expires_at)) = found else {
                 return Ok(None);
             };
@@ -315,8 +325,10 @@ impl Shared {
                 return Ok(());
             }
             // Another store may have appended since this one's sync.
-            if let Some((_, active)) = writer.active(&self.index) {
-                active.sync_data().context("syncing", active.path())?;
+            if let Some((number, active)) = writer.active(&self.index) {
+                self.index
+                    .sync_segment(number, &active)
+                    .context("syncing", active.path())?;
             }
             table.sync()?;
             self.index.pointer().mark_clean()

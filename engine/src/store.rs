@@ -74,6 +74,9 @@ pub struct StoreStats {
     pub compaction_errors: u64,
     /// Keys evicted to stay within `Options::max_disk_bytes` (kept in the index across opens).
     pub evictions: u64,
+    /// Reads since open that found their key's record damaged and answered that the key is
+    /// absent (with `Options::strict`, they fail instead).
+    pub damaged_reads: u64,
 }
 
 /// Iterator over a snapshot of the live keys, in no particular order.
@@ -125,7 +128,7 @@ impl Store {
         } else {
             let (locks, opened) =
                 StoreLocks::acquire(&dir, options.exclusive, |role| match role {
-                    Role::First => recovery::open_index(&dir, now_ms()),
+                    Role::First => recovery::open_index(&dir, now_ms(), options.strict),
                     Role::Joined => recovery::join_index(&dir),
                 })?;
             (Some(locks), opened)
@@ -141,6 +144,7 @@ impl Store {
             maintenance: Mutex::new(()),
             closing: AtomicBool::new(false),
             compaction_errors: AtomicU64::new(0),
+            damaged_reads: AtomicU64::new(0),
             expired_scan: Mutex::new((None, hashbrown::HashMap::new())),
             signal: Signal::default(),
             locks,
@@ -456,6 +460,7 @@ impl Store {
             syncs: self.shared.commit.syncs(),
             compactions: table.word(header::COMPACTIONS).load(Ordering::Acquire),
             compaction_errors: self.shared.compaction_errors.load(Ordering::Relaxed),
+            damaged_reads: self.shared.damaged_reads.load(Ordering::Relaxed),
             evictions: table.word(header::EVICTIONS).load(Ordering::Acquire),
         }
     }

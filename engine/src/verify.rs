@@ -20,9 +20,13 @@ pub struct Problem {
     pub offset: u64,
     /// What is wrong.
     pub reason: String,
-    /// Whether it is the newest segment's tail, which opening the store would cut off as a
-    /// torn write rather than refuse.
+    /// Whether it may be a torn write: damage in the newest segment a writer made that runs to
+    /// the end of its records, which a rebuild after a crash cuts off. Damage anywhere else is
+    /// skipped (its entries lost), or refused with `Options::strict`.
     pub torn_tail: bool,
+    /// Bytes that held no valid record, up to the next valid one or the end of the records
+    /// (0 for a header or hint problem).
+    pub len: u64,
 }
 
 /// What [`verify`] found.
@@ -84,6 +88,7 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
         offset,
         reason: reason.to_string(),
         torn_tail,
+        len: 0,
     };
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
@@ -102,7 +107,8 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
             }
         };
         let mut from_scan = Vec::new();
-        let mut walk = Records::new(&bytes, version);
+        // Every damaged range is reported, not just the first.
+        let mut walk = Records::skipping_damage(&bytes, version, u64::MAX);
         for (offset, rec) in walk.by_ref() {
             from_scan.push((
                 offset as u32,
@@ -113,6 +119,17 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
         }
         let end = walk.end().expect("walked to the end");
         report.records += from_scan.len() as u64;
+        let writer_segment = id % segment::WRITER_ID_STRIDE == 0;
+        for d in walk.damage() {
+            let reaches_end = d.offset + d.len >= end.valid_len;
+            report.problems.push(Problem {
+                segment: id,
+                offset: d.offset,
+                reason: d.reason.to_string(),
+                torn_tail: is_newest && writer_segment && reaches_end,
+                len: d.len,
+            });
+        }
         if let Some((offset, reason)) = end.invalid {
             report.problems.push(problem(id, offset, reason, is_newest));
         } else if let Some(at) = bytes[end.valid_len as usize..].iter().position(|&b| b != 0) {
@@ -185,17 +202,54 @@ mod tests {
         assert_eq!(p.reason, "checksum mismatch");
         assert!(!p.torn_tail);
 
-        // The index was closed cleanly, so open trusts it and reads find the damage.
+        assert_eq!(
+            p.len,
+            padded(30) as u64 * 2,
+            "the record, and the one after it"
+        );
+        assert_eq!(report.problems.len(), 1);
+
+        // The index was closed cleanly, so open trusts it and reads find the damage: the
+        // damaged entry reads as absent, and is counted.
         let store = Store::open(dir.path(), Options::default()).unwrap();
-        let failed = (0..100u32)
-            .filter(|i| store.get(&i.to_le_bytes()).is_err())
+        let absent = (0..100u32)
+            .filter(|i| store.get(&i.to_le_bytes()).unwrap().is_none())
             .count();
-        assert_eq!(failed, 1, "the damaged record is an error, the others read");
+        assert_eq!(absent, 1, "the damaged record is lost, the others read");
+        assert_eq!(store.stats().damaged_reads, 1);
         drop(store);
-        // Rebuilding the index scans the segments: the damage is real, open refuses it too.
-        fs::remove_file(dir.path().join(crate::index::file::POINTER_FILE)).unwrap();
-        let store = Store::open(dir.path(), Options::default());
-        assert!(store.is_err(), "the damage is real: open refuses it too");
+        let strict = Store::open(dir.path(), Options::default().strict(true)).unwrap();
+        let failed = (0..100u32)
+            .filter(|i| strict.get(&i.to_le_bytes()).is_err())
+            .count();
+        assert_eq!(failed, 1, "strict: a read of the damaged record fails");
+        drop(strict);
+
+        // Rebuilding the index scans the segments: the damage is skipped and reported.
+        let pointer = dir.path().join(crate::index::file::POINTER_FILE);
+        fs::remove_file(&pointer).unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let damaged = &store.recovery_report().damaged;
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert_eq!(damaged[0].offset, start as u64);
+        let present = (0..100u32)
+            .filter(|i| store.get(&i.to_le_bytes()).unwrap().is_some())
+            .count();
+        assert_eq!(
+            present, 98,
+            "the damaged entry and the one after it are lost"
+        );
+        drop(store);
+        fs::remove_file(&pointer).unwrap();
+        let strict = Store::open(dir.path(), Options::default().strict(true));
+        assert!(
+            matches!(strict, Err(Error::Corrupt { .. })),
+            "strict: the rebuild refuses the damage"
+        );
+    }
+
+    fn padded(value_len: usize) -> usize {
+        record::padded_len(4, value_len)
     }
 
     #[test]

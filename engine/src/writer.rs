@@ -217,10 +217,12 @@ impl Writer {
     }
 
     /// What an fsync must cover to make every append so far durable: the active segment
-    /// (older segments were synced when sealed) and the log position it makes durable.
-    pub fn sync_target(&mut self, index: &Index) -> Result<(Option<Arc<Segment>>, u64)> {
+    /// (older segments were synced when sealed), with its number, and the log position it
+    /// makes durable.
+    #[allow(clippy::type_complexity)]
+    pub fn sync_target(&mut self, index: &Index) -> Result<(Option<(u32, Arc<Segment>)>, u64)> {
         self.check_usable()?;
-        Ok((self.active(index).map(|(_, seg)| seg), self.written))
+        Ok((self.active(index), self.written))
     }
 
     /// The active segment, after rotating if `len` more bytes would not fit in it.
@@ -260,7 +262,7 @@ impl Writer {
         let Some((number, active)) = self.active(index) else {
             return Ok(());
         };
-        if let Err(e) = active.sync_data() {
+        if let Err(e) = index.sync_segment(number, &active) {
             let reason = format!("fsync of segment {} failed: {e}", active.id());
             self.disable(reason);
             return Err(Error::io("syncing", active.path(), e));

@@ -1,7 +1,8 @@
 //! Crash simulation on files: cut the newest segment at every byte, flip bytes in its unsynced
-//! tail and in sealed segments, leave garbage after its records. After reopen the store must hold exactly a
-//! prefix of the writes, including every synced one, or refuse to open with `Error::Corrupt`
-//! when the damage is outside the newest segment's tail.
+//! tail and in sealed segments, leave garbage after its records. After reopen the store must
+//! hold exactly a prefix of the writes, including every synced one; damage outside the
+//! newest segment's unsynced tail costs the entries it hits (and those of the op after them),
+//! never the store, and `Options::strict` refuses it.
 
 mod common;
 
@@ -84,6 +85,11 @@ fn newest_segment(dir: &Path) -> (u64, u64) {
 /// Runs the ops on a fresh store, syncing after two thirds of them, and notes where each op's
 /// records lie.
 fn build_history() -> History {
+    build_history_syncing_after(OPS as usize * 2 / 3)
+}
+
+/// [`build_history`], syncing after op `sync_after` (counted from 0).
+fn build_history_syncing_after(sync_after: usize) -> History {
     let dir = tempfile::tempdir().unwrap();
     let ops = generate_ops(OPS);
     let mut spans: Vec<Span> = Vec::new();
@@ -128,7 +134,7 @@ fn build_history() -> History {
             }
         };
         spans.push(span);
-        if i == ops.len() * 2 / 3 {
+        if i == sync_after {
             store.sync().unwrap();
             synced = i + 1;
         }
@@ -150,24 +156,29 @@ fn build_history() -> History {
 fn model(ops: &[Op]) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut m = BTreeMap::new();
     for op in ops {
-        match op {
-            Op::Put(k, v) => {
-                m.insert(k.clone(), v.clone());
-            }
-            Op::Delete(k) => {
-                m.remove(k);
-            }
-            Op::Batch(entries) => {
-                for (k, v) in entries {
-                    match v {
-                        Some(v) => m.insert(k.clone(), v.clone()),
-                        None => m.remove(k),
-                    };
-                }
+        apply(&mut m, op);
+    }
+    m
+}
+
+/// Applies `op` to the expected contents `m`.
+fn apply(m: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) {
+    match op {
+        Op::Put(k, v) => {
+            m.insert(k.clone(), v.clone());
+        }
+        Op::Delete(k) => {
+            m.remove(k);
+        }
+        Op::Batch(entries) => {
+            for (k, v) in entries {
+                match v {
+                    Some(v) => m.insert(k.clone(), v.clone()),
+                    None => m.remove(k),
+                };
             }
         }
     }
-    m
 }
 
 /// A copy of the history's store with `damage` applied to the file of segment `id`.
@@ -293,35 +304,91 @@ fn flipped_bytes_in_the_unsynced_tail_leave_a_prefix_with_every_synced_write() {
     }
 }
 
+/// The ops of segment `id` whose records a flip at `pos` costs: the op holding the byte, and,
+/// if the byte is in the op's last record, the next op with records in the segment (the walk
+/// cannot tell whether it ends a batch the damaged record began, and drops it too). None where
+/// the byte is no op's.
+fn lost_to_a_flip(h: &History, id: u64, pos: u64) -> Vec<usize> {
+    let in_segment: Vec<usize> = (0..h.spans.len())
+        .filter(|&i| h.spans[i].segment == id && h.spans[i].end > h.spans[i].start)
+        .collect();
+    let Some(k) = in_segment
+        .iter()
+        .position(|&i| (h.spans[i].start..h.spans[i].end).contains(&pos))
+    else {
+        return Vec::new();
+    };
+    // Damage before a batch's last record drops the rest of the batch and stops there.
+    let op = in_segment[k];
+    let in_last_record = match &h.ops[op] {
+        Op::Batch(entries) => {
+            let pad = |k: &[u8], v: usize| (21 + k.len() + v).next_multiple_of(8) as u64;
+            let before_last: u64 = entries[..entries.len() - 1]
+                .iter()
+                .map(|(k, v)| pad(k, v.as_ref().map_or(0, Vec::len)))
+                .sum();
+            pos >= h.spans[op].start + before_last
+        }
+        _ => true,
+    };
+    let upto = if in_last_record { k + 2 } else { k + 1 };
+    in_segment[k..upto.min(in_segment.len())].to_vec()
+}
+
+/// The contents after every op but `lost`.
+fn model_without(h: &History, lost: &[usize]) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let kept: Vec<&Op> = (0..h.ops.len())
+        .filter(|i| !lost.contains(i))
+        .map(|i| &h.ops[i])
+        .collect();
+    let mut m = BTreeMap::new();
+    for op in kept {
+        apply(&mut m, op);
+    }
+    m
+}
+
 #[test]
-fn flipped_bytes_in_a_sealed_segment_are_reported_never_served() {
+fn flipped_bytes_in_a_sealed_segment_cost_their_entries_never_the_store() {
     let h = build_history();
     let first = segment_files(h.dir.path())[0].clone();
     let id = segment_id(&first);
     let len = fs::metadata(&first).unwrap().len();
+    let mut damaged_opens = 0;
     for pos in 0..len {
         let (copy, path) = damaged_copy(&h, id, |p| {
             let mut bytes = fs::read(p).unwrap();
             bytes[pos as usize] ^= 0x10;
             fs::write(p, bytes).unwrap();
         });
-        match Store::open(copy.path(), options()) {
-            Err(Error::Corrupt {
-                segment, offset, ..
-            }) => {
-                assert_eq!(segment, id, "flip at {pos}");
-                let op_start = h
-                    .spans
-                    .iter()
-                    .find(|s| s.segment == id && s.start <= pos && pos < s.end)
-                    .map_or(0, |s| s.start);
-                assert!(
-                    (op_start..=pos).contains(&offset),
-                    "flip at {pos} reported at {offset}"
-                );
-            }
-            other => panic!("flip at {pos}: expected Corrupt, got {other:?}"),
+        let store = Store::open(copy.path(), options())
+            .unwrap_or_else(|e| panic!("flip at {pos}: open failed: {e}"));
+        let lost = lost_to_a_flip(&h, id, pos);
+        assert_eq!(
+            contents(&store),
+            model_without(&h, &lost),
+            "flip at {pos}: every other op is there, nothing else"
+        );
+        let report = store.recovery_report();
+        assert!(
+            report.torn_tail.is_none(),
+            "flip at {pos}: a sealed segment is never cut"
+        );
+        if !lost.is_empty() {
+            let d = report
+                .damaged
+                .iter()
+                .find(|d| d.segment == id)
+                .unwrap_or_else(|| panic!("flip at {pos}: reported"));
+            assert!(
+                d.offset <= pos && pos < d.offset + d.len,
+                "flip at {pos} reported at {}..{}",
+                d.offset,
+                d.offset + d.len
+            );
+            damaged_opens += 1;
         }
+        drop(store);
         let mut expect = fs::read(first.as_path()).unwrap();
         expect[pos as usize] ^= 0x10;
         assert_eq!(
@@ -329,7 +396,68 @@ fn flipped_bytes_in_a_sealed_segment_are_reported_never_served() {
             expect,
             "the damaged file is left as it was"
         );
+        // Strict mode refuses what the default skips.
+        if !lost.is_empty() {
+            logcache_engine::fuzz::simulate_os_crash(copy.path());
+            let strict = Store::open(copy.path(), options().strict(true));
+            assert!(
+                matches!(strict, Err(Error::Corrupt { segment, .. }) if segment == id),
+                "flip at {pos}: strict open refuses"
+            );
+        }
     }
+    assert!(damaged_opens > 0);
+}
+
+#[test]
+fn flipped_bytes_the_index_knew_were_synced_are_skipped_not_cut() {
+    let h = build_history_syncing_after(OPS as usize - 4);
+    let (newest, len) = newest_segment(h.dir.path());
+    let synced_span = h.spans[h.synced - 1];
+    assert_eq!(
+        synced_span.segment, newest,
+        "the sync covered part of the newest segment"
+    );
+    let synced_end = synced_span.end;
+    assert!(synced_end > DATA_START + 100);
+    for pos in DATA_START..synced_end {
+        let (copy, _) = damaged_copy(&h, newest, |p| {
+            let mut bytes = fs::read(p).unwrap();
+            bytes[pos as usize] ^= 0x04;
+            fs::write(p, bytes).unwrap();
+        });
+        logcache_engine::fuzz::simulate_os_crash_after_sync(copy.path(), synced_end);
+        let store = Store::open(copy.path(), options())
+            .unwrap_or_else(|e| panic!("flip at {pos}: open failed: {e}"));
+        let lost = lost_to_a_flip(&h, newest, pos);
+        assert!(!lost.is_empty(), "flip at {pos} hits an op");
+        assert_eq!(
+            contents(&store),
+            model_without(&h, &lost),
+            "flip at {pos}: the writes after the damage stay; lost {lost:?}, {:?}",
+            store.recovery_report()
+        );
+        assert!(store.recovery_report().torn_tail.is_none(), "flip at {pos}");
+        assert_eq!(store.recovery_report().damaged.len(), 1, "flip at {pos}");
+        // The store goes on: a new write is kept.
+        store.put(b"after", b"damage").unwrap();
+        drop(store);
+        let store = Store::open(copy.path(), options()).unwrap();
+        assert_eq!(
+            store.get(b"after").unwrap().as_deref(),
+            Some(&b"damage"[..])
+        );
+    }
+    // Beyond what the index knew was synced, damage is a torn write: the tail is cut.
+    let pos = (synced_end + len.min(records_end(&h, newest))) / 2;
+    let (copy, _) = damaged_copy(&h, newest, |p| {
+        let mut bytes = fs::read(p).unwrap();
+        bytes[pos as usize] ^= 0x04;
+        fs::write(p, bytes).unwrap();
+    });
+    logcache_engine::fuzz::simulate_os_crash_after_sync(copy.path(), synced_end);
+    let store = Store::open(copy.path(), options()).unwrap();
+    assert!(store.recovery_report().torn_tail.is_some());
 }
 
 #[test]

@@ -287,6 +287,11 @@ pub(crate) mod row {
     pub const CAPACITY: usize = 32;
     /// Its format version (low 16 bits) and whether it has a hint file (bit 16).
     pub const VERSION_AND_FLAGS: usize = 40;
+    /// How far its records were made durable by an fdatasync, as far as this process knows
+    /// (0: unknown). Only ever raised, after the fdatasync returned, so that whatever value
+    /// reaches the disk is a durable length: a rebuild after a power cut knows that damage
+    /// before it is not a torn write.
+    pub const SYNCED: usize = 48;
 
     pub const FREE: u64 = 0;
     pub const ACTIVE: u64 = 1;

@@ -145,7 +145,13 @@ impl Index {
             return Ok(Arc::clone(seg));
         }
         let writable = state == row::ACTIVE && self.writable;
-        let seg = Arc::new(Segment::open(&self.dir, id, writable)?);
+        // The row knows the format version: a damaged file header costs nothing here, since
+        // every record carries its own checksum.
+        let version = table
+            .row(number, row::VERSION_AND_FLAGS)
+            .load(Ordering::Acquire) as u16;
+        let (seg, _) = Segment::open_with(&self.dir, id, writable, Some(version))?;
+        let seg = Arc::new(seg);
         if end > seg.capacity() {
             // The file was cut behind the index's back.
             return Err(Error::Corrupt {
@@ -160,6 +166,20 @@ impl Index {
         }
         self.register(number, Arc::clone(&seg));
         Ok(seg)
+    }
+
+    /// fdatasyncs segment `number` (`seg`) and records how far its records are now durable
+    /// ([`row::SYNCED`]): as far as they reached before the fdatasync began.
+    pub fn sync_segment(&self, number: u32, seg: &Segment) -> std::io::Result<()> {
+        let table = self.table();
+        let end = table.row(number, row::END).load(Ordering::Acquire);
+        seg.sync_data()?;
+        if table.row(number, row::ID).load(Ordering::Acquire) == seg.id() {
+            table
+                .row(number, row::SYNCED)
+                .fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Records that segment `number` is `seg` (just created, or opened by recovery).
@@ -305,13 +325,14 @@ const CARRIED_WORDS: [usize; 9] = [
 ];
 
 /// Segment table fields copied into a grown table.
-const ROW_FIELDS: [usize; 6] = [
+const ROW_FIELDS: [usize; 7] = [
     row::ID,
     row::STATE,
     row::END,
     row::LIVE,
     row::CAPACITY,
     row::VERSION_AND_FLAGS,
+    row::SYNCED,
 ];
 
 impl Index {
@@ -383,6 +404,7 @@ impl Index {
             };
             table.row(number, row::ID).store(id, Ordering::Relaxed);
             table.row(number, row::END).store(end, Ordering::Relaxed);
+            table.row(number, row::SYNCED).store(0, Ordering::Relaxed);
             table.row(number, row::LIVE).store(0, Ordering::Relaxed);
             table
                 .row(number, row::CAPACITY)
