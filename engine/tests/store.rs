@@ -333,18 +333,27 @@ fn a_segment_with_a_newer_format_version_is_refused() {
 }
 
 #[test]
-fn a_segment_with_a_foreign_magic_is_refused() {
+fn a_segment_with_a_foreign_magic_is_damage_skipped_or_refused_when_strict() {
     let dir = two_segment_store();
     let first = segment_files(dir.path())[0].clone();
     let mut bytes = fs::read(&first).unwrap();
     bytes[..5].copy_from_slice(b"NOTUS");
     fs::write(&first, &bytes).unwrap();
-    let err = Store::open(dir.path(), common::manual()).unwrap_err();
+    let err = Store::open(dir.path(), common::manual().strict(true)).unwrap_err();
     assert!(matches!(err, Error::Corrupt { offset: 0, .. }), "{err}");
+    // The records carry their own checksums: they are read without the header.
+    let store = Store::open(dir.path(), common::manual()).unwrap();
+    let damaged = &store.recovery_report().damaged;
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(
+        (damaged[0].offset, damaged[0].reason),
+        (0, "file header damaged")
+    );
+    assert_eq!(store.len(), 6, "every record is read");
 }
 
 #[test]
-fn corruption_in_a_sealed_segment_names_segment_and_offset() {
+fn corruption_in_a_sealed_segment_is_reported_with_segment_and_offset() {
     let dir = two_segment_store();
     let first = segment_files(dir.path())[0].clone();
     let id = common::segment_id(&first);
@@ -353,7 +362,7 @@ fn corruption_in_a_sealed_segment_names_segment_and_offset() {
     let second = 24 + 64;
     bytes[second + 30] ^= 0x01;
     fs::write(&first, &bytes).unwrap();
-    match Store::open(dir.path(), common::manual()) {
+    match Store::open(dir.path(), common::manual().strict(true)) {
         Err(Error::Corrupt {
             segment,
             offset,
@@ -369,19 +378,46 @@ fn corruption_in_a_sealed_segment_names_segment_and_offset() {
         bytes,
         "nothing is repaired behind the user's back"
     );
+    let store = Store::open(dir.path(), common::manual()).unwrap();
+    let damaged = &store.recovery_report().damaged;
+    assert_eq!(damaged.len(), 1);
+    assert_eq!((damaged[0].segment, damaged[0].offset), (id, second as u64));
+    assert_eq!(damaged[0].reason, "checksum mismatch");
+    assert_eq!(
+        store.len(),
+        5,
+        "the damaged record is lost (none follows it in its segment)"
+    );
+    drop(store);
+    let mut after = fs::read(&first).unwrap();
+    after.truncate(bytes.len());
+    assert_eq!(after, bytes, "the damaged bytes are left in place");
 }
 
 #[test]
-fn corruption_after_open_is_an_error_on_read_never_a_wrong_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), common::manual()).unwrap();
-    store.put(b"key", b"value").unwrap();
-    let seg = segment_files(dir.path())[0].clone();
-    let mut bytes = fs::read(&seg).unwrap();
-    // The last byte of the value, read through the store's map of the file.
-    bytes[24 + 21 + 3 + 4] ^= 0xff;
-    fs::write(&seg, &bytes).unwrap();
-    assert!(matches!(store.get(b"key"), Err(Error::Corrupt { .. })));
+fn corruption_after_open_is_a_lost_entry_never_a_wrong_value() {
+    for strict in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), common::manual().strict(strict)).unwrap();
+        store.put(b"key", b"value").unwrap();
+        store.put(b"other", b"intact").unwrap();
+        let seg = segment_files(dir.path())[0].clone();
+        let mut bytes = fs::read(&seg).unwrap();
+        // The last byte of the value, read through the store's map of the file.
+        bytes[24 + 21 + 3 + 4] ^= 0xff;
+        fs::write(&seg, &bytes).unwrap();
+        if strict {
+            assert!(matches!(store.get(b"key"), Err(Error::Corrupt { .. })));
+        } else {
+            assert_eq!(store.get(b"key").unwrap(), None);
+            assert!(!store.contains(b"key").unwrap());
+            assert_eq!(store.stats().damaged_reads, 2);
+        }
+        assert_eq!(
+            store.get(b"other").unwrap().as_deref(),
+            Some(&b"intact"[..])
+        );
+    }
 }
 
 #[test]
