@@ -75,6 +75,9 @@ enum Command {
     Compact { dir: PathBuf },
     /// Check every record's checksum and every hint file; exit 1 if anything is wrong.
     Verify { dir: PathBuf },
+    /// Rewrite a damaged store without its damaged records and say what was dropped; no
+    /// other process may have it open.
+    Repair { dir: PathBuf },
     /// Write every live entry to stdout as JSON lines (key and value in base64).
     Export { dir: PathBuf },
     /// Read JSON lines (as written by `export`) from stdin into the store.
@@ -299,6 +302,13 @@ fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
             t.bytes, t.segment, t.offset, t.reason
         )?;
     }
+    for d in &r.damaged {
+        writeln!(
+            out,
+            "damaged       {} bytes skipped in segment {:016x}.data at {} ({}): run `logcache repair`",
+            d.len, d.segment, d.offset, d.reason
+        )?;
+    }
     let typed = Typed::of(&store)?;
     let mut namespaces: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for key in store.keys() {
@@ -464,6 +474,49 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+fn repair(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    if !dir.exists() {
+        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
+    }
+    let report = logcache_engine::repair(dir, options())?;
+    for d in &report.damaged {
+        writeln!(
+            out,
+            "dropped {:016x}.data offset {}: {} bytes without a valid record ({})",
+            d.segment, d.offset, d.len, d.reason
+        )?;
+    }
+    if let Some(t) = &report.torn_tail {
+        writeln!(
+            out,
+            "cut {:016x}.data at {}: {} bytes of a write a crash cut short ({})",
+            t.segment, t.offset, t.bytes, t.reason
+        )?;
+    }
+    let before = report
+        .keys_before
+        .map_or_else(|| "unknown".to_string(), |n| n.to_string());
+    writeln!(
+        out,
+        "keys: {before} before, {} after; {} segments rewritten, {} bytes reclaimed",
+        report.keys_after, report.compaction.segments_in, report.compaction.bytes_reclaimed
+    )?;
+    if !report.after.is_clean() {
+        for p in &report.after.problems {
+            writeln!(
+                out,
+                "still wrong: {:016x}.data offset {}: {}",
+                p.segment, p.offset, p.reason
+            )?;
+        }
+        return Err(Failure::Fatal(
+            "the store could not be fully repaired".into(),
+        ));
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}
+
 fn export(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     let store = open(dir)?;
     let mut keys: Vec<Vec<u8>> = store.keys().collect();
@@ -551,6 +604,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys { dir, prefix, all } => keys(&mut out, &dir, prefix.as_deref(), all),
         Command::Compact { dir } => compact(&mut out, &dir),
         Command::Verify { dir } => verify(&mut out, &dir),
+        Command::Repair { dir } => repair(&mut out, &dir),
         Command::Export { dir } => export(&mut out, &dir),
         Command::Import { dir } => import(&mut out, &dir),
         #[cfg(feature = "bench")]

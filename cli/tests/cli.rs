@@ -355,3 +355,80 @@ fn typed_caches_are_shown_and_found_as_the_program_named_them() {
     );
     assert_eq!(cache.get::<u32>(&("square", 12)).unwrap(), Some(144));
 }
+
+/// The reproduction of issue 13: a flipped byte in the middle of the only segment of 3,000
+/// entries. Read-only commands change nothing and serve every other entry; `repair` drops
+/// the damage and says so; after it, `verify` is clean.
+#[test]
+fn one_flipped_byte_costs_its_entries_and_repair_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    let b64 = |bytes: &[u8]| {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let lines: String = (0..3000u32)
+        .map(|i| {
+            let key = format!("key-{i:05}");
+            let value = vec![(i % 251) as u8; 200];
+            format!(
+                "{{\"key\":\"{}\",\"value\":\"{}\"}}\n",
+                b64(key.as_bytes()),
+                b64(&value)
+            )
+        })
+        .collect();
+    logcache()
+        .args(["import", d])
+        .write_stdin(lines)
+        .assert()
+        .success();
+    let segment = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "data"))
+        .unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[348_000] ^= 0xff;
+    fs::write(&segment, &bytes).unwrap();
+
+    let (code, stdout, _) = run(&["verify", d]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("damage: the store skips it"), "{stdout}");
+    let exported = logcache().args(["export", d]).output().unwrap();
+    assert!(exported.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&exported.stdout).lines().count(),
+        2999
+    );
+    assert_eq!(
+        fs::read(&segment).unwrap(),
+        bytes,
+        "reading changed nothing"
+    );
+
+    let (code, stdout, stderr) = run(&["repair", d]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("dropped"), "{stdout}");
+    assert!(stdout.contains("3000 before, 2998 after"), "{stdout}");
+    let (code, stdout, _) = run(&["verify", d]);
+    assert_eq!((code, stdout.lines().last()), (0, Some("ok")), "{stdout}");
+    let got = logcache()
+        .args(["get", d, "--raw", "key-02999"])
+        .output()
+        .unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout, vec![(2999 % 251) as u8; 200]);
+}
