@@ -170,6 +170,30 @@ fn open(dir: &Path) -> Result<Store, Failure> {
     Ok(Store::open(dir, options())?)
 }
 
+/// Opens an existing store for a command that only reads, changing nothing in it: read-only
+/// when its index was closed cleanly; else alongside the processes that have it open, or
+/// after a process died (same boot: nothing is cut). An index that must be rebuilt (after an
+/// OS crash, or missing) is an error: a rebuild writes, and may cut a torn tail.
+fn open_for_reading(dir: &Path) -> Result<Store, Failure> {
+    if !dir.exists() {
+        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
+    }
+    match Store::open(dir, options().read_only(true)) {
+        Err(logcache_engine::Error::BadIndex { .. }) => {}
+        other => return Ok(other?),
+    }
+    match Store::open(dir, options().rebuild_index(false)) {
+        Err(logcache_engine::Error::BadIndex { reason, .. }) => Err(Failure::Fatal(format!(
+            "{}: its index must be rebuilt from the segments ({reason}), which writes to the \
+             store, and this command only reads: run `logcache repair {}` (or open the store \
+             from the application) first",
+            dir.display(),
+            dir.display()
+        ))),
+        other => Ok(other?),
+    }
+}
+
 fn open_or_create(dir: &Path) -> Result<Store, Failure> {
     Ok(Store::open(dir, options())?)
 }
@@ -286,7 +310,7 @@ fn find(store: &Store, arg: &KeyArg) -> Result<Option<Found>, Failure> {
 }
 
 fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
-    let store = open(dir)?;
+    let store = open_for_reading(dir)?;
     let s = store.stats();
     let r = store.recovery_report();
     writeln!(out, "keys          {}", s.keys)?;
@@ -334,7 +358,7 @@ fn stats(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 }
 
 fn get(out: &mut impl Write, dir: &Path, key: &KeyArg) -> Result<(), Failure> {
-    let store = open(dir)?;
+    let store = open_for_reading(dir)?;
     match find(&store, key)? {
         Some(Found::Typed { json, .. }) => writeln!(out, "{json}")?,
         Some(Found::Raw { value, .. }) => out.write_all(&value)?,
@@ -370,7 +394,7 @@ fn del(dir: &Path, key: &KeyArg) -> Result<(), Failure> {
 }
 
 fn keys(out: &mut impl Write, dir: &Path, prefix: Option<&str>, all: bool) -> Result<(), Failure> {
-    let store = open(dir)?;
+    let store = open_for_reading(dir)?;
     let typed = Typed::of(&store)?;
     let mut lines = Vec::new();
     for key in store.keys() {
@@ -518,7 +542,7 @@ fn repair(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 }
 
 fn export(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
-    let store = open(dir)?;
+    let store = open_for_reading(dir)?;
     let mut keys: Vec<Vec<u8>> = store.keys().collect();
     keys.sort();
     for k in keys {

@@ -432,3 +432,58 @@ fn one_flipped_byte_costs_its_entries_and_repair_drops_it() {
     assert!(got.status.success());
     assert_eq!(got.stdout, vec![(2999 % 251) as u8; 200]);
 }
+
+/// Every file of `dir` and its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Commands that only read change no file: neither on a store closed cleanly, nor on one
+/// whose index must be rebuilt (they refuse, and say how to rebuild it).
+#[test]
+fn commands_that_only_read_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    for (k, v) in [("a", "1"), ("b", "2")] {
+        assert_eq!(run(&["set", d, k, v]).0, 0);
+    }
+    let before = snapshot(dir.path());
+    for args in [
+        vec!["stats", d],
+        vec!["get", d, "--raw", "a"],
+        vec!["keys", d],
+        vec!["export", d],
+        vec!["verify", d],
+    ] {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {stdout}{stderr}");
+        assert_eq!(snapshot(dir.path()), before, "{args:?} changed a file");
+    }
+
+    // Without its index the store must be rebuilt from the segments, which writes.
+    fs::remove_file(dir.path().join("INDEX")).unwrap();
+    let before = snapshot(dir.path());
+    for args in [
+        vec!["stats", d],
+        vec!["get", d, "--raw", "a"],
+        vec!["keys", d],
+        vec!["export", d],
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(stderr.contains("logcache repair"), "{args:?}: {stderr}");
+        assert_eq!(snapshot(dir.path()), before, "{args:?} changed a file");
+    }
+    assert_eq!(run(&["repair", d]).0, 0);
+    let (code, value, _) = run(&["get", d, "--raw", "b"]);
+    assert_eq!((code, value.as_str()), (0, "2"));
+}

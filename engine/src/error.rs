@@ -62,9 +62,10 @@ pub enum Error {
         /// The version this build reads and writes.
         supported: u16,
     },
-    /// An index file is damaged or of another format version. Opening a store rebuilds its
-    /// index from the segments instead of failing; this is returned only where that cannot
-    /// happen (a read-only store).
+    /// An index file is damaged, missing, of another format version, or cannot be trusted.
+    /// Opening a store rebuilds its index from the segments instead of failing; this is
+    /// returned only where that may not happen (a read-only store, or
+    /// `Options::rebuild_index` off), and nothing was changed.
     #[error("index file {} cannot be used: {reason}", path.display())]
     BadIndex {
         /// The file.

@@ -311,6 +311,159 @@ pub fn crash_recovery(data: &[u8]) {
     );
 }
 
+/// Where one record of a write lies.
+#[derive(Debug, Clone, Copy)]
+struct RecordSpan {
+    segment: u64,
+    start: u64,
+    end: u64,
+    /// The write's last record (a single put or delete, or a batch's delete).
+    last: bool,
+}
+
+/// Writes, a clean close (everything synced, and the index knowing it), then arbitrary bytes
+/// flipped anywhere in any segment file, and the index rebuilt from the segments (hints
+/// removed, as if lost). The store must open, hold exactly the writes that no damage reached
+/// (a damaged record costs its write, and, if it was the write's last record, the next write
+/// in its segment too: see docs/guarantees.md), and never a value that was not written.
+pub fn damage_skip(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(writes) = u
+        .arbitrary_iter::<Write>()
+        .and_then(|it| it.take(48).collect::<arbitrary::Result<Vec<Write>>>())
+    else {
+        return;
+    };
+    let opts = Options::default()
+        .durability(Durability::Flush)
+        .max_segment_size(*u.choose(&[300u64, 2048]).unwrap_or(&2048))
+        .auto_compaction(false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start = segment::data_start(segment::FORMAT_VERSION) as u64;
+    let mut spans: Vec<Vec<RecordSpan>> = Vec::new();
+    {
+        let store = Store::open(dir.path(), opts.clone()).expect("open");
+        for w in &writes {
+            let before = store.log_position();
+            let lens: Vec<u64> = match w {
+                Write::Put(k, Value(v)) => {
+                    store.put(&key(*k), v).expect("put");
+                    vec![record::padded_len(2, v.len()) as u64]
+                }
+                Write::Delete(k) => {
+                    store.delete(&key(*k)).expect("delete");
+                    vec![record::padded_len(2, 0) as u64]
+                }
+                Write::Batch(a, b, Value(v)) => {
+                    let mut batch = WriteBatch::new();
+                    batch.put(&key(*a), v).delete(&key(*b));
+                    store.write_batch(&batch).expect("batch");
+                    vec![
+                        record::padded_len(2, v.len()) as u64,
+                        record::padded_len(2, 0) as u64,
+                    ]
+                }
+            };
+            let (seg, end) = store.log_position();
+            let mut at = if before.0 == seg { before.1 } else { start };
+            if end == at {
+                // A delete of an absent key writes nothing (the writer may have moved to a
+                // new segment for it all the same).
+                spans.push(Vec::new());
+                continue;
+            }
+            let records = lens
+                .iter()
+                .enumerate()
+                .map(|(i, len)| {
+                    let span = RecordSpan {
+                        segment: seg,
+                        start: at,
+                        end: at + len,
+                        last: i + 1 == lens.len(),
+                    };
+                    at += len;
+                    span
+                })
+                .collect();
+            assert_eq!(at, end, "the records of a write are contiguous");
+            spans.push(records);
+        }
+        store.close().expect("close");
+    }
+    let Some((_, newest, _)) = newest_segment(dir.path()) else {
+        return;
+    };
+    let newest_end = spans
+        .iter()
+        .flatten()
+        .filter(|r| r.segment == newest)
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(start);
+    simulate_os_crash_after_sync(dir.path(), newest_end);
+    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        match segment::parse_file_name(name) {
+            Some((id, FileKind::Data, false)) => files.push((id, path)),
+            Some((_, FileKind::Hint, false)) => fs::remove_file(&path).expect("remove hint"),
+            _ => {}
+        }
+    }
+    files.sort();
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|(_, p)| fs::read(p).expect("read"))
+        .collect();
+    let mut damaged = originals.clone();
+    for _ in 0..u.int_in_range(1..=4u8).unwrap_or(1) {
+        let Ok(f) = u.choose_index(files.len()) else {
+            break;
+        };
+        let len = damaged[f].len();
+        if len == 0 {
+            continue;
+        }
+        let at = u.int_in_range(0..=len - 1).unwrap_or(0);
+        damaged[f][at] ^= u.int_in_range(1..=255u8).unwrap_or(1);
+    }
+    // The writes lost: those with a damaged record, and after a write's damaged last record,
+    // the next write with records in the same segment.
+    let mut lost = vec![false; writes.len()];
+    for (f, (id, path)) in files.iter().enumerate() {
+        fs::write(path, &damaged[f]).expect("write");
+        let in_segment: Vec<usize> = (0..writes.len())
+            .filter(|&i| spans[i].first().is_some_and(|r| r.segment == *id))
+            .collect();
+        for pos in (0..damaged[f].len()).filter(|&p| damaged[f][p] != originals[f][p]) {
+            let pos = pos as u64;
+            for (k, &i) in in_segment.iter().enumerate() {
+                if let Some(r) = spans[i].iter().find(|r| r.start <= pos && pos < r.end) {
+                    lost[i] = true;
+                    if r.last
+                        && let Some(&next) = in_segment.get(k + 1)
+                    {
+                        lost[next] = true;
+                    }
+                }
+            }
+        }
+    }
+    let store = Store::open(dir.path(), opts).expect("a damaged store opens");
+    // The writes that left records, less those lost. (A delete of a key absent at the time
+    // wrote nothing: had an earlier write been lost, it would not delete what that write
+    // held, so it is no part of what the store can hold.)
+    let mut model = Model::new();
+    for i in (0..writes.len()).filter(|&i| !lost[i] && !spans[i].is_empty()) {
+        apply(&mut model, &writes[i]);
+    }
+    assert_eq!(contents(&store), model, "lost {lost:?}");
+}
+
 thread_local! {
     /// Set while `index_decode` works on an index it damaged on purpose: slots that point
     /// nowhere are expected then, and a bug otherwise.

@@ -70,6 +70,12 @@ pub struct Options {
     /// does a read of a damaged record. Off by default: a damaged record costs its entry (and
     /// the one after it, see docs/guarantees.md), is reported, and the store goes on.
     pub strict: bool,
+    /// Rebuild an index that cannot be trusted (after an OS crash or a power cut, or missing
+    /// or damaged) from the segments, as opening needs. Off: such an open fails with
+    /// [`Error::BadIndex`](crate::Error::BadIndex) and changes nothing, since a rebuild
+    /// writes the index and may cut a torn tail off the newest segment; commands that only
+    /// read (`logcache stats`, `get`, `keys`, `export`) open so. On by default.
+    pub rebuild_index: bool,
 }
 
 impl Default for Options {
@@ -87,11 +93,18 @@ impl Default for Options {
             exclusive: false,
             read_only: false,
             strict: false,
+            rebuild_index: true,
         }
     }
 }
 
 impl Options {
+    /// Sets [`Options::rebuild_index`].
+    pub fn rebuild_index(mut self, rebuild: bool) -> Self {
+        self.rebuild_index = rebuild;
+        self
+    }
+
     /// Sets [`Options::strict`].
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;

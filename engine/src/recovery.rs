@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, IoContext, Result};
 use crate::index::file::{self, PointerFile, TableFile, header, row};
 use crate::index::{Index, op};
+use crate::options::Options;
 use crate::segment::{self, FileKind};
 use crate::{migrate, rebuild};
 
@@ -145,9 +146,19 @@ pub(crate) fn current_boot() -> [u64; 2] {
 
 /// Opens the index of the store in `dir` (which the caller has locked), rebuilding it if it
 /// cannot be trusted, and marks it as changing during this boot.
-pub(crate) fn open_index(dir: &Path, now_ms: u64, strict: bool) -> Result<(Index, RecoveryReport)> {
+pub(crate) fn open_index(
+    dir: &Path,
+    now_ms: u64,
+    options: &Options,
+) -> Result<(Index, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     let mut listing = list(dir)?;
+    if !options.rebuild_index && !listing.temps.is_empty() {
+        return Err(needs_rebuild(
+            dir,
+            "files of an interrupted change are left",
+        ));
+    }
     remove_files(dir, &listing.temps)?;
     report.temp_files_removed = listing.temps.len();
     listing.temps.clear();
@@ -166,6 +177,7 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64, strict: bool) -> Result<(Index
     };
     let index = match trusted.and_then(|index| reconcile(index, &listing, &mut report)) {
         Ok(index) => index,
+        Err(why) if !options.rebuild_index => return Err(needs_rebuild(dir, why)),
         Err(why) => {
             report.index_rebuilt = Some(why);
             report.segments_upgraded =
@@ -173,7 +185,7 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64, strict: bool) -> Result<(Index
             if report.segments_upgraded > 0 {
                 listing = list(dir)?;
             }
-            rebuild::rebuild(dir, &listing, now_ms, strict, &mut report)?
+            rebuild::rebuild(dir, &listing, now_ms, options.strict, &mut report)?
         }
     };
     let current = index.table().generation();
@@ -197,6 +209,15 @@ pub(crate) fn open_index(dir: &Path, now_ms: u64, strict: bool) -> Result<(Index
     report.segments = index.rows().len();
     index.pointer().mark_dirty(boot);
     Ok((index, report))
+}
+
+/// The error of an open that would have to rebuild the index and may not
+/// (`Options::rebuild_index` off).
+fn needs_rebuild(dir: &Path, why: &'static str) -> Error {
+    Error::BadIndex {
+        path: dir.join(file::POINTER_FILE),
+        reason: why,
+    }
 }
 
 /// Maps the index of the store in `dir` for reading only: it must have been closed cleanly

@@ -128,7 +128,7 @@ impl Store {
         } else {
             let (locks, opened) =
                 StoreLocks::acquire(&dir, options.exclusive, |role| match role {
-                    Role::First => recovery::open_index(&dir, now_ms(), options.strict),
+                    Role::First => recovery::open_index(&dir, now_ms(), &options),
                     Role::Joined => recovery::join_index(&dir),
                 })?;
             (Some(locks), opened)

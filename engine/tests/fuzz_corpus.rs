@@ -49,6 +49,11 @@ fn crash_recovery() {
 }
 
 #[test]
+fn damage_skip() {
+    run("damage_skip", fuzz::damage_skip, 1500, 600);
+}
+
+#[test]
 fn record_decode() {
     run("record_decode", fuzz::record_decode, 3000, 400);
 }

@@ -631,3 +631,30 @@ fn a_read_only_store_reads_and_changes_nothing() {
     assert!(Store::open(&missing, common::manual().read_only(true)).is_err());
     assert!(!missing.exists(), "a read-only open creates nothing");
 }
+
+#[test]
+fn an_open_that_may_not_rebuild_refuses_and_changes_nothing() {
+    let dir = two_segment_store();
+    let listing = |p: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(dir.path());
+    // The index was left as an OS crash leaves it: it must be rebuilt.
+    let err = Store::open(dir.path(), common::manual().rebuild_index(false)).unwrap_err();
+    assert!(matches!(err, Error::BadIndex { .. }), "{err}");
+    assert_eq!(listing(dir.path()), before, "nothing changed");
+    let store = Store::open(dir.path(), common::manual()).unwrap();
+    assert!(store.recovery_report().index_rebuilt.is_some());
+    assert_eq!(store.len(), 6);
+}
