@@ -100,7 +100,10 @@ impl<'a> Replay<'a> {
     }
 }
 
-/// Rebuilds the index of `dir` from its (format version 2) segments.
+/// Rebuilds the index of `dir` from its (format version 2) segments. A rebuild that fails
+/// (a segment of another format version; damage, with `strict`) leaves the directory as it
+/// was: the new index lies under names the next open ignores until it is complete, and
+/// leftovers are removed only after that.
 pub(crate) fn rebuild(
     dir: &Path,
     listing: &Listing,
@@ -108,34 +111,57 @@ pub(crate) fn rebuild(
     strict: bool,
     report: &mut RecoveryReport,
 ) -> Result<Index> {
+    let first_generation = listing.tables.iter().max().map_or(1, |g| g + 1);
+    let rebuilt = rebuild_index(dir, listing, now_ms, strict, first_generation, report);
+    if rebuilt.is_err() {
+        // Best effort: what is left is removed by the next open anyway.
+        let _ = fs::remove_file(crate::index::file::pending_path(dir));
+        if let Ok(now) = crate::recovery::list(dir) {
+            for generation in now.tables.into_iter().filter(|&g| g >= first_generation) {
+                let _ = fs::remove_file(dir.join(crate::index::file::table_name(generation)));
+            }
+        }
+    }
+    rebuilt
+}
+
+fn rebuild_index(
+    dir: &Path,
+    listing: &Listing,
+    now_ms: u64,
+    strict: bool,
+    generation: u64,
+    report: &mut RecoveryReport,
+) -> Result<Index> {
     let mut ids = listing.data.clone();
+    // Files to remove once the new index is in place.
+    let mut leftovers = Vec::new();
     if let Some(&last) = ids.last()
         && is_torn_creation(&segment::path(dir, last), last)?
     {
-        remove_files(dir, &[segment::path(dir, last)])?;
+        leftovers.push(segment::path(dir, last));
         report.empty_segments_removed += 1;
         ids.pop();
     }
     // A hint without its segment is left from a deletion cut short.
-    let orphans: Vec<_> = listing
-        .hints
-        .iter()
-        .filter(|id| ids.binary_search(id).is_err())
-        .map(|&id| dir.join(segment::file_name(id, FileKind::Hint)))
-        .collect();
-    remove_files(dir, &orphans)?;
+    leftovers.extend(
+        listing
+            .hints
+            .iter()
+            .filter(|id| ids.binary_search(id).is_err())
+            .map(|&id| dir.join(segment::file_name(id, FileKind::Hint))),
+    );
 
     // How far the newest segment was durable, as the old index last knew it.
     let newest_synced = ids
         .last()
         .map_or(0, |&id| synced_length(dir, &listing.tables, id));
-    // The pointer names no table until the new one is complete: a crash meanwhile leaves an
-    // index that is rebuilt again.
-    let generation = listing.tables.iter().max().map_or(1, |g| g + 1);
-    let pointer = PointerFile::create(dir, 0)?;
+    // The new pointer replaces `INDEX` only once the new table is complete: a crash or a
+    // failure meanwhile leaves the old index as it was.
+    let pointer = PointerFile::create_pending(dir, 0)?;
     let shape = Index::shape_for(0, ids.len() as u32 + 8, 256);
     let table = TableFile::create(dir, generation, random_seed(), shape)?;
-    let index = Index::new(dir, pointer, table);
+    let mut index = Index::new(dir, pointer, table);
     let mut replay = Replay::new(&index, now_ms);
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
@@ -239,8 +265,9 @@ pub(crate) fn rebuild(
         .store(next, Ordering::Release);
     table.sync()?;
     index.pointer().set_generation(table.generation());
-    index.pointer().sync()?;
     drop(table);
+    index.install_pointer()?;
+    remove_files(dir, &leftovers)?;
     Ok(index)
 }
 

@@ -153,15 +153,9 @@ pub(crate) fn open_index(
 ) -> Result<(Index, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     let mut listing = list(dir)?;
-    if !options.rebuild_index && !listing.temps.is_empty() {
-        return Err(needs_rebuild(
-            dir,
-            "files of an interrupted change are left",
-        ));
-    }
-    remove_files(dir, &listing.temps)?;
-    report.temp_files_removed = listing.temps.len();
-    listing.temps.clear();
+    // Leftovers of an interrupted change, removed once the open has succeeded (an open that
+    // fails changes nothing).
+    let temps = std::mem::take(&mut listing.temps);
     let boot = current_boot();
     let pointer = PointerFile::open(dir, true)?;
     let trusted = match pointer {
@@ -188,6 +182,9 @@ pub(crate) fn open_index(
             rebuild::rebuild(dir, &listing, now_ms, options.strict, &mut report)?
         }
     };
+    let temps: Vec<PathBuf> = temps.into_iter().filter(|p| p.exists()).collect();
+    remove_files(dir, &temps)?;
+    report.temp_files_removed = temps.len();
     let current = index.table().generation();
     let stale: Vec<PathBuf> = list(dir)?
         .tables

@@ -103,6 +103,7 @@ impl<'a> Records<'a> {
             // the first one.
             let start = data_start(version).min(bytes.len());
             records.end = None;
+            records.committed = start;
             records.damage.push(Damage {
                 offset,
                 len: (start as u64).saturating_sub(offset),
@@ -402,6 +403,21 @@ mod tests {
         );
         assert_eq!(damage.len(), 1);
         assert_eq!(end.valid_len, len as u64);
+    }
+
+    #[test]
+    fn damaged_padding_after_the_header_of_an_empty_segment_ends_at_the_first_record() {
+        let mut bytes = segment_bytes(2, &[]);
+        bytes.resize(bytes.len() + 64, 0);
+        bytes[SEGMENT_HEADER_LEN + 1] = 7;
+        let (keys, damage, end) = skipping(&bytes, 2, u64::MAX);
+        assert!(keys.is_empty());
+        assert_eq!(damage.len(), 1);
+        assert_eq!(
+            (end.valid_len, end.invalid),
+            (data_start(2) as u64, None),
+            "the records (none) end where they start, not inside the padding"
+        );
     }
 
     #[test]

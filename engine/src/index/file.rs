@@ -20,6 +20,11 @@ use crate::segment::{self, FORMAT_VERSION};
 
 /// Name of the file that names the current table file.
 pub(crate) const POINTER_FILE: &str = "INDEX";
+
+/// Where a pointer file is made before it replaces `INDEX`.
+pub(crate) fn pending_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{POINTER_FILE}.tmp"))
+}
 pub(crate) const PAGE: usize = 4096;
 const POINTER_MAGIC: &[u8; 5] = b"LCIDX";
 const TABLE_MAGIC: &[u8; 5] = b"LCTAB";
@@ -134,23 +139,33 @@ mod pointer {
 }
 
 impl PointerFile {
-    /// Creates (or replaces) the pointer file, naming `generation`, not clean.
-    pub fn create(dir: &Path, generation: u64) -> Result<PointerFile> {
-        let path = dir.join(POINTER_FILE);
-        let temp = dir.join(format!("{POINTER_FILE}.tmp"));
+    /// Creates a pointer file naming `generation` under a temporary name, which the next open
+    /// removes: it replaces `INDEX` only once [`PointerFile::install`]ed.
+    pub fn create_pending(dir: &Path, generation: u64) -> Result<PointerFile> {
+        let temp = pending_path(dir);
         let (file, map) = create_mapped(&temp, PAGE as u64)?;
         file.write_all_at(&static_header(POINTER_MAGIC, 3, &[]), 0)
             .context("writing", &temp)?;
         let pointer = PointerFile {
-            path: path.clone(),
+            path: temp,
             _file: file,
             map,
         };
         pointer.set_generation(generation);
-        pointer.sync()?;
-        std::fs::rename(&temp, &path).context("renaming", &temp)?;
-        segment::sync_dir(dir)?;
         Ok(pointer)
+    }
+
+    /// Makes this pointer `INDEX`, durably (it is synced first).
+    pub fn install(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(POINTER_FILE);
+        if self.path == path {
+            return Ok(());
+        }
+        self.sync()?;
+        std::fs::rename(&self.path, &path).context("renaming", &self.path)?;
+        segment::sync_dir(dir)?;
+        self.path = path;
+        Ok(())
     }
 
     /// Opens the pointer file; `None` if there is none.
@@ -564,7 +579,12 @@ mod tests {
     fn the_pointer_file_names_the_generation_and_keeps_the_clean_flag() {
         let dir = tempfile::tempdir().unwrap();
         assert!(PointerFile::open(dir.path(), true).unwrap().is_none());
-        let pointer = PointerFile::create(dir.path(), 5).unwrap();
+        let mut pointer = PointerFile::create_pending(dir.path(), 5).unwrap();
+        assert!(
+            PointerFile::open(dir.path(), true).unwrap().is_none(),
+            "pending: not INDEX yet"
+        );
+        pointer.install(dir.path()).unwrap();
         assert!(!pointer.is_clean());
         pointer.mark_dirty([1, 2]);
         pointer.mark_clean().unwrap();

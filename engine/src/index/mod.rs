@@ -85,6 +85,11 @@ impl Index {
         &self.pointer
     }
 
+    /// Makes a pointer made with [`PointerFile::create_pending`] the store's `INDEX`.
+    pub fn install_pointer(&mut self) -> Result<()> {
+        self.pointer.install(&self.dir)
+    }
+
     /// The current table.
     pub fn table(&self) -> arc_swap::Guard<Arc<TableFile>> {
         self.table.load()
