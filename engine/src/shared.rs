@@ -324,6 +324,8 @@ impl Shared {
             if table.word(header::OP_STATE).load(Ordering::Acquire) != IDLE {
                 return Ok(());
             }
+            #[cfg(debug_assertions)]
+            self.check_live_bytes(&table);
             // Another store may have appended since this one's sync.
             if let Some((number, active)) = writer.active(&self.index) {
                 self.index
@@ -334,6 +336,30 @@ impl Shared {
             self.index.pointer().mark_clean()
         })?;
         Ok(())
+    }
+
+    /// Checks every row's live bytes against a recount from the slots (debug builds, at the
+    /// last close, holding the writer lock): the counts the op log keeps must be exact. Not
+    /// where a record is damaged, nor where a test damaged the index on purpose.
+    #[cfg(debug_assertions)]
+    fn check_live_bytes(&self, table: &TableFile) {
+        #[cfg(feature = "fuzzing")]
+        if crate::fuzz::DAMAGED_INDEX.with(|d| d.get()) {
+            return;
+        }
+        let Some(recount) = self.index.recount_live(table) else {
+            return;
+        };
+        for (number, _) in self.index.rows() {
+            let recorded = table
+                .row(number, crate::index::file::row::LIVE)
+                .load(Ordering::Acquire);
+            let counted = recount.get(&number).copied().unwrap_or(0);
+            debug_assert_eq!(
+                recorded, counted,
+                "segment row {number}: {recorded} live bytes recorded, {counted} recounted"
+            );
+        }
     }
 
     /// Whether the index has a slot for `key` (expired or not); false where it cannot tell.

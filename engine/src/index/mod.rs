@@ -282,6 +282,28 @@ impl Index {
         })
     }
 
+    /// The live bytes of each segment row, recounted from the slots: the bytes (padding
+    /// included) of every record a slot points at. `None` if a record cannot be read (damage:
+    /// the counts then cannot be checked). Debug builds check the rows' live bytes against
+    /// it (redb keeps a debug-only shadow of its allocations for the same reason).
+    pub fn recount_live(&self, table: &TableFile) -> Option<std::collections::BTreeMap<u32, u64>> {
+        let mut live = std::collections::BTreeMap::new();
+        let mut readable = true;
+        self.for_each_slot(table, |value| {
+            let at = slot::location_of(value);
+            let len = self.segment_in(table, at.number).ok().and_then(|seg| {
+                record::decode(seg.tail(at.offset))
+                    .ok()
+                    .map(|rec| record::span(rec.encoded_len(), seg.version()) as u64)
+            });
+            match len {
+                Some(len) => *live.entry(at.number).or_insert(0) += len,
+                None => readable = false,
+            }
+        });
+        readable.then_some(live)
+    }
+
     /// Visits every slot in use: `f(slot value)`.
     pub fn for_each_slot(&self, table: &TableFile, mut f: impl FnMut(u64)) {
         for i in 0..table.shape().slots() {
