@@ -286,6 +286,7 @@ impl Index {
     /// included) of every record a slot points at. `None` if a record cannot be read (damage:
     /// the counts then cannot be checked). Debug builds check the rows' live bytes against
     /// it (redb keeps a debug-only shadow of its allocations for the same reason).
+    #[cfg(debug_assertions)]
     pub fn recount_live(&self, table: &TableFile) -> Option<std::collections::BTreeMap<u32, u64>> {
         let mut live = std::collections::BTreeMap::new();
         let mut readable = true;
