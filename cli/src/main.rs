@@ -162,11 +162,17 @@ fn options() -> Options {
         .durability(Durability::Flush)
 }
 
+/// A missing directory is an error for every command but `set` and `import`, which create it.
+fn must_exist(dir: &Path) -> Result<(), Failure> {
+    if dir.exists() {
+        return Ok(());
+    }
+    Err(Failure::Fatal(format!("{} does not exist", dir.display())))
+}
+
 /// Opens an existing store; unlike `Store::open`, a missing directory is an error.
 fn open(dir: &Path) -> Result<Store, Failure> {
-    if !dir.exists() {
-        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
-    }
+    must_exist(dir)?;
     Ok(Store::open(dir, options())?)
 }
 
@@ -175,9 +181,7 @@ fn open(dir: &Path) -> Result<Store, Failure> {
 /// after a process died (same boot: nothing is cut). An index that must be rebuilt (after an
 /// OS crash, or missing) is an error: a rebuild writes, and may cut a torn tail.
 fn open_for_reading(dir: &Path) -> Result<Store, Failure> {
-    if !dir.exists() {
-        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
-    }
+    must_exist(dir)?;
     match Store::open(dir, options().read_only(true)) {
         Err(logcache_engine::Error::BadIndex { .. }) => {}
         other => return Ok(other?),
@@ -455,9 +459,7 @@ fn compact(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 }
 
 fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
-    if !dir.exists() {
-        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
-    }
+    must_exist(dir)?;
     // Alone, verify offline (no recovery runs, nothing changes). If a process has the store
     // open, join it: the open store holds compaction and writes while its files are checked.
     let report = match logcache_engine::verify(dir) {
@@ -499,9 +501,7 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 }
 
 fn repair(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
-    if !dir.exists() {
-        return Err(Failure::Fatal(format!("{} does not exist", dir.display())));
-    }
+    must_exist(dir)?;
     let report = logcache_engine::repair(dir, options())?;
     for d in &report.damaged {
         writeln!(

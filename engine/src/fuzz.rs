@@ -212,26 +212,35 @@ fn newest_segment(dir: &Path) -> Option<(std::path::PathBuf, u64, u64)> {
     Some((path, id, len))
 }
 
+/// The writes of a crash test: up to 48.
+fn crash_writes(u: &mut Unstructured<'_>) -> Option<Vec<Write>> {
+    u.arbitrary_iter::<Write>()
+        .and_then(|it| it.take(48).collect::<arbitrary::Result<Vec<Write>>>())
+        .ok()
+}
+
+/// The options of a crash test: every write handed to the OS, small or larger segments.
+fn crash_options(u: &mut Unstructured<'_>) -> Options {
+    Options::default()
+        .durability(Durability::Flush)
+        .max_segment_size(*u.choose(&[300u64, 2048]).unwrap_or(&2048))
+        .auto_compaction(false)
+}
+
 /// Writes, a sync at some point, more writes, then a simulated crash: the newest segment is
 /// cut at any byte after the last sync (a torn write or lost unsynced data) and bytes after
 /// the sync are flipped. After reopening, the store must hold exactly the writes before the
 /// first damaged one, which include every synced write.
 pub fn crash_recovery(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let Ok(writes) = u
-        .arbitrary_iter::<Write>()
-        .and_then(|it| it.take(48).collect::<arbitrary::Result<Vec<Write>>>())
-    else {
+    let Some(writes) = crash_writes(&mut u) else {
         return;
     };
     if writes.is_empty() {
         return;
     }
     let synced = u.int_in_range(0..=writes.len()).unwrap_or(0);
-    let opts = Options::default()
-        .durability(Durability::Flush)
-        .max_segment_size(*u.choose(&[300u64, 2048]).unwrap_or(&2048))
-        .auto_compaction(false);
+    let opts = crash_options(&mut u);
     let dir = tempfile::tempdir().expect("temp dir");
     // Where each write's records end: (segment id, end offset).
     let mut ends: Vec<(u64, u64)> = Vec::new();
@@ -328,16 +337,10 @@ struct RecordSpan {
 /// in its segment too: see docs/guarantees.md), and never a value that was not written.
 pub fn damage_skip(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let Ok(writes) = u
-        .arbitrary_iter::<Write>()
-        .and_then(|it| it.take(48).collect::<arbitrary::Result<Vec<Write>>>())
-    else {
+    let Some(writes) = crash_writes(&mut u) else {
         return;
     };
-    let opts = Options::default()
-        .durability(Durability::Flush)
-        .max_segment_size(*u.choose(&[300u64, 2048]).unwrap_or(&2048))
-        .auto_compaction(false);
+    let opts = crash_options(&mut u);
     let dir = tempfile::tempdir().expect("temp dir");
     let start = segment::data_start(segment::FORMAT_VERSION) as u64;
     let mut spans: Vec<Vec<RecordSpan>> = Vec::new();

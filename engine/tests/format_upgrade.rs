@@ -34,6 +34,21 @@ fn parse_listing(listing: &str) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
         .collect()
 }
 
+/// Checks that `store` holds exactly a fixture's `expected` listing, and neither the expired
+/// entry nor the key the fixture's batch deleted.
+fn holds_listing(store: &Store, expected: &[(Vec<u8>, Vec<u8>, u64)]) {
+    assert_eq!(contents(store).len(), expected.len());
+    for (key, value, expires_at) in expected {
+        assert_eq!(
+            store.get_with_expiry(key).unwrap(),
+            Some((value.clone(), *expires_at)),
+            "key {key:?}"
+        );
+    }
+    assert_eq!(store.get(b"expired").unwrap(), None);
+    assert_eq!(store.get(b"key002").unwrap(), None, "deleted in a batch");
+}
+
 fn fixture(into: &Path) {
     copy_fixture("engine-v1", into);
 }
@@ -52,17 +67,7 @@ fn a_version_1_store_opens_with_its_contents_and_takes_new_writes() {
     let expected = expected();
     assert_eq!(expected.len(), 79);
     let store = Store::open(dir.path(), manual()).unwrap();
-    let found = contents(&store);
-    assert_eq!(found.len(), expected.len());
-    for (key, value, expires_at) in &expected {
-        assert_eq!(
-            store.get_with_expiry(key).unwrap(),
-            Some((value.clone(), *expires_at)),
-            "key {key:?}"
-        );
-    }
-    assert_eq!(store.get(b"expired").unwrap(), None);
-    assert_eq!(store.get(b"key002").unwrap(), None, "deleted in a batch");
+    holds_listing(&store, &expected);
     store.put(b"new", b"after the upgrade").unwrap();
     store.delete(b"key003").unwrap();
     store.close().unwrap();
@@ -87,18 +92,6 @@ fn a_version_1_store_opens_with_its_contents_and_takes_new_writes() {
 fn a_version_2_store_opens_through_its_index_and_by_a_rebuild() {
     let expected = parse_listing(include_str!("fixtures/engine-v2.expected"));
     assert_eq!(expected.len(), 79);
-    let check = |store: &Store| {
-        assert_eq!(contents(store).len(), expected.len());
-        for (key, value, expires_at) in &expected {
-            assert_eq!(
-                store.get_with_expiry(key).unwrap(),
-                Some((value.clone(), *expires_at)),
-                "key {key:?}"
-            );
-        }
-        assert_eq!(store.get(b"expired").unwrap(), None);
-        assert_eq!(store.get(b"key002").unwrap(), None, "deleted in a batch");
-    };
     let dir = tempfile::tempdir().unwrap();
     copy_fixture("engine-v2", dir.path());
     let store = Store::open(dir.path(), manual()).unwrap();
@@ -107,7 +100,7 @@ fn a_version_2_store_opens_through_its_index_and_by_a_rebuild() {
         None,
         "its index is used"
     );
-    check(&store);
+    holds_listing(&store, &expected);
     drop(store);
 
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +109,7 @@ fn a_version_2_store_opens_through_its_index_and_by_a_rebuild() {
     let store = Store::open(dir.path(), manual()).unwrap();
     assert!(store.recovery_report().index_rebuilt.is_some());
     assert!(store.recovery_report().hints_used > 0);
-    check(&store);
+    holds_listing(&store, &expected);
     store.put(b"new", b"after").unwrap();
     store.compact().unwrap();
     assert_eq!(store.get(b"new").unwrap().as_deref(), Some(&b"after"[..]));
