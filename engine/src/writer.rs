@@ -10,10 +10,14 @@ use crate::index::Index;
 use crate::index::file::{Shape, header, row};
 use crate::index::op::Append;
 use crate::index::plan::{NewRecord, PlanBuffers, Planned, Planner};
-use crate::index::slot::{self, Location};
+use crate::index::slot::{self, KeyHash, Location};
 use crate::options::Options;
 use crate::record;
 use crate::segment::{FORMAT_VERSION, MAX_SEGMENT_LEN, Segment, data_start, next_writer_id};
+
+/// How many keys ahead of the one planned a batch fetches buckets: enough for the misses to
+/// overlap, few enough that the lines are still cached when planned.
+const PREFETCH_AHEAD: usize = 8;
 
 /// One change of a write: a record to append and what it does to the index.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +32,14 @@ pub(crate) enum Change<'a> {
     },
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
+    /// The key it writes.
+    pub fn key(&self) -> &'a [u8] {
+        match *self {
+            Change::Put { key, .. } | Change::Delete { key } => key,
+        }
+    }
+
     /// Bytes its record takes, padding included.
     pub fn len(&self) -> usize {
         match self {
@@ -60,6 +71,8 @@ pub(crate) struct Writer {
     buffers: PlanBuffers,
     /// Where large appends are encoded before their `pwrite`.
     staging: Vec<u8>,
+    /// The hashes of a write's keys.
+    hashes: Vec<KeyHash>,
 }
 
 impl Writer {
@@ -71,6 +84,7 @@ impl Writer {
             failure: None,
             buffers: PlanBuffers::default(),
             staging: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 
@@ -135,7 +149,13 @@ impl Writer {
             let mut planner = Planner::with_buffers(index, Arc::clone(&table), buffers);
             let mut offset = start;
             let mut room = true;
-            for change in changes {
+            let hashes = &mut self.hashes;
+            hashes.clear();
+            hashes.extend(changes.iter().map(|c| planner.hash(c.key())));
+            for (i, change) in changes.iter().enumerate() {
+                if let Some(&ahead) = hashes.get(i + PREFETCH_AHEAD) {
+                    planner.prefetch(ahead);
+                }
                 let at = Location { number, offset };
                 offset += change.len() as u64;
                 match *change {
@@ -147,13 +167,13 @@ impl Writer {
                             len: change.len() as u32,
                             expiring: expires_at != 0,
                         };
-                        if planner.put(key, new)? == Planned::NeedsRoom {
+                        if planner.put_hashed(key, hashes[i], new)? == Planned::NeedsRoom {
                             room = false;
                             break;
                         }
                     }
                     Change::Delete { key } => {
-                        planner.delete(key)?;
+                        planner.delete_hashed(key, hashes[i])?;
                     }
                 }
             }

@@ -59,6 +59,9 @@ pub(crate) enum Planned {
     NeedsRoom,
 }
 
+/// The bits of a slot value that hold the record's location.
+const LOCATION_MASK: u64 = (1 << (64 - slot::TAG_BITS)) - 1;
+
 /// Bits of [`PlanBuffers::overlaid`]: a filter on the buckets of slots in the overlay.
 const FILTER_BITS: usize = 1 << 16;
 
@@ -67,9 +70,15 @@ fn filter_bit(pos: usize) -> usize {
     pos / BUCKET_SLOTS % FILTER_BITS
 }
 
+/// The record info counted for a value a plan moves from one slot to another: the same
+/// where it arrives and where it leaves, so the two cancel out.
+const MOVED: (u32, bool) = (0, false);
+
 /// A record planned but not written yet.
 #[derive(Debug, Clone, Copy)]
 struct PlannedRecord {
+    /// Its location as a slot holds it (the slot value's low bits, which order locations).
+    at: u64,
     /// Where its key lies in the arena, and how long it is.
     key_at: usize,
     key_len: usize,
@@ -88,8 +97,9 @@ pub(crate) struct PlanBuffers {
     overlaid: Vec<u64>,
     /// Record length and expiry of slot values seen, so each record is read once.
     info: HashMap<u64, (u32, bool)>,
-    /// The records planned but not written yet, by slot value.
-    planned: HashMap<u64, PlannedRecord>,
+    /// The records planned but not written yet, in the order of their locations (a writer
+    /// plans the records of one append, which follow each other in one segment).
+    planned: Vec<PlannedRecord>,
     /// Their keys.
     arena: Vec<u8>,
     entries: Vec<Entry>,
@@ -103,16 +113,22 @@ pub(crate) struct Planner<'a> {
     index: &'a Index,
     table: Arc<TableFile>,
     buffers: PlanBuffers,
+    /// Whether the records planned are not written yet (a writer's plan), so that their
+    /// keys must be kept; a rebuild plans records already on disk.
+    unwritten: bool,
     pub entries: Vec<Entry>,
 }
 
 impl<'a> Planner<'a> {
-    /// A plan against `table`.
+    /// A plan against `table` of records already on disk.
     pub fn new(index: &'a Index, table: Arc<TableFile>) -> Planner<'a> {
-        Planner::with_buffers(index, table, PlanBuffers::default())
+        let mut planner = Planner::with_buffers(index, table, PlanBuffers::default());
+        planner.unwritten = false;
+        planner
     }
 
-    /// A plan against `table`, working in `buffers` (empty).
+    /// A plan against `table` of records not written yet, which follow each other in one
+    /// segment, working in `buffers` (empty).
     pub fn with_buffers(
         index: &'a Index,
         table: Arc<TableFile>,
@@ -124,6 +140,7 @@ impl<'a> Planner<'a> {
             index,
             table,
             buffers,
+            unwritten: true,
             entries,
         }
     }
@@ -176,10 +193,21 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The planned, unwritten record slot value `value` points at, if it points at one.
+    fn planned(&self, value: u64) -> Option<&PlannedRecord> {
+        let planned = &self.buffers.planned;
+        let at = value & LOCATION_MASK;
+        if planned.first().is_none_or(|first| at < first.at) {
+            return None;
+        }
+        let i = planned.binary_search_by_key(&at, |p| p.at).ok()?;
+        Some(&planned[i])
+    }
+
     /// Length and expiry of the record a slot value points at (0 and false if it cannot be
     /// read: the change then goes ahead, and only the space statistics miss it).
     fn record_info(&mut self, value: u64) -> (u32, bool) {
-        if let Some(planned) = self.buffers.planned.get(&value) {
+        if let Some(planned) = self.planned(value) {
             return planned.info;
         }
         if let Some(&info) = self.buffers.info.get(&value) {
@@ -200,13 +228,27 @@ impl<'a> Planner<'a> {
         info
     }
 
+    /// Plans slot `pos` to hold `new`, whose record takes `new_info`.
     fn set(&mut self, pos: usize, new: u64, new_info: (u32, bool)) {
         let old = self.value(pos);
-        let (old_len, old_expiring) = if old == 0 {
+        let old_info = if old == 0 {
             (0, false)
         } else {
             self.record_info(old)
         };
+        self.set_known(pos, old, old_info, new, new_info);
+    }
+
+    /// [`Planner::set`] with the old value and what its record takes already known.
+    fn set_known(
+        &mut self,
+        pos: usize,
+        old: u64,
+        (old_len, old_expiring): (u32, bool),
+        new: u64,
+        new_info: (u32, bool),
+    ) {
+        debug_assert_eq!(old, self.value(pos));
         self.entries.push(Entry {
             pos,
             old,
@@ -227,7 +269,7 @@ impl<'a> Planner<'a> {
 
     /// Whether the record slot value `value` points at is `key`'s; `None` if it cannot be read.
     fn holds_key(&self, value: u64, key: &[u8]) -> Option<bool> {
-        if let Some(p) = self.buffers.planned.get(&value) {
+        if let Some(p) = self.planned(value) {
             return Some(&self.buffers.arena[p.key_at..p.key_at + p.key_len] == key);
         }
         let at = slot::location_of(value);
@@ -238,55 +280,96 @@ impl<'a> Planner<'a> {
     }
 
     /// The slot holding `key`, if any: exactly its record, or else a slot with its tag whose
-    /// record cannot be read (which a write for the key then replaces).
-    fn slot_of(&mut self, key: &[u8], h: KeyHash) -> Result<Option<usize>> {
+    /// record cannot be read (which a write for the key then replaces). Also the first free
+    /// slot of its buckets, if any.
+    fn slot_of(&mut self, key: &[u8], h: KeyHash) -> (Option<usize>, Option<usize>) {
         let mut unreadable = None;
+        let mut free = None;
         for base in buckets(&self.table, h) {
-            for (pos, value) in (base..).zip(self.bucket(base)) {
-                if value == 0 || slot::tag_of(value) != h.tag {
-                    continue;
-                }
-                match self.holds_key(value, key) {
-                    Some(true) => return Ok(Some(pos)),
+            let bucket = self.bucket(base);
+            let tag_bits = u64::from(h.tag) << (64 - slot::TAG_BITS);
+            let (mut same_tag, mut empty) = (0u32, 0u32);
+            for (i, &value) in bucket.iter().enumerate() {
+                empty |= u32::from(value == 0) << i;
+                same_tag |= u32::from((value ^ tag_bits) >> (64 - slot::TAG_BITS) == 0) << i;
+            }
+            same_tag &= !empty;
+            if free.is_none() && empty != 0 {
+                free = Some(base + empty.trailing_zeros() as usize);
+            }
+            while same_tag != 0 {
+                let i = same_tag.trailing_zeros() as usize;
+                same_tag &= same_tag - 1;
+                match self.holds_key(bucket[i], key) {
+                    Some(true) => return (Some(base + i), free),
                     Some(false) => {}
                     None => {
-                        unreadable.get_or_insert(pos);
+                        unreadable.get_or_insert(base + i);
                     }
                 }
             }
         }
-        Ok(unreadable)
+        (unreadable, free)
+    }
+
+    /// The hash of `key` in this table.
+    pub fn hash(&self, key: &[u8]) -> KeyHash {
+        slot::hash(self.table.seed(), key)
+    }
+
+    /// Asks the CPU to fetch the buckets of a key with hash `h`, which a later plan step
+    /// reads: a batch fetches a few keys ahead, so their cache misses overlap.
+    pub fn prefetch(&self, h: KeyHash) {
+        for base in buckets(&self.table, h) {
+            self.table.prefetch_slot(base);
+        }
     }
 
     /// Points `key` at `new`.
     pub fn put(&mut self, key: &[u8], new: NewRecord) -> Result<Planned> {
-        let h = slot::hash(self.table.seed(), key);
+        self.put_hashed(key, self.hash(key), new)
+    }
+
+    /// Points `key`, whose hash is `h`, at `new`.
+    pub fn put_hashed(&mut self, key: &[u8], h: KeyHash, new: NewRecord) -> Result<Planned> {
+        debug_assert_eq!(h, self.hash(key));
         let value = slot::encode(h.tag, new.at);
         let info = (new.len, new.expiring);
-        let b = &mut self.buffers;
-        let planned = PlannedRecord {
-            key_at: b.arena.len(),
-            key_len: key.len(),
-            info,
-        };
-        b.planned.insert(value, planned);
-        b.arena.extend_from_slice(key);
-        if let Some(pos) = self.slot_of(key, h)? {
-            self.set(pos, value, info);
-            return Ok(Planned::Done);
+        if self.unwritten {
+            let b = &mut self.buffers;
+            let at = value & LOCATION_MASK;
+            assert!(
+                b.planned.last().is_none_or(|last| last.at < at),
+                "the records of a plan follow each other"
+            );
+            b.planned.push(PlannedRecord {
+                at,
+                key_at: b.arena.len(),
+                key_len: key.len(),
+                info,
+            });
+            b.arena.extend_from_slice(key);
         }
-        match self.make_room(h) {
-            Some(pos) => {
-                self.set(pos, value, info);
-                Ok(Planned::Done)
-            }
-            None => Ok(Planned::NeedsRoom),
+        let (held, free) = self.slot_of(key, h);
+        match (held, free) {
+            (Some(pos), _) | (None, Some(pos)) => self.set(pos, value, info),
+            (None, None) => match self.make_room(h) {
+                // The slot's value is moving to another slot of this plan.
+                Some(pos) => self.set_known(pos, self.value(pos), MOVED, value, info),
+                None => return Ok(Planned::NeedsRoom),
+            },
         }
+        Ok(Planned::Done)
     }
 
     /// Removes `key`; whether it was there.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool> {
-        let h = slot::hash(self.table.seed(), key);
+        self.delete_hashed(key, self.hash(key))
+    }
+
+    /// Removes `key`, whose hash is `h`; whether it was there.
+    pub fn delete_hashed(&mut self, key: &[u8], h: KeyHash) -> Result<bool> {
+        debug_assert_eq!(h, self.hash(key));
         let mut found = false;
         for base in buckets(&self.table, h) {
             for pos in base..base + BUCKET_SLOTS {
@@ -349,15 +432,10 @@ impl<'a> Planner<'a> {
         false
     }
 
-    /// A free slot in one of `h`'s buckets, after planning the moves that free it; `None` if
-    /// no path of at most [`MAX_MOVES`] moves leads to a free slot.
+    /// A free slot in one of `h`'s buckets (both full now), after planning the moves that free
+    /// it; `None` if no path of at most [`MAX_MOVES`] moves leads to a free slot.
     fn make_room(&mut self, h: KeyHash) -> Option<usize> {
         let start = buckets(&self.table, h);
-        for &base in &start {
-            if let Some(i) = self.bucket(base).iter().position(|&v| v == 0) {
-                return Some(base + i);
-            }
-        }
         let mut nodes = std::mem::take(&mut self.buffers.nodes);
         let mut queue = std::mem::take(&mut self.buffers.queue);
         let found = self.search_room(&start, &mut nodes, &mut queue);
@@ -420,15 +498,19 @@ impl<'a> Planner<'a> {
 
     /// Plans the moves of the path ending at node `leaf`, whose bucket has `free`: each slot
     /// on the path is copied to where the next one was, starting at the free end; returns the
-    /// slot of a start bucket left for the new key.
+    /// slot of a start bucket left for the new key (its value moved: the caller overwrites it
+    /// with [`MOVED`] as its old record's info).
+    ///
+    /// A moved value counts [`MOVED`] where it arrives and where it leaves, which nets out
+    /// as a move must: no record is read to learn its length.
     fn move_along(&mut self, nodes: &[Node], leaf: usize, free: usize) -> usize {
         let mut dest = free;
         let mut n = leaf;
         loop {
             let src = nodes[n].from;
             let value = self.value(src);
-            let info = self.record_info(value);
-            self.set(dest, value, info);
+            // `dest` is free, or its value moved on in the step before.
+            self.set_known(dest, self.value(dest), MOVED, value, MOVED);
             dest = src;
             match nodes[n].parent {
                 Some(p) if nodes[p].parent.is_some() => n = p,
