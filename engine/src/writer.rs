@@ -228,6 +228,7 @@ impl Writer {
                 }
             },
         );
+        segment.start_writeback();
         self.buffers = planner.into_buffers();
         self.written += len as u64;
         Ok(Some(Appended {
