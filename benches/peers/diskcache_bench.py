@@ -1,6 +1,7 @@
 """Python's diskcache on the peer workloads of logcache-peers (benches/workload/src/run.rs).
 
     python diskcache_bench.py DIR KEYS VALUE_LEN
+    python diskcache_bench.py DIR KEYS VALUE_LEN --processes P SECONDS
 
 Prints one JSON object with the same fields as the Rust harness's `Run`. The harness runs
 it with a virtualenv it makes under its work directory (`pip install diskcache`).
@@ -9,9 +10,15 @@ Durability: diskcache's SQLite runs in WAL mode with synchronous=NORMAL by defau
 does not fsync at commit; the durable workloads use a second Cache on the same directory
 with sqlite_synchronous=2 (FULL), which fsyncs the WAL at every commit. diskcache has no
 explicit compaction (SQLite reuses freed pages), so compact_secs is 0.
+
+With --processes, it runs the multi-process workload (logcache_workload's `process_mix`) on
+the store a run left in DIR: P processes (multiprocessing), each with its own Cache on DIR
+(default settings), doing 9 reads of a random key for every write for SECONDS; it prints
+their ops/s in all.
 """
 
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -84,14 +91,48 @@ def bounded(max_ops, op):
     return done / (time.perf_counter() - start)
 
 
-def main():
-    path, n, value_len = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    rnd = random.Random(7)
-    pool = rnd.randbytes(POOL + value_len)
+def values(value_len):
+    """The value of key `i` in round `rnd_round`, as `Values` in the Rust harness."""
+    pool = random.Random(7).randbytes(POOL + value_len)
 
     def value(i, rnd_round):
         off = ((i * 2654435761) ^ (rnd_round * 40503)) % POOL
         return pool[off : off + value_len]
+
+    return value
+
+
+def process_mix(args):
+    """One process of the multi-process workload; its ops/s."""
+    path, n, value_len, seconds, seed = args
+    value = values(value_len)
+    cache = diskcache.Cache(path)
+    rng = random.Random(1000 + seed)
+    start = time.perf_counter()
+    done = 0
+    while time.perf_counter() - start < seconds:
+        for _ in range(64):
+            x = rng.getrandbits(64)
+            i = (x >> 8) % n
+            if x % 10 == 0:
+                cache.set(key16(i), value(i, 3))
+            else:
+                cache.get(key16(i))
+        done += 64
+    rate = done / (time.perf_counter() - start)
+    cache.close()
+    return rate
+
+
+def main():
+    path, n, value_len = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if len(sys.argv) > 4 and sys.argv[4] == "--processes":
+        processes, seconds = int(sys.argv[5]), float(sys.argv[6])
+        args = [(path, n, value_len, seconds, p) for p in range(processes)]
+        with multiprocessing.Pool(processes) as workers:
+            print(sum(workers.map(process_mix, args)))
+        return
+    value = values(value_len)
 
     mem = Memory()
     r = {}

@@ -61,6 +61,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Child {
+    /// (Internal) one process of the multi-process workload; prints its ops/s.
+    Worker {
+        engine: String,
+        dir: PathBuf,
+        keys: usize,
+        value_len: usize,
+        seed: u64,
+    },
     /// (Internal) one run of one engine; prints its figures as JSON.
     Run {
         engine: String,
@@ -112,7 +120,64 @@ fn diskcache_python(base: &Path) -> PathBuf {
     python
 }
 
-/// One run of `engine` in a child process.
+/// The engines whose store several processes may open at once: the multi-process workload
+/// runs on them only.
+const MULTI_PROCESS: &[&str] = &["logcache", "diskcache"];
+
+/// Aggregate ops/s of `processes` processes of the multi-process workload on `engine`'s
+/// store in `dir`, loaded with `n` keys.
+fn run_processes(
+    engine: &str,
+    base: &Path,
+    dir: &Path,
+    n: usize,
+    value_len: usize,
+    processes: usize,
+) -> f64 {
+    let mut command = if engine == "diskcache" {
+        let mut c = Command::new(diskcache_python(base));
+        c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/diskcache_bench.py"));
+        c.arg(dir).arg(n.to_string()).arg(value_len.to_string());
+        c.arg("--processes").arg(processes.to_string());
+        c.arg(
+            logcache_workload::PROCESS_MIX_TIME
+                .as_secs_f64()
+                .to_string(),
+        );
+        c
+    } else {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["worker", engine]).arg(dir);
+        c.arg(n.to_string()).arg(value_len.to_string());
+        c
+    };
+    if engine == "diskcache" {
+        let out = command.output().expect("start the processes");
+        assert!(out.status.success(), "diskcache processes failed");
+        return String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    }
+    let children: Vec<_> = (0..processes)
+        .map(|p| {
+            let mut c = Command::new(command.get_program());
+            c.args(command.get_args()).arg(p.to_string());
+            c.stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{engine} worker failed");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// One run of `engine` in a child process, then the multi-process workload on its store if
+/// the engine allows it.
 fn run_child(engine: &str, base: &Path, n: usize, value_len: usize) -> Run {
     let tmp = tempfile::tempdir_in(base).unwrap();
     let dir = tmp.path().join(engine);
@@ -133,21 +198,47 @@ fn run_child(engine: &str, base: &Path, n: usize, value_len: usize) -> Run {
         "{engine} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("a run's figures")
+    let mut run: Run = serde_json::from_slice(&out.stdout).expect("a run's figures");
+    if MULTI_PROCESS.contains(&engine) {
+        for (i, &p) in logcache_workload::PROCESS_COUNTS.iter().enumerate() {
+            eprintln!("  {p} processes");
+            run.processes[i] = run_processes(engine, base, &dir, n, value_len, p);
+        }
+    }
+    run
 }
 
 fn main() {
     let args = Args::parse();
-    if let Some(Child::Run {
-        engine,
-        dir,
-        keys,
-        value_len,
-    }) = args.child
-    {
-        let run = run_in_process(&engine, &dir, keys, value_len);
-        println!("{}", serde_json::to_string(&run).unwrap());
-        return;
+    match args.child {
+        Some(Child::Run {
+            engine,
+            dir,
+            keys,
+            value_len,
+        }) => {
+            let run = run_in_process(&engine, &dir, keys, value_len);
+            println!("{}", serde_json::to_string(&run).unwrap());
+            return;
+        }
+        Some(Child::Worker {
+            engine,
+            dir,
+            keys,
+            value_len,
+            seed,
+        }) => {
+            assert_eq!(
+                engine, "logcache",
+                "only logcache runs in several processes here"
+            );
+            let rate = logcache_workload::process_mix::<logcache_workload::Logcache>(
+                &dir, keys, value_len, seed,
+            );
+            println!("{rate}");
+            return;
+        }
+        None => {}
     }
     let engines: Vec<String> = if args.engines.is_empty() {
         ENGINES.iter().map(|e| e.to_string()).collect()

@@ -157,7 +157,7 @@ impl Results {
             push(&mut md, format!("| workload | raw |{header}"));
             push(&mut md, format!("|---|---|{}", "---|".repeat(peers.len())));
             for m in METRICS.iter().filter(|m| m.unit == Unit::Ops) {
-                let Some(raw) = self.spread(size, "raw", m) else {
+                let Some(raw) = self.spread(size, "raw", m).filter(|raw| raw.median > 0.0) else {
                     continue;
                 };
                 let mut row = format!("| {} | {} |", m.label, ops(raw.median));
@@ -188,7 +188,8 @@ impl Results {
                         .iter()
                         .map(|m| {
                             let ours = self.spread(size, "logcache", m)?.median;
-                            let s = self.spread(size, e, m)?;
+                            // An engine that did not run a workload has no bar.
+                            let s = self.spread(size, e, m).filter(|s| s.max > 0.0)?;
                             Some((s.min / ours, s.median / ours, s.max / ours))
                         })
                         .collect(),

@@ -9,7 +9,7 @@ pub mod run;
 use std::time::{Duration, Instant};
 
 pub use engine::{Engine, Key, Logcache};
-pub use run::{METRICS, Metric, Run, Unit, run};
+pub use run::{METRICS, Metric, PROCESS_COUNTS, PROCESS_MIX_TIME, Run, Unit, process_mix, run};
 
 /// Deterministic pseudo-random numbers (splitmix64) for workloads.
 pub struct Rng(u64);

@@ -23,9 +23,14 @@ pub const TIME_LIMIT: Duration = Duration::from_secs(2);
 pub const MIX_TIME: Duration = Duration::from_secs(3);
 /// Bytes the overwrite load writes, at most (and at most one overwrite per loaded key).
 pub const OVERWRITE_BYTES: usize = 1 << 30;
+/// How long the processes of the multi-process workload run.
+pub const PROCESS_MIX_TIME: Duration = Duration::from_secs(3);
+/// The numbers of processes the multi-process workload runs.
+pub const PROCESS_COUNTS: [usize; 3] = [1, 2, 4];
 
 /// Figures of one run of one engine (throughputs in operations per second).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Run {
     /// Bulk load: batches of [`BATCH`], one sync at the end.
     pub load: f64,
@@ -53,6 +58,9 @@ pub struct Run {
     pub peak_rss_mb: f64,
     /// Peak anonymous memory (heap), in MB.
     pub peak_anon_mb: f64,
+    /// 1, 2 and 4 processes on the loaded directory, each doing 9 reads for every write
+    /// ([`process_mix`]): aggregate ops/s; 0 for an engine one process at a time can open.
+    pub processes: [f64; 3],
 }
 
 /// What a figure measures.
@@ -125,6 +133,24 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Ops,
     },
     Metric {
+        label: "1 process on the directory, 90% read / 10% write (ops/s; — one process only)",
+        short: "1 process",
+        value: |r| r.processes[0],
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "2 processes on one directory, 90% read / 10% write, in all (ops/s)",
+        short: "2 processes",
+        value: |r| r.processes[1],
+        unit: Unit::Ops,
+    },
+    Metric {
+        label: "4 processes on one directory, 90% read / 10% write, in all (ops/s)",
+        short: "4 processes",
+        value: |r| r.processes[2],
+        unit: Unit::Ops,
+    },
+    Metric {
         label: "full compaction after it (s; — none)",
         short: "",
         value: |r| r.compact_secs,
@@ -184,16 +210,18 @@ impl Values {
     }
 }
 
-/// Total bytes of the files under `dir`.
+/// Total bytes of the files under `dir`. A file an engine's background work removes while
+/// this walks counts nothing.
 pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     let mut total = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let meta = e.metadata().unwrap();
-        total += if meta.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            meta.len()
+    for e in entries.flatten() {
+        total += match e.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&e.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
         };
     }
     total
@@ -292,6 +320,31 @@ pub fn run<E: Engine>(dir: &Path, n: usize, value_len: usize) -> Run {
     db.close();
     (r.peak_rss_mb, r.peak_anon_mb) = sampler.finish();
     r
+}
+
+/// One process of the multi-process workload, on the `n` keys loaded into `dir`: for
+/// [`PROCESS_MIX_TIME`], 9 reads of a random key for every write of one; its ops/s.
+pub fn process_mix<E: Engine>(dir: &Path, n: usize, value_len: usize, seed: u64) -> f64 {
+    let values = Values::new(value_len);
+    let db = E::open(dir);
+    let mut rng = Rng::new(1000 + seed);
+    let start = Instant::now();
+    let mut done = 0;
+    while start.elapsed() < PROCESS_MIX_TIME {
+        for _ in 0..64 {
+            let x = rng.next_u64();
+            let i = (x >> 8) as usize % n;
+            if x.is_multiple_of(10) {
+                db.put(&key16(i), values.of(i, 3));
+            } else {
+                black_box(db.get(&key16(i)));
+            }
+        }
+        done += 64;
+    }
+    let rate = ops_per_sec(done, start.elapsed());
+    db.close();
+    rate
 }
 
 /// Two threads for [`MIX_TIME`], each doing 9 reads of loaded keys for every overwrite.
