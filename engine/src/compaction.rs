@@ -208,7 +208,7 @@ pub(crate) fn compact(
     for chunk in expired.chunks(chunk(shared)) {
         shared.change_index(|plan| {
             for (key, from) in chunk {
-                plan.remove_if_at(key, *from);
+                plan.remove_if_at(key, *from)?;
             }
             Ok(true)
         })?;
@@ -268,7 +268,7 @@ fn install(shared: &Shared, pending: Pending) -> Result<u64> {
                     len: m.len,
                     expiring: m.expiring,
                 };
-                plan.relocate(&m.key, m.from, to);
+                plan.relocate(&m.key, m.from, to)?;
             }
             Ok(true)
         })?;

@@ -14,8 +14,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -25,6 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::file::header;
 use crate::segment::{self, FORMAT_VERSION};
 use crate::shared::Shared;
+use crate::vfs::Dir;
 
 /// Name of the counters file.
 pub(crate) const COUNTERS_FILE: &str = "COUNTERS";
@@ -101,21 +100,20 @@ fn path(dir: &Path) -> PathBuf {
 }
 
 /// Reads the counters file of `dir` (empty if there is none).
-pub(crate) fn read(dir: &Path) -> Result<BTreeMap<String, u64>> {
+pub(crate) fn read(dir: &Dir) -> Result<BTreeMap<String, u64>> {
     let path = path(dir);
-    match fs::read(&path) {
+    match dir.read(&path) {
         Ok(bytes) => decode(&bytes, &path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(Error::io("reading", &path, e)),
     }
 }
 
-fn write(dir: &Path, counters: &BTreeMap<String, u64>) -> Result<()> {
+fn write(dir: &Dir, counters: &BTreeMap<String, u64>) -> Result<()> {
     let path = path(dir);
     let temp = dir.join(format!("{COUNTERS_FILE}.tmp"));
-    File::create(&temp)
-        .and_then(|mut f| f.write_all(&encode(counters)).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&temp, &path))
+    dir.write_synced(&temp, &encode(counters))
+        .and_then(|()| dir.vfs().rename(&temp, &path))
         .context("writing", &path)?;
     segment::sync_dir(dir)
 }
@@ -182,13 +180,14 @@ mod tests {
 
     #[test]
     fn counters_round_trip_and_damage_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path()).unwrap().is_empty());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &Dir::real(tmp.path());
+        assert!(read(dir).unwrap().is_empty());
         let counters: BTreeMap<String, u64> =
             [("ns:a".to_string(), 3), ("tag:é".to_string(), u64::MAX)].into();
-        write(dir.path(), &counters).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), counters);
-        let bytes = fs::read(path(dir.path())).unwrap();
+        write(dir, &counters).unwrap();
+        assert_eq!(read(dir).unwrap(), counters);
+        let bytes = std::fs::read(path(dir)).unwrap();
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;

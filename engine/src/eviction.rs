@@ -33,8 +33,14 @@ pub(crate) fn disk_bytes(shared: &Shared) -> u64 {
 
 /// Bytes of the index files: the table, the pointer and the counters.
 pub(crate) fn index_bytes(shared: &Shared) -> u64 {
-    let counters =
-        std::fs::metadata(shared.dir.join(crate::counters::COUNTERS_FILE)).map_or(0, |m| m.len());
+    let counters = match shared
+        .dir
+        .vfs()
+        .kind(&shared.dir.join(crate::counters::COUNTERS_FILE))
+    {
+        Ok(Some(crate::vfs::EntryKind::File(len))) => len,
+        _ => 0,
+    };
     shared.index.table().shape().file_len() + crate::index::file::PAGE as u64 + counters
 }
 
@@ -83,10 +89,10 @@ fn evict_segment(shared: &Shared, number: u32, seg: &Arc<Segment>) -> Result<u64
     for chunk in doomed.chunks(crate::compaction::chunk(shared)) {
         let mut removed = 0;
         shared.change_index(|plan| {
-            removed = chunk
-                .iter()
-                .filter(|(key, at)| plan.remove_if_at(key, *at))
-                .count();
+            removed = 0;
+            for (key, at) in chunk {
+                removed += usize::from(plan.remove_if_at(key, *at)?);
+            }
             Ok(true)
         })?;
         evicted += removed as u64;

@@ -178,6 +178,7 @@ pub fn simulate_os_crash(dir: &Path) {
 pub fn simulate_os_crash_after_sync(dir: &Path, synced: u64) {
     use crate::index::file::{PointerFile, TableFile, row};
     use std::sync::atomic::Ordering;
+    let dir = &crate::vfs::Dir::real(dir);
     let Some(pointer) = PointerFile::open(dir, true).expect("open INDEX") else {
         return;
     };

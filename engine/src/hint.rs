@@ -10,14 +10,11 @@
 //! every entry lies inside the segment's records, and the records end inside the file (for
 //! format version 1: exactly where the file ends). Otherwise open walks the segment instead.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::Path;
-
 use crate::error::{Error, IoContext, Result};
 use crate::record::{self, FLAG_TOMBSTONE, MAX_KEY_LEN, RECORD_HEADER_LEN};
 use crate::scan::Records;
 use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN, Segment};
+use crate::vfs::Dir;
 
 const ENTRY_HEADER_LEN: usize = 21;
 const FOOTER_LEN: usize = 20;
@@ -72,21 +69,24 @@ impl HintBuilder {
 
 /// Writes `contents` as segment `id`'s hint file, atomically and durably: under a temporary
 /// name, fsynced, renamed, directory fsynced.
-pub(crate) fn write(dir: &Path, id: u64, contents: &[u8]) -> Result<()> {
+pub(crate) fn write(dir: &Dir, id: u64, contents: &[u8]) -> Result<()> {
     let temp = segment::temp_path(dir, id, FileKind::Hint);
-    let written = File::create(&temp)
-        .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&temp, dir.join(segment::file_name(id, FileKind::Hint))))
+    let written = dir
+        .write_synced(&temp, contents)
+        .and_then(|()| {
+            let path = dir.join(segment::file_name(id, FileKind::Hint));
+            dir.vfs().rename(&temp, &path)
+        })
         .context("writing a hint file", &temp);
     if written.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = dir.vfs().remove_file(&temp);
     }
     written?;
     segment::sync_dir(dir)
 }
 
 /// Writes the hint file of a sealed segment by walking its records.
-pub(crate) fn write_for_segment(dir: &Path, seg: &Segment) -> Result<()> {
+pub(crate) fn write_for_segment(dir: &Dir, seg: &Segment) -> Result<()> {
     seg.read_ahead(seg.end());
     let bytes = seg.read(0, seg.end() as usize)?;
     let mut hint = HintBuilder::new(seg.id(), seg.version());

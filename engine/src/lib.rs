@@ -28,9 +28,6 @@ mod compaction;
 mod counters;
 mod error;
 mod eviction;
-#[cfg(feature = "fault-injection")]
-#[doc(hidden)]
-pub mod faults;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
@@ -50,8 +47,13 @@ mod repair;
 mod scan;
 mod segment;
 mod shared;
+#[cfg(feature = "fuzzing")]
+pub mod simdisk;
+#[cfg(feature = "fuzzing")]
+pub mod simulation;
 mod store;
 mod verify;
+pub mod vfs;
 mod worker;
 mod writer;
 

@@ -12,10 +12,10 @@
 //! A lock belongs to the open file description, so each `Store` has its own and the OS releases
 //! them when the process dies. Within a process the store's mutexes serialize threads first.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
+use crate::vfs::{Dir, LockKind, Open, VfsFile};
 
 /// Name of the lock file every open store holds.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -30,7 +30,7 @@ const SPINS: usize = 64;
 #[derive(Debug)]
 pub(crate) struct LockFile {
     path: PathBuf,
-    file: File,
+    file: Box<dyn VfsFile>,
 }
 
 /// Held until dropped.
@@ -46,16 +46,18 @@ impl Drop for Held<'_> {
 
 impl LockFile {
     /// Opens (creating it if needed) lock file `name` of `dir`.
-    fn open(dir: &Path, name: &str) -> Result<LockFile> {
+    fn open(dir: &Dir, name: &str) -> Result<LockFile> {
         let path = dir.join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = dir
+            .vfs()
+            .open(&path, Open::Create)
             .context("opening the lock file", &path)?;
         Ok(LockFile { path, file })
+    }
+
+    /// Takes the lock as `kind` if nobody holds it otherwise; whether it did.
+    fn try_take(&self, kind: LockKind) -> Result<bool> {
+        self.file.lock(kind, false).context("locking", &self.path)
     }
 
     /// Waits for the lock, exclusive. Tries a few times, yielding in between, before it
@@ -63,23 +65,20 @@ impl LockFile {
     /// takes to wake a sleeping process.
     pub fn lock(&self) -> Result<Held<'_>> {
         for _ in 0..SPINS {
-            match self.file.try_lock() {
-                Ok(()) => return Ok(Held(self)),
-                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-                Err(TryLockError::Error(e)) => return Err(Error::io("locking", &self.path, e)),
+            if self.try_take(LockKind::Exclusive)? {
+                return Ok(Held(self));
             }
+            std::thread::yield_now();
         }
-        self.file.lock().context("locking", &self.path)?;
+        self.file
+            .lock(LockKind::Exclusive, true)
+            .context("locking", &self.path)?;
         Ok(Held(self))
     }
 
     /// Takes the lock, exclusive, if nobody holds it; `None` if somebody does.
     pub fn try_lock(&self) -> Result<Option<Held<'_>>> {
-        match self.file.try_lock() {
-            Ok(()) => Ok(Some(Held(self))),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::io("locking", &self.path, e)),
-        }
+        Ok(self.try_take(LockKind::Exclusive)?.then_some(Held(self)))
     }
 }
 
@@ -95,9 +94,8 @@ pub(crate) enum Role {
 /// The locks of one open store.
 #[derive(Debug)]
 pub(crate) struct StoreLocks {
-    dir: PathBuf,
     /// Held shared (exclusive in exclusive mode) while the store is open.
-    open: File,
+    open: LockFile,
     opening: LockFile,
     pub writer: LockFile,
     pub maintenance: LockFile,
@@ -111,36 +109,34 @@ impl StoreLocks {
     /// [`Role::Joined`] holding it shared. Afterwards `LOCK` is held shared, or exclusively if
     /// `exclusive` (which fails with [`Error::Locked`] when the store is open elsewhere).
     pub fn acquire<T>(
-        dir: &Path,
+        dir: &Dir,
         exclusive: bool,
         recover: impl FnOnce(Role) -> Result<T>,
     ) -> Result<(StoreLocks, T)> {
         let opening = LockFile::open(dir, OPEN_LOCK)?;
         let open = LockFile::open(dir, LOCK_FILE)?;
         let _opening = opening.lock()?;
-        let role = match open.file.try_lock() {
-            Ok(()) => Role::First,
-            Err(TryLockError::WouldBlock) if exclusive => {
-                return Err(Error::Locked(dir.to_path_buf()));
-            }
-            Err(TryLockError::WouldBlock) => match open.file.try_lock_shared() {
-                Ok(()) => Role::Joined,
-                // Held exclusively outside of an open or close: by an exclusive store.
-                Err(TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
-                Err(TryLockError::Error(e)) => return Err(Error::io("locking", &open.path, e)),
-            },
-            Err(TryLockError::Error(e)) => return Err(Error::io("locking", &open.path, e)),
+        let role = if open.try_take(LockKind::Exclusive)? {
+            Role::First
+        } else if exclusive {
+            return Err(Error::Locked(dir.to_path_buf()));
+        } else if open.try_take(LockKind::Shared)? {
+            Role::Joined
+        } else {
+            // Held exclusively outside of an open or close: by an exclusive store.
+            return Err(Error::Locked(dir.to_path_buf()));
         };
         let value = recover(role)?;
         if !exclusive && role == Role::First {
             // Converting takes the lock off and on again; `LOCK.open`, held, keeps every
             // other store from looking in between.
-            open.file.lock_shared().context("locking", &open.path)?;
+            open.file
+                .lock(LockKind::Shared, true)
+                .context("locking", &open.path)?;
         }
         drop(_opening);
         let locks = StoreLocks {
-            dir: dir.to_path_buf(),
-            open: open.file,
+            open,
             opening,
             writer: LockFile::open(dir, WRITER_LOCK)?,
             maintenance: LockFile::open(dir, MAINTENANCE_LOCK)?,
@@ -158,14 +154,8 @@ impl StoreLocks {
     /// with `LOCK.open` held so that no store opens meanwhile. Call once, when closing.
     pub fn if_last<T>(&self, last: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
         let _opening = self.opening.lock()?;
-        if !self.exclusive {
-            match self.open.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(None),
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io("locking", &self.dir.join(LOCK_FILE), e));
-                }
-            }
+        if !self.exclusive && !self.open.try_take(LockKind::Exclusive)? {
+            return Ok(None);
         }
         last().map(Some)
     }
@@ -174,17 +164,17 @@ impl StoreLocks {
 /// Holds `LOCK` exclusively until dropped: for offline tools that need no store open.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    _lock: LockFile,
 }
 
 impl DirLock {
     /// Takes the lock, or fails at once with [`Error::Locked`] if a store has `dir` open.
-    pub fn acquire(dir: &Path) -> Result<DirLock> {
+    pub fn acquire(dir: &Dir) -> Result<DirLock> {
         let lock = LockFile::open(dir, LOCK_FILE)?;
-        match lock.file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: lock.file }),
-            Err(TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-            Err(TryLockError::Error(e)) => Err(Error::io("locking", &lock.path, e)),
+        if lock.try_take(LockKind::Exclusive)? {
+            Ok(DirLock { _lock: lock })
+        } else {
+            Err(Error::Locked(dir.to_path_buf()))
         }
     }
 }
@@ -195,38 +185,37 @@ mod tests {
 
     #[test]
     fn the_first_store_recovers_the_next_join_and_the_last_one_knows_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (first, role) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &Dir::real(tmp.path());
+        let (first, role) = StoreLocks::acquire(dir, false, Ok).unwrap();
         assert_eq!(role, Role::First);
-        assert!(matches!(
-            DirLock::acquire(dir.path()),
-            Err(Error::Locked(_))
-        ));
-        let (second, role) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        assert!(matches!(DirLock::acquire(dir), Err(Error::Locked(_))));
+        let (second, role) = StoreLocks::acquire(dir, false, Ok).unwrap();
         assert_eq!(role, Role::Joined);
         assert!(matches!(
-            StoreLocks::acquire(dir.path(), true, Ok),
+            StoreLocks::acquire(dir, true, Ok),
             Err(Error::Locked(_))
         ));
         assert_eq!(first.if_last(|| Ok(())).unwrap(), None, "second is open");
         drop(first);
         assert_eq!(second.if_last(|| Ok(7)).unwrap(), Some(7));
         drop(second);
-        let (only, role) = StoreLocks::acquire(dir.path(), true, Ok).unwrap();
+        let (only, role) = StoreLocks::acquire(dir, true, Ok).unwrap();
         assert_eq!(role, Role::First);
         assert!(matches!(
-            StoreLocks::acquire(dir.path(), false, Ok),
+            StoreLocks::acquire(dir, false, Ok),
             Err(Error::Locked(_))
         ));
         drop(only);
-        DirLock::acquire(dir.path()).unwrap();
+        DirLock::acquire(dir).unwrap();
     }
 
     #[test]
     fn the_writer_lock_is_exclusive_between_stores() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, _) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
-        let (b, _) = StoreLocks::acquire(dir.path(), false, Ok).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &Dir::real(tmp.path());
+        let (a, _) = StoreLocks::acquire(dir, false, Ok).unwrap();
+        let (b, _) = StoreLocks::acquire(dir, false, Ok).unwrap();
         let held = a.writer.lock().unwrap();
         assert!(b.writer.try_lock().unwrap().is_none());
         drop(held);

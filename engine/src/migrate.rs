@@ -11,15 +11,13 @@
 //! the version 1 segments; replaying that suffix on top changes nothing (last write wins), and
 //! the next open upgrades what is left into outputs after the first ones.
 
-use std::fs;
-use std::path::Path;
-
 use crate::error::{Error, IoContext, Result};
 use crate::hint;
 use crate::output::Output;
 use crate::record;
 use crate::scan::Records;
 use crate::segment::{self, FileKind, MAX_SEGMENT_LEN, Segment, WRITER_ID_STRIDE};
+use crate::vfs::Dir;
 
 /// Where a key's newest version 1 record lies.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +44,13 @@ fn apply(keydir: &mut KeyDir, key: &[u8], loc: Location, tombstone: bool, now_ms
 const OUTPUT_LEN: u64 = 64 << 20;
 
 /// The version of segment `id`'s header, or `None` if it has no valid header.
-fn version_of(dir: &Path, id: u64) -> Option<u16> {
+fn version_of(dir: &Dir, id: u64) -> Option<u16> {
     Segment::open(dir, id, false).ok().map(|s| s.version())
 }
 
 /// Upgrades the version 1 segments among `ids` (ascending); returns how many it upgraded.
 pub(crate) fn upgrade(
-    dir: &Path,
+    dir: &Dir,
     ids: &[u64],
     hints: &std::collections::BTreeSet<u64>,
     now_ms: u64,
@@ -124,8 +122,10 @@ pub(crate) fn upgrade(
     drop(segments);
     for id in old.iter().copied() {
         let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
-        if hint_path.exists() {
-            fs::remove_file(&hint_path).context("removing the old hint file", &hint_path)?;
+        if dir.exists(&hint_path) {
+            dir.vfs()
+                .remove_file(&hint_path)
+                .context("removing the old hint file", &hint_path)?;
         }
         segment::remove(dir, id)?;
     }
@@ -136,7 +136,7 @@ pub(crate) fn upgrade(
 /// [`Error::Corrupt`], except at the end of the newest segment (`newest`), where it is a
 /// write a crash cut short and ends the records.
 fn replay(
-    dir: &Path,
+    dir: &Dir,
     seg: &Segment,
     has_hint: bool,
     newest: bool,
@@ -146,7 +146,7 @@ fn replay(
     let id = seg.id();
     if has_hint {
         let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
-        let bytes = fs::read(&hint_path).context("reading", &hint_path)?;
+        let bytes = dir.read(&hint_path).context("reading", &hint_path)?;
         let mut applied = Vec::new();
         if hint::load(&bytes, id, seg.version(), seg.capacity(), |e| {
             applied.push((e.key.to_vec(), e.offset, e.expires_at, e.tombstone))

@@ -1,10 +1,12 @@
 //! Store configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::segment::MAX_SEGMENT_LEN;
+use crate::vfs::{self, Vfs};
 
 /// The smallest segment size accepted.
 const MIN_SEGMENT_LEN: u64 = 64;
@@ -76,6 +78,9 @@ pub struct Options {
     /// writes the index and may cut a torn tail off the newest segment; commands that only
     /// read (`logcache stats`, `get`, `keys`, `export`) open so. On by default.
     pub rebuild_index: bool,
+    /// The file system the store's files live on: the real one by default; a
+    /// [`Faulty`](crate::vfs::Faulty) one, or a simulated disk, in tests.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for Options {
@@ -94,11 +99,18 @@ impl Default for Options {
             read_only: false,
             strict: false,
             rebuild_index: true,
+            vfs: vfs::real(),
         }
     }
 }
 
 impl Options {
+    /// Sets [`Options::vfs`].
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
+        self.vfs = vfs;
+        self
+    }
+
     /// Sets [`Options::rebuild_index`].
     pub fn rebuild_index(mut self, rebuild: bool) -> Self {
         self.rebuild_index = rebuild;

@@ -2,9 +2,7 @@
 //! buffer into a file under a temporary name, which is fsynced and renamed into place, with
 //! its hint file, once complete.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
@@ -12,6 +10,7 @@ use crate::hint::{self, HintBuilder, HintEntry};
 use crate::pacer::Pacer;
 use crate::record::{self, FLAG_TOMBSTONE};
 use crate::segment::{self, FORMAT_VERSION, FileKind, Segment};
+use crate::vfs::{Dir, Open, VfsFile};
 
 const BUFFER: usize = 1 << 20;
 
@@ -19,7 +18,9 @@ const BUFFER: usize = 1 << 20;
 pub(crate) struct Output {
     id: u64,
     temp: PathBuf,
-    file: File,
+    file: Box<dyn VfsFile>,
+    /// The file system (for removing the output if it is abandoned).
+    dir: Dir,
     buf: Vec<u8>,
     /// Bytes of the segment so far (file and buffer).
     len: u64,
@@ -32,28 +33,29 @@ pub(crate) struct Output {
 
 impl Output {
     /// Starts segment `id` of `dir` under its temporary name.
-    pub fn create(dir: &Path, id: u64) -> Result<Output> {
+    pub fn create(dir: &Dir, id: u64) -> Result<Output> {
         let temp = segment::temp_path(dir, id, FileKind::Data);
         // Left by a compaction of another process that died: the maintenance lock is ours now.
-        if temp.exists() {
-            fs::remove_file(&temp).context("removing a dead compaction's output", &temp)?;
+        if dir.exists(&temp) {
+            dir.vfs()
+                .remove_file(&temp)
+                .context("removing a dead compaction's output", &temp)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp)
+        let file = dir
+            .vfs()
+            .open(&temp, Open::CreateNew)
             .context("creating a compaction output", &temp)?;
         let mut header = segment::encode_header(id, FileKind::Data).to_vec();
         header.resize(segment::data_start(FORMAT_VERSION), 0);
-        if let Err(e) = file.write_all(&header) {
-            let _ = fs::remove_file(&temp);
+        if let Err(e) = file.write_at(&header, 0) {
+            let _ = dir.vfs().remove_file(&temp);
             return Err(Error::io("writing a compaction output", &temp, e));
         }
         Ok(Output {
             id,
             temp,
             file,
+            dir: dir.clone(),
             buf: Vec::with_capacity(BUFFER),
             len: header.len() as u64,
             hint: HintBuilder::new(id, FORMAT_VERSION),
@@ -93,8 +95,9 @@ impl Output {
     }
 
     fn write_buffer(&mut self) -> Result<()> {
+        let at = self.len - self.buf.len() as u64;
         self.file
-            .write_all(&self.buf)
+            .write_at(&self.buf, at)
             .context("writing a compaction output", &self.temp)?;
         self.unsynced += self.buf.len() as u64;
         self.unpaced += self.buf.len() as u64;
@@ -124,13 +127,15 @@ impl Output {
 
     /// Makes the output durable under its final name, writes its hint file, and opens it as
     /// a sealed segment (which says whether the hint was written).
-    pub fn finish(mut self, dir: &Path) -> Result<Segment> {
+    pub fn finish(mut self, dir: &Dir) -> Result<Segment> {
         self.write_buffer()?;
         self.file
             .sync_all()
             .context("syncing a compaction output", &self.temp)?;
         let path = segment::path(dir, self.id);
-        fs::rename(&self.temp, &path).context("renaming a compaction output", &self.temp)?;
+        dir.vfs()
+            .rename(&self.temp, &path)
+            .context("renaming a compaction output", &self.temp)?;
         segment::sync_dir(dir)?;
         drop(self.file);
         let seg = Segment::open(dir, self.id, false)?;
@@ -143,6 +148,6 @@ impl Output {
 
     /// Removes the unfinished output.
     pub fn abandon(self) {
-        let _ = fs::remove_file(&self.temp);
+        let _ = self.dir.vfs().remove_file(&self.temp);
     }
 }

@@ -3,7 +3,6 @@
 //! one is valid, cutting a torn tail off the newest writer segment.
 
 use std::collections::hash_map::RandomState;
-use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use crate::record;
 use crate::recovery::{DamagedRange, Listing, RecoveryReport, TornTail, remove_files};
 use crate::scan::{Records, ScanEnd};
 use crate::segment::{self, FORMAT_VERSION, FileKind, Segment, WRITER_ID_STRIDE, next_writer_id};
+use crate::vfs::Dir;
 use crate::writer::grow;
 
 /// Plans this many records before carrying them out as one op.
@@ -105,7 +105,7 @@ impl<'a> Replay<'a> {
 /// was: the new index lies under names the next open ignores until it is complete, and
 /// leftovers are removed only after that.
 pub(crate) fn rebuild(
-    dir: &Path,
+    dir: &Dir,
     listing: &Listing,
     now_ms: u64,
     strict: bool,
@@ -115,10 +115,13 @@ pub(crate) fn rebuild(
     let rebuilt = rebuild_index(dir, listing, now_ms, strict, first_generation, report);
     if rebuilt.is_err() {
         // Best effort: what is left is removed by the next open anyway.
-        let _ = fs::remove_file(crate::index::file::pending_path(dir));
+        let _ = dir
+            .vfs()
+            .remove_file(&crate::index::file::pending_path(dir));
         if let Ok(now) = crate::recovery::list(dir) {
             for generation in now.tables.into_iter().filter(|&g| g >= first_generation) {
-                let _ = fs::remove_file(dir.join(crate::index::file::table_name(generation)));
+                let table = dir.join(crate::index::file::table_name(generation));
+                let _ = dir.vfs().remove_file(&table);
             }
         }
     }
@@ -126,7 +129,7 @@ pub(crate) fn rebuild(
 }
 
 fn rebuild_index(
-    dir: &Path,
+    dir: &Dir,
     listing: &Listing,
     now_ms: u64,
     strict: bool,
@@ -137,7 +140,7 @@ fn rebuild_index(
     // Files to remove once the new index is in place.
     let mut leftovers = Vec::new();
     if let Some(&last) = ids.last()
-        && is_torn_creation(&segment::path(dir, last), last)?
+        && is_torn_creation(dir, &segment::path(dir, last), last)?
     {
         leftovers.push(segment::path(dir, last));
         report.empty_segments_removed += 1;
@@ -275,7 +278,7 @@ fn rebuild_index(
 /// is removed), else by walking it; sets the end of its records. Returns the records replayed
 /// and, after a walk, where it stopped.
 fn replay_segment(
-    dir: &Path,
+    dir: &Dir,
     seg: &Segment,
     number: u32,
     has_hint: bool,
@@ -286,7 +289,7 @@ fn replay_segment(
     let id = seg.id();
     if has_hint {
         let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
-        let bytes = fs::read(&hint_path).context("reading", &hint_path)?;
+        let bytes = dir.read(&hint_path).context("reading", &hint_path)?;
         let mut entries = Vec::new();
         match hint::load(&bytes, id, seg.version(), seg.capacity(), |e| {
             entries.push(e)
@@ -336,7 +339,7 @@ fn replay_segment(
 /// How far segment `id` was durable by the newest of the old tables (`generations`), if one
 /// can be read and names it; 0 (nothing known) otherwise. The value is only ever raised
 /// after an fdatasync returned, so whatever of it reached the disk is a durable length.
-fn synced_length(dir: &Path, generations: &[u64], id: u64) -> u64 {
+fn synced_length(dir: &Dir, generations: &[u64], id: u64) -> u64 {
     let Some(&generation) = generations.iter().max() else {
         return 0;
     };
@@ -374,14 +377,9 @@ fn torn_tail(seg: &Segment, end: &ScanEnd) -> Option<(u64, &'static str)> {
 /// Whether the newest segment file is what a crash during its creation leaves: no complete,
 /// valid header (the header is synced before any record is appended), either because the file
 /// is shorter than a header or because the header is still the zeros it was reserved with.
-fn is_torn_creation(path: &Path, id: u64) -> Result<bool> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(segment::SEGMENT_HEADER_LEN);
-    fs::File::open(path)
-        .and_then(|f| {
-            f.take(segment::SEGMENT_HEADER_LEN as u64)
-                .read_to_end(&mut head)
-        })
+fn is_torn_creation(dir: &Dir, path: &Path, id: u64) -> Result<bool> {
+    let head = dir
+        .read_prefix(path, segment::SEGMENT_HEADER_LEN as u64)
         .context("reading the header of", path)?;
     let unwritten = head.len() < segment::SEGMENT_HEADER_LEN || record::is_end(&head);
     Ok(unwritten && segment::check_header(&head, id, FileKind::Data).is_err())

@@ -7,7 +7,6 @@
 //! cache is gone, the index may be ahead of or behind the segments, and it is rebuilt.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -16,6 +15,7 @@ use crate::index::file::{self, PointerFile, TableFile, header, row};
 use crate::index::{Index, op};
 use crate::options::Options;
 use crate::segment::{self, FileKind};
+use crate::vfs::{Dir, Open};
 use crate::{migrate, rebuild};
 
 /// What opening the store found and repaired.
@@ -91,16 +91,14 @@ pub(crate) struct Listing {
 }
 
 /// Lists the files of ours in `dir`.
-pub(crate) fn list(dir: &Path) -> Result<Listing> {
+pub(crate) fn list(dir: &Dir) -> Result<Listing> {
     let mut listing = Listing::default();
-    for entry in fs::read_dir(dir).context("listing", dir)? {
-        let entry = entry.context("listing", dir)?;
-        let name = entry.file_name();
+    for name in dir.vfs().list(dir.path()).context("listing", dir.path())? {
         let Some(name) = name.to_str() else { continue };
         if name == format!("{}.tmp", file::POINTER_FILE)
             || name == format!("{}.tmp", crate::counters::COUNTERS_FILE)
         {
-            listing.temps.push(entry.path());
+            listing.temps.push(dir.join(name));
             continue;
         }
         if let Some(generation) = file::parse_table_name(name) {
@@ -108,7 +106,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
             continue;
         }
         match segment::parse_file_name(name) {
-            Some((_, _, true)) => listing.temps.push(entry.path()),
+            Some((_, _, true)) => listing.temps.push(dir.join(name)),
             Some((id, FileKind::Data, false)) => listing.data.push(id),
             Some((id, FileKind::Hint, false)) => {
                 listing.hints.insert(id);
@@ -121,33 +119,22 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
 }
 
 /// Removes `paths`, then makes the removal durable.
-pub(crate) fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+pub(crate) fn remove_files(dir: &Dir, paths: &[PathBuf]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     for p in paths {
-        fs::remove_file(p).context("removing the leftover file", p)?;
+        dir.vfs()
+            .remove_file(p)
+            .context("removing the leftover file", p)?;
     }
     segment::sync_dir(dir)
-}
-
-/// The current boot's id (Linux: `/proc/sys/kernel/random/boot_id`); `[0, 0]` where there is
-/// none, which no index records, so that only a clean close makes an index trusted there.
-pub(crate) fn current_boot() -> [u64; 2] {
-    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let hex: String = id.chars().filter(char::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return [0, 0];
-    }
-    let word = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
-    let boot = [word(&hex[..16]), word(&hex[16..])];
-    if boot == [0, 0] { [0, 1] } else { boot }
 }
 
 /// Opens the index of the store in `dir` (which the caller has locked), rebuilding it if it
 /// cannot be trusted, and marks it as changing during this boot.
 pub(crate) fn open_index(
-    dir: &Path,
+    dir: &Dir,
     now_ms: u64,
     options: &Options,
 ) -> Result<(Index, RecoveryReport)> {
@@ -156,7 +143,7 @@ pub(crate) fn open_index(
     // Leftovers of an interrupted change, removed once the open has succeeded (an open that
     // fails changes nothing).
     let temps = std::mem::take(&mut listing.temps);
-    let boot = current_boot();
+    let boot = dir.vfs().boot_id();
     let pointer = PointerFile::open(dir, true)?;
     let trusted = match pointer {
         None => Err("no index"),
@@ -182,7 +169,7 @@ pub(crate) fn open_index(
             rebuild::rebuild(dir, &listing, now_ms, options.strict, &mut report)?
         }
     };
-    let temps: Vec<PathBuf> = temps.into_iter().filter(|p| p.exists()).collect();
+    let temps: Vec<PathBuf> = temps.into_iter().filter(|p| dir.exists(p)).collect();
     remove_files(dir, &temps)?;
     report.temp_files_removed = temps.len();
     let current = index.table().generation();
@@ -204,13 +191,20 @@ pub(crate) fn open_index(
             .context("syncing", seg.path())?;
     }
     report.segments = index.rows().len();
-    index.pointer().mark_dirty(boot);
+    // The mark must reach the disk before any change the index then takes: a power cut
+    // that left `INDEX` saying "clean" would have the next boot trust a table whose newer
+    // pages were lost (the simulation found this).
+    let pointer = index.pointer();
+    if pointer.is_clean() || pointer.boot() != boot {
+        pointer.mark_dirty(boot);
+        pointer.sync()?;
+    }
     Ok((index, report))
 }
 
 /// The error of an open that would have to rebuild the index and may not
 /// (`Options::rebuild_index` off).
-fn needs_rebuild(dir: &Path, why: &'static str) -> Error {
+fn needs_rebuild(dir: &Dir, why: &'static str) -> Error {
     Error::BadIndex {
         path: dir.join(file::POINTER_FILE),
         reason: why,
@@ -219,7 +213,7 @@ fn needs_rebuild(dir: &Path, why: &'static str) -> Error {
 
 /// Maps the index of the store in `dir` for reading only: it must have been closed cleanly
 /// (there is no rebuilding it without writing), and nothing is changed.
-pub(crate) fn open_read_only(dir: &Path) -> Result<(Index, RecoveryReport)> {
+pub(crate) fn open_read_only(dir: &Dir) -> Result<(Index, RecoveryReport)> {
     let not_usable = |reason| Error::BadIndex {
         path: dir.join(file::POINTER_FILE),
         reason,
@@ -246,7 +240,7 @@ pub(crate) fn open_read_only(dir: &Path) -> Result<(Index, RecoveryReport)> {
 
 /// Maps the index of the store in `dir` that other stores have open (and so recovered): the
 /// table `INDEX` names now.
-pub(crate) fn join_index(dir: &Path) -> Result<(Index, RecoveryReport)> {
+pub(crate) fn join_index(dir: &Dir) -> Result<(Index, RecoveryReport)> {
     let pointer = PointerFile::open(dir, true)?.ok_or_else(|| Error::BadIndex {
         path: dir.join(file::POINTER_FILE),
         reason: "missing while the store is open elsewhere",
@@ -271,7 +265,7 @@ fn reconcile(
     report: &mut RecoveryReport,
 ) -> std::result::Result<Index, &'static str> {
     validate(&index)?;
-    let dir = index.dir().to_path_buf();
+    let dir = index.dir().clone();
     let rows = index.rows();
     let known: BTreeSet<u64> = rows.iter().map(|&(_, id)| id).collect();
     let on_disk: BTreeSet<u64> = listing.data.iter().copied().collect();
@@ -289,7 +283,7 @@ fn reconcile(
         // after that; a writer records its segment before appending to it. So a file the
         // index does not name is output never used, or a writer segment with no record.
         let path = segment::path(&dir, id);
-        if id % segment::WRITER_ID_STRIDE != 0 || holds_no_record(&path) {
+        if id % segment::WRITER_ID_STRIDE != 0 || holds_no_record(&dir, &path) {
             leftovers.push(path);
         } else {
             return Err("a segment file holds records the index does not know");
@@ -389,12 +383,17 @@ fn validate(index: &Index) -> std::result::Result<(), &'static str> {
 
 /// Whether the segment file at `path` has no record: shorter than its header and a record
 /// header, or zeros where its first record would start.
-fn holds_no_record(path: &Path) -> bool {
-    use std::os::unix::fs::FileExt;
+fn holds_no_record(dir: &Dir, path: &Path) -> bool {
     let start = segment::data_start(segment::FORMAT_VERSION) as u64;
     let mut first = [0u8; crate::record::RECORD_HEADER_LEN];
-    match fs::File::open(path).and_then(|f| f.read_at(&mut first, start)) {
-        Ok(n) => n < first.len() || crate::record::is_end(&first),
+    let Ok(file) = dir.vfs().open(path, Open::Read) else {
+        return false;
+    };
+    match file.size() {
+        Ok(len) if len < start + first.len() as u64 => true,
+        Ok(_) => file
+            .read_at(&mut first, start)
+            .is_ok_and(|()| crate::record::is_end(&first)),
         Err(_) => false,
     }
 }

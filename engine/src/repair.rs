@@ -13,6 +13,7 @@ use crate::recovery::{DamagedRange, TornTail};
 use crate::segment;
 use crate::store::Store;
 use crate::verify::VerifyReport;
+use crate::vfs::Dir;
 
 /// What [`repair`] found and did.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,7 @@ pub fn repair(dir: impl AsRef<Path>, options: Options) -> Result<RepairReport> {
         return Err(Error::NotADirectory(dir.to_path_buf()));
     }
     let options = options.exclusive(true).strict(false).read_only(false);
+    let dir = &Dir::new(options.vfs.clone(), dir.to_path_buf());
     let keys_before = {
         let _lock = DirLock::acquire(dir)?;
         let before = Store::open(dir, options.clone().read_only(true))
@@ -52,7 +54,7 @@ pub fn repair(dir: impl AsRef<Path>, options: Options) -> Result<RepairReport> {
         // Without its pointer the index is rebuilt from the segments on the next open. A
         // crash from here on leaves a store that rebuilds it likewise.
         let pointer = dir.join(POINTER_FILE);
-        match std::fs::remove_file(&pointer) {
+        match dir.vfs().remove_file(&pointer) {
             Ok(()) => segment::sync_dir(dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("removing", &pointer, e)),

@@ -8,15 +8,12 @@
 //! zeros after the last record mark the end of the records. Version 1 segments (records packed
 //! back to back, the file ending with the last record) are read the same way, never written.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::error::{Error, IoContext, Result};
+use crate::vfs::{Advice, Dir, Mapped, Open, VfsFile};
 
 /// The on-disk format version this build writes.
 pub const FORMAT_VERSION: u16 = 2;
@@ -181,12 +178,12 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<u16> {
 
 /// Deletes segment `id` for good: its data file (the deletion made durable before anything
 /// else happens), then its hint file if it has one.
-pub(crate) fn remove(dir: &Path, id: u64) -> Result<()> {
+pub(crate) fn remove(dir: &Dir, id: u64) -> Result<()> {
     let data = path(dir, id);
-    std::fs::remove_file(&data).context("removing", &data)?;
+    dir.vfs().remove_file(&data).context("removing", &data)?;
     sync_dir(dir)?;
     let hint = dir.join(file_name(id, FileKind::Hint));
-    match std::fs::remove_file(&hint) {
+    match dir.vfs().remove_file(&hint) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("removing", &hint, e)),
@@ -194,31 +191,10 @@ pub(crate) fn remove(dir: &Path, id: u64) -> Result<()> {
 }
 
 /// Makes a directory entry change (create, rename, delete) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context("syncing the directory", dir)
-}
-
-/// Reserves `len` bytes for `file` (extending it), so that writing them never needs a new
-/// block. Where the filesystem cannot reserve, the file is extended with written zeros.
-pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
-    #[cfg(feature = "fault-injection")]
-    crate::faults::on_allocate()?;
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = file.metadata()?.len();
-            while at < len {
-                let n = (len - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+pub(crate) fn sync_dir(dir: &Dir) -> Result<()> {
+    dir.vfs()
+        .sync_dir(dir.path())
+        .context("syncing the directory", dir.path())
 }
 
 /// Bytes of records after which [`Segment::start_writeback`] starts writing them back.
@@ -232,8 +208,8 @@ pub(crate) struct Segment {
     path: PathBuf,
     /// The format version the file was written in.
     version: u16,
-    file: File,
-    map: MmapRaw,
+    file: Box<dyn VfsFile>,
+    map: Mapped,
     /// End of the records: bytes before it are immutable and readable; the writer appends
     /// after it (only to a writable version 2 segment).
     end: AtomicU64,
@@ -254,19 +230,18 @@ impl Segment {
     /// file is reserved at its full size, its header written, and file and directory entry
     /// made durable before anything is appended, so a synced record never sits in a file a
     /// crash can lose. A full disk is [`Error::StorageFull`] here, with nothing left behind.
-    pub fn create(dir: &Path, id: u64, capacity: u64) -> Result<Segment> {
+    pub fn create(dir: &Dir, id: u64, capacity: u64) -> Result<Segment> {
         debug_assert!(capacity <= MAX_SEGMENT_LEN);
         let path = path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = dir
+            .vfs()
+            .open(&path, Open::CreateNew)
             .context("creating", &path)?;
-        let created = allocate(&file, capacity)
+        let created = file
+            .allocate(capacity)
             .context("reserving space for", &path)
             .and_then(|()| {
-                file.write_all_at(&encode_header(id, FileKind::Data), 0)
+                file.write_at(&encode_header(id, FileKind::Data), 0)
                     .and_then(|()| file.sync_all())
                     .context("writing the header of", &path)
             })
@@ -279,7 +254,7 @@ impl Segment {
             }
             Err(e) => {
                 // Best effort: a header-only or torn file is removed by recovery anyway.
-                let _ = std::fs::remove_file(&path);
+                let _ = dir.vfs().remove_file(&path);
                 Err(e)
             }
         }
@@ -287,7 +262,7 @@ impl Segment {
 
     /// Opens the existing file of segment `id` and maps it, for appending too if `writable`.
     /// Checks its header; the end of its records is not known until the caller sets it.
-    pub fn open(dir: &Path, id: u64, writable: bool) -> Result<Segment> {
+    pub fn open(dir: &Dir, id: u64, writable: bool) -> Result<Segment> {
         Segment::open_with(dir, id, writable, None).map(|(segment, _)| segment)
     }
 
@@ -296,21 +271,15 @@ impl Segment {
     /// checksums, so reading them does not depend on the header. Also says whether the header
     /// was damaged.
     pub fn open_with(
-        dir: &Path,
+        dir: &Dir,
         id: u64,
         writable: bool,
         if_damaged: Option<u16>,
     ) -> Result<(Segment, bool)> {
         let path = path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(&path)
-            .context("opening", &path)?;
-        let len = file
-            .metadata()
-            .context("reading the metadata of", &path)?
-            .len();
+        let how = if writable { Open::Write } else { Open::Read };
+        let file = dir.vfs().open(&path, how).context("opening", &path)?;
+        let len = file.size().context("reading the metadata of", &path)?;
         if len > MAX_SEGMENT_LEN.max(u64::from(u32::MAX)) {
             return Err(Error::Corrupt {
                 segment: id,
@@ -320,7 +289,7 @@ impl Segment {
         }
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         let read = usize::try_from(len).map_or(0, |l| l.min(SEGMENT_HEADER_LEN));
-        file.read_exact_at(&mut header[..read], 0)
+        file.read_at(&mut header[..read], 0)
             .context("reading the header of", &path)?;
         let (version, damaged) = match (
             check_header(&header[..read], id, FileKind::Data),
@@ -338,20 +307,20 @@ impl Segment {
         Ok((Segment::map(id, path, file, version, writable)?, damaged))
     }
 
-    fn map(id: u64, path: PathBuf, file: File, version: u16, writable: bool) -> Result<Segment> {
-        let options = MmapOptions::new();
-        let map = if writable {
-            options.map_raw(&file)
-        } else {
-            options.map_raw_read_only(&file)
-        }
-        .context("mapping", &path)?;
+    fn map(
+        id: u64,
+        path: PathBuf,
+        file: Box<dyn VfsFile>,
+        version: u16,
+        writable: bool,
+    ) -> Result<Segment> {
+        let map = Mapped::new(file.map(writable).context("mapping", &path)?);
         // No read-ahead on faults (walks ask for it: `Segment::read_ahead`). With read-ahead the kernel fills
         // the page cache in large folios (up to 2 MiB with ext4 on Linux 6.16+), and a record
         // appended into one dirties all of it: each fdatasync of a durable write then wrote
         // 2 MiB instead of a page (1.6k durable writes/s instead of 7k). Random gets gain
         // nothing from read-ahead either. The advice is only a hint: failing it changes nothing.
-        let _ = map.advise(memmap2::Advice::Random);
+        map.advise(Advice::Random, 0, map.len());
         Ok(Segment {
             id,
             path,
@@ -423,29 +392,21 @@ impl Segment {
     /// holes and unwritten reserved blocks the file system reports (`SEEK_DATA`), so checking
     /// the zero tail of a preallocated segment does not read it page by page.
     pub fn first_nonzero_from(&self, from: u64) -> Option<u64> {
-        use rustix::fs::SeekFrom;
         let whole = self.whole();
         let len = whole.len() as u64;
-        let mut at = from;
-        while at < len {
-            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(at)) {
-                Ok(data) => data,
-                Err(rustix::io::Errno::NXIO) => return None,
-                // Not supported here: look at every byte.
-                Err(_) => at,
-            };
-            if data >= len {
-                return None;
+        // Where the file system cannot tell, every byte is looked at.
+        let extents = self
+            .file
+            .data_after(from)
+            .unwrap_or_else(|| vec![(from, len)]);
+        for (data, hole) in extents {
+            let (data, hole) = (data.max(from), hole.min(len));
+            if data >= hole {
+                continue;
             }
-            let hole = match rustix::fs::seek(&self.file, SeekFrom::Hole(data)) {
-                Ok(hole) if hole > data => hole.min(len),
-                _ => len,
-            };
-            let region = &whole[data as usize..hole as usize];
-            if let Some(i) = first_nonzero(region) {
+            if let Some(i) = first_nonzero(&whole[data as usize..hole as usize]) {
                 return Some(data + i as u64);
             }
-            at = hole;
         }
         None
     }
@@ -511,7 +472,7 @@ impl Segment {
             }
             let bytes = &mut staging[..len];
             fill(bytes);
-            if self.file.write_all_at(bytes, at).is_err() {
+            if self.file.write_at(bytes, at).is_err() {
                 dst.copy_from_slice(bytes);
             }
             if staging.capacity() > STAGING_KEPT_MAX {
@@ -544,17 +505,13 @@ impl Segment {
         if len == 0 {
             return Ok(());
         }
-        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-        let punched = rustix::fs::fallocate(&self.file, flags, from, len).and_then(|()| {
-            rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, len)
-        });
-        if punched.is_err() {
+        if self.file.punch_hole(from, len, true).is_err() {
             let zeros = vec![0u8; 1 << 20];
             let mut at = from;
             while at < self.capacity() {
                 let n = (self.capacity() - at).min(zeros.len() as u64) as usize;
                 self.file
-                    .write_all_at(&zeros[..n], at)
+                    .write_at(&zeros[..n], at)
                     .context("zeroing the torn tail of", &self.path)?;
                 at += n as u64;
             }
@@ -570,9 +527,7 @@ impl Segment {
         self.sealed.store(true, Ordering::Release);
         let keep = self.end().next_multiple_of(4096);
         if keep < self.capacity() {
-            let flags =
-                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-            let _ = rustix::fs::fallocate(&self.file, flags, keep, self.capacity() - keep);
+            let _ = self.file.punch_hole(keep, self.capacity() - keep, false);
         }
     }
 
@@ -618,7 +573,7 @@ impl Segment {
         let len = usize::try_from(len)
             .unwrap_or(usize::MAX)
             .min(self.map.len());
-        let _ = self.map.advise_range(memmap2::Advice::WillNeed, 0, len);
+        self.map.advise(Advice::WillNeed, 0, len);
     }
 
     /// Asks the kernel to start writing back, without waiting, the whole pages of records
@@ -633,26 +588,11 @@ impl Segment {
             return;
         }
         self.writeback_from.store(to, Ordering::Relaxed);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain system call on an open descriptor this segment owns; it reads
-            // no memory of the process.
-            let _ = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    from as libc::off64_t,
-                    (to - from) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-        }
+        self.file.start_writeback(from, to - from);
     }
 
     /// fdatasync of the file (appends through the map included).
     pub fn sync_data(&self) -> io::Result<()> {
-        #[cfg(feature = "fault-injection")]
-        crate::faults::on_sync()?;
         self.cleaned_to.fetch_max(self.end(), Ordering::AcqRel);
         self.file.sync_data()
     }
@@ -669,8 +609,9 @@ impl Segment {
         if end > contents.len() as u64 {
             return Err(out_of_range());
         }
-        #[cfg(feature = "fault-injection")]
-        crate::faults::on_read().context("reading a record of", &self.path)?;
+        self.file
+            .check_read()
+            .context("reading a record of", &self.path)?;
         Ok(&contents[offset as usize..end as usize])
     }
 }
@@ -771,7 +712,7 @@ mod tests {
     #[test]
     fn writeback_starts_per_chunk_of_whole_pages_and_never_at_the_end_page() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 1, 3 * WRITEBACK_CHUNK).unwrap();
+        let seg = Segment::create(&Dir::real(dir.path()), 1, 3 * WRITEBACK_CHUNK).unwrap();
         let mut staging = Vec::new();
         let append = |len: u64, staging: &mut Vec<u8>| {
             seg.append_at(seg.end(), len as usize, staging, |buf| buf.fill(7));
@@ -798,7 +739,7 @@ mod tests {
     #[test]
     fn appends_are_read_back_through_the_map_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 1, 4096).unwrap();
+        let seg = Segment::create(&Dir::real(dir.path()), 1, 4096).unwrap();
         assert_eq!(seg.capacity(), 4096, "created at its full size");
         let start = data_start(FORMAT_VERSION) as u64;
         assert_eq!(seg.end(), start);
@@ -815,7 +756,7 @@ mod tests {
         seg.seal();
         assert!(seg.is_sealed());
         drop(seg);
-        let again = Segment::open(dir.path(), 1, false).unwrap();
+        let again = Segment::open(&Dir::real(dir.path()), 1, false).unwrap();
         assert_eq!(again.version(), FORMAT_VERSION);
         assert_eq!(&again.whole()[start as usize..start as usize + 5], b"hello");
         assert!(
@@ -825,7 +766,7 @@ mod tests {
             "the rest reads as zeros"
         );
         assert!(
-            Segment::create(dir.path(), 1, 4096).is_err(),
+            Segment::create(&Dir::real(dir.path()), 1, 4096).is_err(),
             "ids are never reused"
         );
     }
@@ -833,7 +774,7 @@ mod tests {
     #[test]
     fn large_appends_go_through_the_staging_buffer_and_read_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 1, 1 << 20).unwrap();
+        let seg = Segment::create(&Dir::real(dir.path()), 1, 1 << 20).unwrap();
         let mut staging = vec![0xEE; 3 * STAGED_APPEND_MIN];
         let first = seg.end();
         let len = STAGED_APPEND_MIN + 8;
@@ -874,7 +815,7 @@ mod tests {
     #[test]
     fn zeroing_a_torn_tail_keeps_the_records_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 1, 8192).unwrap();
+        let seg = Segment::create(&Dir::real(dir.path()), 1, 8192).unwrap();
         let at = seg.end();
         seg.append_at(at, 5000, &mut Vec::new(), |buf| buf.fill(7));
         seg.zero_from(at + 8).unwrap();
@@ -887,7 +828,7 @@ mod tests {
     fn the_first_nonzero_byte_is_found_across_holes_and_written_pages() {
         let dir = tempfile::tempdir().unwrap();
         let len = 1 << 20;
-        let seg = Segment::create(dir.path(), 1, len).unwrap();
+        let seg = Segment::create(&Dir::real(dir.path()), 1, len).unwrap();
         let start = data_start(FORMAT_VERSION) as u64;
         assert_eq!(
             seg.first_nonzero_from(start),
@@ -895,9 +836,9 @@ mod tests {
             "reserved, never written"
         );
         for at in [start, 4095, 4096, 70_001, len - 1] {
-            let seg = Segment::create(dir.path(), at + 2, len).unwrap();
+            let seg = Segment::create(&Dir::real(dir.path()), at + 2, len).unwrap();
             // A byte written through the file, as a page that reached the disk.
-            seg.file.write_all_at(&[9], at).unwrap();
+            seg.file.write_at(&[9], at).unwrap();
             assert_eq!(seg.first_nonzero_from(start.min(at)), Some(at), "{at}");
             assert_eq!(seg.first_nonzero_from(at + 1), None, "{at}");
         }

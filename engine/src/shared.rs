@@ -2,7 +2,6 @@
 //! that reads, writes, compaction and eviction all need: looking up a key, writing as one op,
 //! syncing.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -13,7 +12,7 @@ use crate::clock::now_ms_for;
 use crate::error::{Error, IoContext, Result};
 use crate::group_commit::GroupCommit;
 use crate::index::Index;
-use crate::index::file::{TableFile, header};
+use crate::index::file::{TableFile, header, row};
 use crate::index::op::IDLE;
 use crate::index::plan::{Entry, Planner};
 use crate::index::slot::{self, Location};
@@ -22,6 +21,7 @@ use crate::options::{Durability, Options};
 use crate::record::RECORD_HEADER_LEN;
 use crate::recovery::RecoveryReport;
 use crate::segment::Segment;
+use crate::vfs::Dir;
 use crate::writer::{Appended, Change, Writer, grow};
 
 /// How the store talks to its background thread.
@@ -82,7 +82,7 @@ impl Located {
 /// What a store's handle and its background thread share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub dir: PathBuf,
+    pub dir: Dir,
     pub options: Options,
     pub index: Index,
     pub writer: Mutex<Writer>,
@@ -134,7 +134,7 @@ impl Shared {
     /// the op of a writer that died holding the lock.
     pub fn lock_writer(&self) -> Result<WriterGuard<'_>> {
         let Some(locks) = &self.locks else {
-            return Err(Error::ReadOnly(self.dir.clone()));
+            return Err(Error::ReadOnly(self.dir.to_path_buf()));
         };
         let writer = self.writer.lock();
         let held = if locks.is_exclusive() {
@@ -233,13 +233,33 @@ impl Shared {
         Ok(appended)
     }
 
-    /// Makes every write so far durable (nothing to do in a read-only store).
+    /// Makes every write so far durable, of this store and of every other store on the
+    /// directory (nothing to do in a read-only store).
     pub fn sync(&self) -> Result<()> {
         if self.locks.is_none() {
             return Ok(());
         }
         let lsn = self.writer.lock().written();
-        self.commit.sync_to(lsn, &self.writer, &self.index)
+        self.commit.sync_to(lsn, &self.writer, &self.index)?;
+        // Other stores' writes since their last sync sit in the same active segment, past
+        // the length its last fdatasync covered: this store's own log position does not
+        // see them (the simulation found a close that left another handle's writes unsynced).
+        let table = self.index.table();
+        let number = table.word(header::ACTIVE).load(Ordering::Acquire) as u32;
+        if number == 0 {
+            return Ok(());
+        }
+        let end = table.row(number, row::END).load(Ordering::Acquire);
+        if table.row(number, row::SYNCED).load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        let segment = self.index.segment(number)?;
+        if let Err(e) = self.index.sync_segment(number, &segment) {
+            let reason = format!("fsync of segment {} failed: {e}", segment.id());
+            self.writer.lock().disable(reason);
+            return Err(Error::io("syncing a segment", segment.path(), e));
+        }
+        Ok(())
     }
 
     /// Plans changes with `plan` against the current table, growing it when they do not fit,
@@ -296,7 +316,7 @@ impl Shared {
         }
         self.change_index(|plan| {
             for &(pos, value) in &left {
-                plan.clear_if(pos, value);
+                plan.clear_if(pos, value)?;
             }
             Ok(true)
         })
@@ -327,7 +347,7 @@ impl Shared {
             #[cfg(debug_assertions)]
             self.check_live_bytes(&table);
             // Another store may have appended since this one's sync.
-            if let Some((number, active)) = writer.active(&self.index) {
+            if let Some((number, active)) = writer.active(&self.index)? {
                 self.index
                     .sync_segment(number, &active)
                     .context("syncing", active.path())?;

@@ -22,6 +22,7 @@ use crate::record;
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{FORMAT_VERSION, MAX_SEGMENT_LEN, data_start};
 use crate::shared::{Shared, Signal};
+use crate::vfs::{Dir, EntryKind};
 use crate::worker::Worker;
 use crate::writer::{Change, Writer};
 
@@ -113,16 +114,21 @@ impl Store {
     /// opened while others have the directory open maps the index as it is.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        match std::fs::metadata(&dir) {
-            Ok(meta) if !meta.is_dir() => return Err(Error::NotADirectory(dir)),
-            Ok(_) => {}
-            Err(e) if options.read_only => return Err(Error::io("opening", &dir, e)),
-            Err(_) => {
-                std::fs::create_dir_all(&dir).context("creating the store directory", &dir)?
+        let dir = Dir::new(options.vfs.clone(), dir.as_ref().to_path_buf());
+        let vfs = dir.vfs();
+        match vfs.kind(&dir) {
+            Ok(Some(EntryKind::Dir)) => {}
+            Ok(Some(EntryKind::File(_))) => return Err(Error::NotADirectory(dir.to_path_buf())),
+            Ok(None) if options.read_only => {
+                let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+                return Err(Error::io("opening", &dir, missing));
             }
+            Err(e) => return Err(Error::io("opening", &dir, e)),
+            Ok(None) => vfs
+                .create_dir_all(&dir)
+                .context("creating the store directory", &dir)?,
         }
-        let read_only = options.read_only || !is_writable(&dir);
+        let read_only = options.read_only || !vfs.is_writable(&dir);
         let (locks, (index, report)) = if read_only {
             (None, recovery::open_read_only(&dir)?)
         } else {
@@ -161,6 +167,15 @@ impl Store {
             None
         };
         Ok(Store { shared, worker })
+    }
+
+    /// Stops this store as a killed process would: nothing is synced or marked clean, and
+    /// its locks and maps go. For crash tests (on a [`crate::simdisk::SimDisk`], before its
+    /// power cut).
+    #[cfg(feature = "fuzzing")]
+    pub fn simulate_crash(mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.stop_background();
     }
 
     /// Whether the store was opened read-only (asked for, or its directory not writable).
@@ -368,7 +383,7 @@ impl Store {
             .shared
             .locks
             .as_ref()
-            .ok_or_else(|| Error::ReadOnly(self.shared.dir.clone()))?;
+            .ok_or_else(|| Error::ReadOnly(self.shared.dir.to_path_buf()))?;
         let _guard = self.shared.maintenance.lock();
         let _held = locks.maintenance.lock()?;
         maintenance::compact_all(&self.shared, progress)
@@ -486,14 +501,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Whether files can be created in `dir` (false on a read-only file system, or without
-/// permission), asked without creating any.
-fn is_writable(dir: &Path) -> bool {
-    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
-        && !rustix::fs::statvfs(dir)
-            .is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 impl Drop for Store {

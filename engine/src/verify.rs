@@ -1,7 +1,6 @@
 //! Checking a store's files without changing them: every record's CRC, every header, every
 //! hint file against its segment.
 
-use std::fs;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -10,6 +9,7 @@ use crate::lock::DirLock;
 use crate::record;
 use crate::scan::Records;
 use crate::segment::{self, FileKind, SEGMENT_HEADER_LEN};
+use crate::vfs::Dir;
 
 /// One problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,22 +57,18 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     if !dir.is_dir() {
         return Err(Error::NotADirectory(dir.to_path_buf()));
     }
+    let dir = &Dir::real(dir);
     let _lock = DirLock::acquire(dir)?;
     verify_files(dir)
 }
 
 /// The checks of [`verify`], on files nobody changes meanwhile (the caller holds the lock, or
 /// is the open store holding its writer and compaction still).
-pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
+pub(crate) fn verify_files(dir: &Dir) -> Result<VerifyReport> {
     let mut ids = Vec::new();
     let mut hints = Vec::new();
-    for entry in fs::read_dir(dir).context("listing", dir)? {
-        let entry = entry.context("listing", dir)?;
-        match entry
-            .file_name()
-            .to_str()
-            .and_then(segment::parse_file_name)
-        {
+    for name in dir.vfs().list(dir.path()).context("listing", dir.path())? {
+        match name.to_str().and_then(segment::parse_file_name) {
             Some((id, FileKind::Data, false)) => ids.push(id),
             Some((id, FileKind::Hint, false)) => hints.push(id),
             _ => {}
@@ -93,7 +89,7 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
     for (i, &id) in ids.iter().enumerate() {
         let is_newest = i + 1 == ids.len();
         let path = segment::path(dir, id);
-        let bytes = fs::read(&path).context("reading", &path)?;
+        let bytes = dir.read(&path).context("reading", &path)?;
         let version = match segment::check_header(&bytes, id, FileKind::Data) {
             Ok(version) => version,
             Err(e) => {
@@ -140,7 +136,7 @@ pub(crate) fn verify_files(dir: &Path) -> Result<VerifyReport> {
         if hints.contains(&id) {
             report.hints += 1;
             let hint_path = dir.join(segment::file_name(id, FileKind::Hint));
-            let hint_bytes = fs::read(&hint_path).context("reading", &hint_path)?;
+            let hint_bytes = dir.read(&hint_path).context("reading", &hint_path)?;
             let mut from_hint = Vec::new();
             let loaded = hint::load(&hint_bytes, id, version, bytes.len() as u64, |e| {
                 from_hint.push((e.offset, e.len, e.key.to_vec(), e.tombstone))
@@ -186,16 +182,16 @@ mod tests {
         assert_eq!(report.records, 100);
         assert!(report.segments > 1);
 
-        let mut files: Vec<_> = fs::read_dir(dir.path())
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "data"))
             .collect();
         files.sort();
-        let mut bytes = fs::read(&files[0]).unwrap();
+        let mut bytes = std::fs::read(&files[0]).unwrap();
         let start = segment::data_start(segment::FORMAT_VERSION);
         bytes[start + 25] ^= 1;
-        fs::write(&files[0], &bytes).unwrap();
+        std::fs::write(&files[0], &bytes).unwrap();
         let report = verify(dir.path()).unwrap();
         let p = &report.problems[0];
         assert_eq!(p.offset, start as u64);
@@ -227,7 +223,7 @@ mod tests {
 
         // Rebuilding the index scans the segments: the damage is skipped and reported.
         let pointer = dir.path().join(crate::index::file::POINTER_FILE);
-        fs::remove_file(&pointer).unwrap();
+        std::fs::remove_file(&pointer).unwrap();
         let store = Store::open(dir.path(), Options::default()).unwrap();
         let damaged = &store.recovery_report().damaged;
         assert_eq!(damaged.len(), 1, "{damaged:?}");
@@ -240,7 +236,7 @@ mod tests {
             "the damaged entry and the one after it are lost"
         );
         drop(store);
-        fs::remove_file(&pointer).unwrap();
+        std::fs::remove_file(&pointer).unwrap();
         let strict = Store::open(dir.path(), Options::default().strict(true));
         assert!(
             matches!(strict, Err(Error::Corrupt { .. })),

@@ -1,7 +1,6 @@
 //! The writer: appends records to the active segment and points the index at them, as one op
 //! (see `index::op`); rotates segments; refuses writes once the disk state is uncertain.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +13,7 @@ use crate::index::slot::{self, KeyHash, Location};
 use crate::options::Options;
 use crate::record;
 use crate::segment::{FORMAT_VERSION, MAX_SEGMENT_LEN, Segment, data_start, next_writer_id};
+use crate::vfs::Dir;
 
 /// How many keys ahead of the one planned a batch fetches buckets: enough for the misses to
 /// overlap, few enough that the lines are still cached when planned.
@@ -61,7 +61,7 @@ pub(crate) struct Appended {
 /// The append side of the store. Lives behind the store's writer mutex.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    dir: PathBuf,
+    dir: Dir,
     max_segment_size: u64,
     /// Bytes appended since open: the log position group commit syncs up to.
     written: u64,
@@ -76,7 +76,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(dir: PathBuf, options: &Options) -> Writer {
+    pub fn new(dir: Dir, options: &Options) -> Writer {
         Writer {
             dir,
             max_segment_size: options.segment_size(),
@@ -102,7 +102,7 @@ impl Writer {
     /// unless it rotates. `(0, 0)` before the first segment exists.
     #[cfg(feature = "fuzzing")]
     pub fn position(&self, index: &Index) -> (u64, u64) {
-        match self.active(index) {
+        match self.active(index).ok().flatten() {
             Some((_, seg)) => (seg.id(), seg.end()),
             None => (0, 0),
         }
@@ -126,13 +126,15 @@ impl Writer {
     }
 
     /// The segment appended to, if there is one, with its number. Its end of records is the
-    /// segment table's (another process may have appended since this one last looked).
-    pub fn active(&self, index: &Index) -> Option<(u32, Arc<Segment>)> {
+    /// segment table's (another process may have appended since this one last looked). An
+    /// active segment that cannot be opened is an error, never "none": a writer that took it
+    /// for none would start another and leave this one unsealed and unsynced.
+    pub fn active(&self, index: &Index) -> Result<Option<(u32, Arc<Segment>)>> {
         let number = index.counter(header::ACTIVE) as u32;
         if number == 0 {
-            return None;
+            return Ok(None);
         }
-        index.segment(number).ok().map(|seg| (number, seg))
+        index.segment(number).map(|seg| Some((number, seg)))
     }
 
     /// Writes `changes` as one op: their records, contiguous in one segment, and the index
@@ -243,12 +245,12 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     pub fn sync_target(&mut self, index: &Index) -> Result<(Option<(u32, Arc<Segment>)>, u64)> {
         self.check_usable()?;
-        Ok((self.active(index), self.written))
+        Ok((self.active(index)?, self.written))
     }
 
     /// The active segment, after rotating if `len` more bytes would not fit in it.
     fn active_with_room(&mut self, index: &Index, len: u64) -> Result<(u32, Arc<Segment>)> {
-        if let Some((number, active)) = self.active(index) {
+        if let Some((number, active)) = self.active(index)? {
             if len <= active.room() {
                 return Ok((number, active));
             }
@@ -258,7 +260,7 @@ impl Writer {
         let start = data_start(FORMAT_VERSION) as u64;
         let capacity = self.max_segment_size.max(start + len).min(MAX_SEGMENT_LEN);
         let id = index.counter(header::NEXT_WRITER_ID);
-        if crate::segment::path(&self.dir, id).exists() {
+        if self.dir.exists(&crate::segment::path(&self.dir, id)) {
             // Left by a writer of another process that died between creating the file and
             // recording it: no row names it, nothing points into it.
             crate::segment::remove(&self.dir, id)?;
@@ -280,7 +282,7 @@ impl Writer {
     /// synced, which keeps every crash state a prefix of the log.
     pub fn seal_active(&mut self, index: &Index) -> Result<()> {
         self.check_usable()?;
-        let Some((number, active)) = self.active(index) else {
+        let Some((number, active)) = self.active(index)? else {
             return Ok(());
         };
         if let Err(e) = index.sync_segment(number, &active) {

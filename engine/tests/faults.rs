@@ -1,31 +1,32 @@
-//! A failing disk, simulated (feature `fault-injection`): a disk full when a segment is
-//! reserved, a failed fsync and failed reads give typed errors, never a panic or a wrong value, and lose nothing that was
-//! acknowledged.
+//! A failing disk, simulated through the store's file system ([`logcache_engine::vfs::Faulty`]):
+//! a disk full when a segment is reserved, a failed fsync and failed reads give typed errors,
+//! never a panic or a wrong value, and lose nothing that was acknowledged. The faults belong
+//! to one store's options, so these tests run in parallel with every other.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use common::{contents, manual};
-use logcache_engine::{Durability, Error, Store, faults};
+use logcache_engine::vfs::{self, Faults, Faulty};
+use logcache_engine::{Durability, Error, Options, Store};
 
-/// The fault switches are process-wide: one test at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    faults::clear();
-    guard
+/// `options` on a file system that fails where the returned switches say.
+fn faulty(options: Options) -> (Arc<Faults>, Options) {
+    let faults = Arc::new(Faults::default());
+    let vfs = Arc::new(Faulty::new(vfs::real(), Arc::clone(&faults)));
+    (faults, options.vfs(vfs))
 }
 
 #[test]
 fn a_segment_that_cannot_be_reserved_leaves_nothing_and_writes_go_on() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let opts = manual()
-        .durability(Durability::Flush)
-        .max_segment_size(1024);
+    let (faults, opts) = faulty(
+        manual()
+            .durability(Durability::Flush)
+            .max_segment_size(1024),
+    );
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     let mut model = BTreeMap::new();
     for i in 0..10u8 {
@@ -34,7 +35,7 @@ fn a_segment_that_cannot_be_reserved_leaves_nothing_and_writes_go_on() {
     }
     let files_before = common::files_with_extension(dir.path(), "data");
     // The next write needs a new segment, and the disk is full when it is reserved.
-    faults::fail_next_allocation();
+    faults.fail_next_allocation();
     let err = store.put(b"no room", &[9; 900]).unwrap_err();
     assert!(matches!(err, Error::StorageFull { .. }), "{err}");
     assert!(
@@ -66,12 +67,11 @@ fn a_segment_that_cannot_be_reserved_leaves_nothing_and_writes_go_on() {
 
 #[test]
 fn a_failed_fsync_refuses_further_writes_and_loses_nothing_acknowledged() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let opts = manual().durability(Durability::Sync);
+    let (faults, opts) = faulty(manual().durability(Durability::Sync));
     let store = Store::open(dir.path(), opts.clone()).unwrap();
     store.put(b"before", b"synced").unwrap();
-    faults::fail_next_sync();
+    faults.fail_next_sync();
     let err = store.put(b"during", b"unsure").unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     // After a failed fsync nothing written since the last good one can be trusted.
@@ -98,15 +98,15 @@ fn a_failed_fsync_refuses_further_writes_and_loses_nothing_acknowledged() {
 
 #[test]
 fn failed_reads_stop_compaction_and_lose_nothing() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), manual()).unwrap();
     store.put(b"k", b"old").unwrap();
     store.put(b"k", b"v").unwrap();
     drop(store);
-    let store = Store::open(dir.path(), manual()).unwrap();
+    let (faults, opts) = faulty(manual());
+    let store = Store::open(dir.path(), opts).unwrap();
     store.put(b"active", b"a").unwrap();
-    faults::fail_reads(true);
+    faults.fail_reads(true);
     // A get makes no system call (it reads the segment's map), so only the reads of
     // compaction fail.
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
@@ -114,7 +114,7 @@ fn failed_reads_stop_compaction_and_lose_nothing() {
         matches!(store.compact(), Err(Error::Io { .. })),
         "compaction stops on a failed read"
     );
-    faults::fail_reads(false);
+    faults.fail_reads(false);
     assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(store.get(b"active").unwrap(), Some(b"a".to_vec()));
     assert_eq!(store.compact().unwrap().records_copied, 2);
@@ -126,7 +126,6 @@ fn failed_reads_stop_compaction_and_lose_nothing() {
 
 #[test]
 fn reopening_syncs_the_segment_it_goes_on_appending_to() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), manual()).unwrap();
@@ -134,8 +133,9 @@ fn reopening_syncs_the_segment_it_goes_on_appending_to() {
     }
     // Whoever goes on appending to a segment makes what it holds durable first: with the
     // fsync failing, the open cannot go on.
-    faults::fail_next_sync();
-    let err = Store::open(dir.path(), manual()).unwrap_err();
+    let (faults, opts) = faulty(manual());
+    faults.fail_next_sync();
+    let err = Store::open(dir.path(), opts).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     let store = Store::open(dir.path(), manual()).unwrap();
     assert_eq!(

@@ -7,16 +7,13 @@
 //! field that changes while the store is open is read and written as an aligned atomic, so
 //! processes share the map without locks for reading. docs/format.md gives the layout.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, IoContext, Result};
 use crate::index::slot::{BUCKET_BITS, BUCKET_SLOTS, MAX_REGION_BITS};
 use crate::segment::{self, FORMAT_VERSION};
+use crate::vfs::{Dir, Mapped, Open, VfsFile};
 
 /// Name of the file that names the current table file.
 pub(crate) const POINTER_FILE: &str = "INDEX";
@@ -46,7 +43,7 @@ pub(crate) fn parse_table_name(name: &str) -> Option<u64> {
 /// # Safety
 /// `map` must be at least `at + 8` bytes long and `at` a multiple of 8; every access to these
 /// bytes, in any process, must be atomic.
-unsafe fn atomic_at(map: &MmapRaw, at: usize) -> &AtomicU64 {
+unsafe fn atomic_at(map: &Mapped, at: usize) -> &AtomicU64 {
     debug_assert!(at.is_multiple_of(8) && at + 8 <= map.len());
     // SAFETY: the caller guarantees bounds and alignment (the map itself is page-aligned);
     // the map lives as long as the returned reference's borrow of it, and all accesses to
@@ -54,33 +51,21 @@ unsafe fn atomic_at(map: &MmapRaw, at: usize) -> &AtomicU64 {
     unsafe { AtomicU64::from_ptr(map.as_mut_ptr().add(at).cast::<u64>()) }
 }
 
-fn create_mapped(path: &Path, len: u64) -> Result<(File, MmapRaw)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+fn create_mapped(dir: &Dir, path: &Path, len: u64) -> Result<(Box<dyn VfsFile>, Mapped)> {
+    let file = dir
+        .vfs()
+        .open(path, Open::Truncate)
         .context("creating", path)?;
-    segment::allocate(&file, len).context("reserving space for", path)?;
-    let map = MmapOptions::new().map_raw(&file).context("mapping", path)?;
-    Ok((file, map))
+    file.allocate(len).context("reserving space for", path)?;
+    let map = file.map(true).context("mapping", path)?;
+    Ok((file, Mapped::new(map)))
 }
 
-fn open_mapped(path: &Path, writable: bool) -> Result<(File, MmapRaw)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .context("opening", path)?;
-    let options = MmapOptions::new();
-    let map = if writable {
-        options.map_raw(&file)
-    } else {
-        options.map_raw_read_only(&file)
-    }
-    .context("mapping", path)?;
-    Ok((file, map))
+fn open_mapped(dir: &Dir, path: &Path, writable: bool) -> Result<(Box<dyn VfsFile>, Mapped)> {
+    let how = if writable { Open::Write } else { Open::Read };
+    let file = dir.vfs().open(path, how).context("opening", path)?;
+    let map = file.map(writable).context("mapping", path)?;
+    Ok((file, Mapped::new(map)))
 }
 
 fn static_header(magic: &[u8; 5], kind: u8, fields: &[u64]) -> Vec<u8> {
@@ -123,8 +108,8 @@ fn check_static_header(
 #[derive(Debug)]
 pub(crate) struct PointerFile {
     path: PathBuf,
-    _file: File,
-    map: MmapRaw,
+    _file: Box<dyn VfsFile>,
+    map: Mapped,
 }
 
 /// Offsets of the pointer file's fields (after its 24-byte static header).
@@ -141,10 +126,10 @@ mod pointer {
 impl PointerFile {
     /// Creates a pointer file naming `generation` under a temporary name, which the next open
     /// removes: it replaces `INDEX` only once [`PointerFile::install`]ed.
-    pub fn create_pending(dir: &Path, generation: u64) -> Result<PointerFile> {
+    pub fn create_pending(dir: &Dir, generation: u64) -> Result<PointerFile> {
         let temp = pending_path(dir);
-        let (file, map) = create_mapped(&temp, PAGE as u64)?;
-        file.write_all_at(&static_header(POINTER_MAGIC, 3, &[]), 0)
+        let (file, map) = create_mapped(dir, &temp, PAGE as u64)?;
+        file.write_at(&static_header(POINTER_MAGIC, 3, &[]), 0)
             .context("writing", &temp)?;
         let pointer = PointerFile {
             path: temp,
@@ -156,25 +141,27 @@ impl PointerFile {
     }
 
     /// Makes this pointer `INDEX`, durably (it is synced first).
-    pub fn install(&mut self, dir: &Path) -> Result<()> {
+    pub fn install(&mut self, dir: &Dir) -> Result<()> {
         let path = dir.join(POINTER_FILE);
         if self.path == path {
             return Ok(());
         }
         self.sync()?;
-        std::fs::rename(&self.path, &path).context("renaming", &self.path)?;
+        dir.vfs()
+            .rename(&self.path, &path)
+            .context("renaming", &self.path)?;
         segment::sync_dir(dir)?;
         self.path = path;
         Ok(())
     }
 
     /// Opens the pointer file; `None` if there is none.
-    pub fn open(dir: &Path, writable: bool) -> Result<Option<PointerFile>> {
+    pub fn open(dir: &Dir, writable: bool) -> Result<Option<PointerFile>> {
         let path = dir.join(POINTER_FILE);
-        if !path.exists() {
+        if !dir.exists(&path) {
             return Ok(None);
         }
-        let (file, map) = open_mapped(&path, writable)?;
+        let (file, map) = open_mapped(dir, &path, writable)?;
         let pointer = PointerFile {
             path,
             _file: file,
@@ -367,8 +354,8 @@ impl Shape {
 #[derive(Debug)]
 pub(crate) struct TableFile {
     path: PathBuf,
-    _file: File,
-    map: MmapRaw,
+    _file: Box<dyn VfsFile>,
+    map: Mapped,
     generation: u64,
     seed: u64,
     shape: Shape,
@@ -378,10 +365,10 @@ pub(crate) struct TableFile {
 
 impl TableFile {
     /// Creates table file `generation` of `shape`, all zero but for its static header.
-    pub fn create(dir: &Path, generation: u64, seed: u64, shape: Shape) -> Result<TableFile> {
+    pub fn create(dir: &Dir, generation: u64, seed: u64, shape: Shape) -> Result<TableFile> {
         assert!(shape.region_bits <= MAX_REGION_BITS);
         let path = dir.join(table_name(generation));
-        let (file, map) = create_mapped(&path, shape.file_len())?;
+        let (file, map) = create_mapped(dir, &path, shape.file_len())?;
         let fields = [
             generation,
             seed,
@@ -389,7 +376,7 @@ impl TableFile {
             u64::from(shape.segments),
             u64::from(shape.op_entries),
         ];
-        file.write_all_at(&static_header(TABLE_MAGIC, 4, &fields), 0)
+        file.write_at(&static_header(TABLE_MAGIC, 4, &fields), 0)
             .context("writing", &path)?;
         Ok(TableFile {
             path,
@@ -404,7 +391,7 @@ impl TableFile {
 
     /// Opens the table file `pointer` names, trying again if another process grows the index
     /// meanwhile (and removes the file named a moment ago).
-    pub fn open_current(dir: &Path, pointer: &PointerFile, writable: bool) -> Result<TableFile> {
+    pub fn open_current(dir: &Dir, pointer: &PointerFile, writable: bool) -> Result<TableFile> {
         loop {
             let generation = pointer.generation();
             match TableFile::open(dir, generation, writable) {
@@ -417,9 +404,9 @@ impl TableFile {
 
     /// Opens table file `generation`; an error if it is missing, of another version, or its
     /// header or length is not what a table file has.
-    pub fn open(dir: &Path, generation: u64, writable: bool) -> Result<TableFile> {
+    pub fn open(dir: &Dir, generation: u64, writable: bool) -> Result<TableFile> {
         let path = dir.join(table_name(generation));
-        let (file, map) = open_mapped(&path, writable)?;
+        let (file, map) = open_mapped(dir, &path, writable)?;
         let bad = |reason: &'static str| Error::BadIndex {
             path: path.clone(),
             reason,
@@ -571,11 +558,11 @@ mod tests {
             segments: 16,
             op_entries: 64,
         };
-        let table = TableFile::create(dir.path(), 3, 99, shape).unwrap();
+        let table = TableFile::create(&Dir::real(dir.path()), 3, 99, shape).unwrap();
         table.slot(shape.slots() - 1).store(7, Ordering::Release);
         table.row(16, row::LIVE).store(5, Ordering::Release);
         drop(table);
-        let table = TableFile::open(dir.path(), 3, true).unwrap();
+        let table = TableFile::open(&Dir::real(dir.path()), 3, true).unwrap();
         assert_eq!((table.shape(), table.seed()), (shape, 99));
         assert_eq!(table.slot(shape.slots() - 1).load(Ordering::Acquire), 7);
         assert_eq!(table.row(16, row::LIVE).load(Ordering::Acquire), 5);
@@ -585,27 +572,38 @@ mod tests {
         bytes[10] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            TableFile::open(dir.path(), 3, true),
+            TableFile::open(&Dir::real(dir.path()), 3, true),
             Err(Error::BadIndex { .. })
         ));
-        assert!(TableFile::open(dir.path(), 4, true).is_err(), "missing");
+        assert!(
+            TableFile::open(&Dir::real(dir.path()), 4, true).is_err(),
+            "missing"
+        );
     }
 
     #[test]
     fn the_pointer_file_names_the_generation_and_keeps_the_clean_flag() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(PointerFile::open(dir.path(), true).unwrap().is_none());
-        let mut pointer = PointerFile::create_pending(dir.path(), 5).unwrap();
         assert!(
-            PointerFile::open(dir.path(), true).unwrap().is_none(),
+            PointerFile::open(&Dir::real(dir.path()), true)
+                .unwrap()
+                .is_none()
+        );
+        let mut pointer = PointerFile::create_pending(&Dir::real(dir.path()), 5).unwrap();
+        assert!(
+            PointerFile::open(&Dir::real(dir.path()), true)
+                .unwrap()
+                .is_none(),
             "pending: not INDEX yet"
         );
-        pointer.install(dir.path()).unwrap();
+        pointer.install(&Dir::real(dir.path())).unwrap();
         assert!(!pointer.is_clean());
         pointer.mark_dirty([1, 2]);
         pointer.mark_clean().unwrap();
         drop(pointer);
-        let pointer = PointerFile::open(dir.path(), true).unwrap().unwrap();
+        let pointer = PointerFile::open(&Dir::real(dir.path()), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(pointer.generation(), 5);
         assert!(pointer.is_clean());
         assert_eq!(pointer.boot(), [1, 2]);

@@ -11,7 +11,6 @@ pub(crate) mod op;
 pub(crate) mod plan;
 pub(crate) mod slot;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -23,6 +22,7 @@ use crate::index::file::{PointerFile, Shape, TableFile, header, row};
 use crate::index::slot::{BUCKET_BITS, BUCKET_SLOTS, KeyHash, Location};
 use crate::record::{self, Record};
 use crate::segment::Segment;
+use crate::vfs::Dir;
 
 /// A record an index slot points at, found for a key.
 pub(crate) struct Found<'a> {
@@ -37,7 +37,7 @@ pub(crate) struct Found<'a> {
 /// One process's view of the shared index.
 #[derive(Debug)]
 pub(crate) struct Index {
-    dir: PathBuf,
+    dir: Dir,
     pointer: PointerFile,
     table: ArcSwap<TableFile>,
     /// The segments this process has mapped, by number.
@@ -57,9 +57,9 @@ pub(crate) fn buckets(table: &TableFile, h: KeyHash) -> [usize; 2] {
 
 impl Index {
     /// An index over `table`, named by `pointer`.
-    pub fn new(dir: &Path, pointer: PointerFile, table: TableFile) -> Index {
+    pub fn new(dir: &Dir, pointer: PointerFile, table: TableFile) -> Index {
         Index {
-            dir: dir.to_path_buf(),
+            dir: dir.clone(),
             pointer,
             table: ArcSwap::from_pointee(table),
             segments: RwLock::new(Vec::new()),
@@ -68,7 +68,7 @@ impl Index {
     }
 
     /// An index over `table` that maps every file read-only and changes nothing.
-    pub fn read_only(dir: &Path, pointer: PointerFile, table: TableFile) -> Index {
+    pub fn read_only(dir: &Dir, pointer: PointerFile, table: TableFile) -> Index {
         Index {
             writable: false,
             ..Index::new(dir, pointer, table)
@@ -76,7 +76,7 @@ impl Index {
     }
 
     /// The store directory.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Dir {
         &self.dir
     }
 
@@ -402,7 +402,7 @@ impl Index {
         drop(old);
         self.replace_table(new);
         // Best effort: a leftover old table is removed on the next open.
-        let _ = std::fs::remove_file(old_path);
+        let _ = self.dir.vfs().remove_file(&old_path);
         Ok(())
     }
 

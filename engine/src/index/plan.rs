@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::file::TableFile;
 use crate::index::slot::{self, BUCKET_SLOTS, KeyHash, Location};
 use crate::index::{Index, buckets};
 use crate::record;
+use crate::segment::Segment;
 
 /// How far the search for room moves slots: paths of at most this many moves.
 const MAX_MOVES: usize = 4;
@@ -204,39 +205,52 @@ impl<'a> Planner<'a> {
         Some(&planned[i])
     }
 
-    /// Length and expiry of the record a slot value points at (0 and false if it cannot be
-    /// read: the change then goes ahead, and only the space statistics miss it).
-    fn record_info(&mut self, value: u64) -> (u32, bool) {
+    /// The segment a slot value points into; `None` if the slot names none that can be
+    /// opened for a reason other than the disk failing (a damaged slot). A failing disk is an
+    /// error: a plan that took the record for unreadable would delete the wrong slot or keep
+    /// the key's old one.
+    fn segment_of(&self, value: u64) -> Result<Option<Arc<Segment>>> {
+        match self.index.segment(slot::location_of(value).number) {
+            Ok(seg) => Ok(Some(seg)),
+            Err(e @ Error::Io { .. }) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Length and expiry of the record a slot value points at (0 and false if it is damaged:
+    /// the change then goes ahead, and only the space statistics miss it).
+    fn record_info(&mut self, value: u64) -> Result<(u32, bool)> {
         if let Some(planned) = self.planned(value) {
-            return planned.info;
+            return Ok(planned.info);
         }
         if let Some(&info) = self.buffers.info.get(&value) {
-            return info;
+            return Ok(info);
         }
         let at = slot::location_of(value);
-        let info = match self.index.segment(at.number) {
-            Ok(seg) => match record::decode(seg.tail(at.offset)) {
+        let info = match self.segment_of(value)? {
+            Some(seg) => match record::decode(seg.tail(at.offset)) {
                 Ok(rec) => (
                     record::aligned(rec.encoded_len()) as u32,
                     rec.expires_at != 0,
                 ),
                 Err(_) => (0, false),
             },
-            Err(_) => (0, false),
+            None => (0, false),
         };
         self.buffers.info.insert(value, info);
-        info
+        Ok(info)
     }
 
     /// Plans slot `pos` to hold `new`, whose record takes `new_info`.
-    fn set(&mut self, pos: usize, new: u64, new_info: (u32, bool)) {
+    fn set(&mut self, pos: usize, new: u64, new_info: (u32, bool)) -> Result<()> {
         let old = self.value(pos);
         let old_info = if old == 0 {
             (0, false)
         } else {
-            self.record_info(old)
+            self.record_info(old)?
         };
         self.set_known(pos, old, old_info, new, new_info);
+        Ok(())
     }
 
     /// [`Planner::set`] with the old value and what its record takes already known.
@@ -267,22 +281,26 @@ impl<'a> Planner<'a> {
         b.overlay.insert(pos, new);
     }
 
-    /// Whether the record slot value `value` points at is `key`'s; `None` if it cannot be read.
-    fn holds_key(&self, value: u64, key: &[u8]) -> Option<bool> {
+    /// Whether the record slot value `value` points at is `key`'s; `None` if it is damaged.
+    fn holds_key(&self, value: u64, key: &[u8]) -> Result<Option<bool>> {
         if let Some(p) = self.planned(value) {
-            return Some(&self.buffers.arena[p.key_at..p.key_at + p.key_len] == key);
+            return Ok(Some(
+                &self.buffers.arena[p.key_at..p.key_at + p.key_len] == key,
+            ));
         }
         let at = slot::location_of(value);
-        let seg = self.index.segment(at.number).ok()?;
-        record::decode(seg.tail(at.offset))
+        let Some(seg) = self.segment_of(value)? else {
+            return Ok(None);
+        };
+        Ok(record::decode(seg.tail(at.offset))
             .ok()
-            .map(|rec| rec.key == key)
+            .map(|rec| rec.key == key))
     }
 
     /// The slot holding `key`, if any: exactly its record, or else a slot with its tag whose
     /// record cannot be read (which a write for the key then replaces). Also the first free
     /// slot of its buckets, if any.
-    fn slot_of(&mut self, key: &[u8], h: KeyHash) -> (Option<usize>, Option<usize>) {
+    fn slot_of(&mut self, key: &[u8], h: KeyHash) -> Result<(Option<usize>, Option<usize>)> {
         let mut unreadable = None;
         let mut free = None;
         for base in buckets(&self.table, h) {
@@ -300,8 +318,8 @@ impl<'a> Planner<'a> {
             while same_tag != 0 {
                 let i = same_tag.trailing_zeros() as usize;
                 same_tag &= same_tag - 1;
-                match self.holds_key(bucket[i], key) {
-                    Some(true) => return (Some(base + i), free),
+                match self.holds_key(bucket[i], key)? {
+                    Some(true) => return Ok((Some(base + i), free)),
                     Some(false) => {}
                     None => {
                         unreadable.get_or_insert(base + i);
@@ -309,7 +327,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        (unreadable, free)
+        Ok((unreadable, free))
     }
 
     /// The hash of `key` in this table.
@@ -350,9 +368,9 @@ impl<'a> Planner<'a> {
             });
             b.arena.extend_from_slice(key);
         }
-        let (held, free) = self.slot_of(key, h);
+        let (held, free) = self.slot_of(key, h)?;
         match (held, free) {
-            (Some(pos), _) | (None, Some(pos)) => self.set(pos, value, info),
+            (Some(pos), _) | (None, Some(pos)) => self.set(pos, value, info)?,
             (None, None) => match self.make_room(h) {
                 // The slot's value is moving to another slot of this plan.
                 Some(pos) => self.set_known(pos, self.value(pos), MOVED, value, info),
@@ -377,8 +395,8 @@ impl<'a> Planner<'a> {
                 if value == 0 || slot::tag_of(value) != h.tag {
                     continue;
                 }
-                if self.holds_key(value, key) == Some(true) {
-                    self.set(pos, 0, (0, false));
+                if self.holds_key(value, key)? == Some(true) {
+                    self.set(pos, 0, (0, false))?;
                     found = true;
                 }
             }
@@ -388,7 +406,7 @@ impl<'a> Planner<'a> {
 
     /// Points `key` at `to` if it points at `from` now (compaction copied the record); whether
     /// it did.
-    pub fn relocate(&mut self, key: &[u8], from: Location, to: NewRecord) -> bool {
+    pub fn relocate(&mut self, key: &[u8], from: Location, to: NewRecord) -> Result<bool> {
         let h = slot::hash(self.table.seed(), key);
         let want = slot::encode(h.tag, from);
         for base in buckets(&self.table, h) {
@@ -397,39 +415,40 @@ impl<'a> Planner<'a> {
                     let value = slot::encode(h.tag, to.at);
                     // Known now, should a later change of this plan move the slot.
                     self.buffers.info.insert(value, (to.len, to.expiring));
-                    self.set(pos, value, (to.len, to.expiring));
-                    return true;
+                    self.set(pos, value, (to.len, to.expiring))?;
+                    return Ok(true);
                 }
             }
         }
-        false
+        Ok(false)
     }
 
     /// Empties slot `pos` if it still holds `value` (a damaged slot; see
     /// `Shared::clear_slots_into`). The table may have grown since `pos` was found: then the
     /// slot is looked for where growing moved it.
-    pub fn clear_if(&mut self, pos: usize, value: u64) {
+    pub fn clear_if(&mut self, pos: usize, value: u64) -> Result<()> {
         let region_slots = (1usize << slot::BUCKET_BITS) * BUCKET_SLOTS;
         let region = slot::region(slot::tag_of(value), self.table.shape().region_bits) as usize;
         let pos = region * region_slots + pos % region_slots;
         if self.value(pos) == value {
-            self.set(pos, 0, (0, false));
+            self.set(pos, 0, (0, false))?;
         }
+        Ok(())
     }
 
     /// Removes `key` if it points at `at` now (an expired or evicted record); whether it did.
-    pub fn remove_if_at(&mut self, key: &[u8], at: Location) -> bool {
+    pub fn remove_if_at(&mut self, key: &[u8], at: Location) -> Result<bool> {
         let h = slot::hash(self.table.seed(), key);
         let want = slot::encode(h.tag, at);
         for base in buckets(&self.table, h) {
             for pos in base..base + BUCKET_SLOTS {
                 if self.value(pos) == want {
-                    self.set(pos, 0, (0, false));
-                    return true;
+                    self.set(pos, 0, (0, false))?;
+                    return Ok(true);
                 }
             }
         }
-        false
+        Ok(false)
     }
 
     /// A free slot in one of `h`'s buckets (both full now), after planning the moves that free

@@ -1,0 +1,673 @@
+//! A simulated disk: a [`Vfs`] in memory that can lose power.
+//!
+//! Every file has the bytes the page cache holds (what reads, writes and maps see) and the
+//! bytes the disk holds (as of its last fsync). Namespace changes (creations, renames,
+//! deletions) become durable when their directory is synced. [`SimDisk::power_cut`] keeps,
+//! per file, the durable bytes plus any subset of the 512-byte sectors written since, and,
+//! of the namespace changes since the last directory sync, a prefix (a journaling file system
+//! commits them in order): what a power cut can leave. Faults ([`SimFaults`]) make chosen
+//! operations fail as a failing disk would: a full disk, EIO on a sync or a read, short
+//! writes. Everything is decided by the disk's own seeded generator, so a run replays exactly.
+//!
+//! The disk is for one thread: a store on it must not run background work
+//! (`auto_compaction(false)`, no size limit), as its maps are plain memory the disk copies
+//! when it syncs.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::vfs::{Advice, EntryKind, LockKind, Open, Vfs, VfsFile, VfsMap};
+
+/// The unit a power cut keeps or loses.
+pub const SECTOR: usize = 512;
+
+/// How often operations fail, as chances out of 2^16 (0: never).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimFaults {
+    /// A space reservation finds the disk full.
+    pub enospc: u16,
+    /// A sync fails with EIO (and makes nothing durable).
+    pub sync_eio: u16,
+    /// A read (or a walk over a map) fails with EIO.
+    pub read_eio: u16,
+    /// A write stops part of the way with EIO, having written a prefix.
+    pub short_write: u16,
+}
+
+/// What a [`SimDisk`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Power cuts so far.
+    pub power_cuts: u64,
+    /// Faults injected so far.
+    pub faults: u64,
+    /// Syncs (of files, maps and directories) so far.
+    pub syncs: u64,
+}
+
+/// A disk in memory, shared by every store opened on it.
+#[derive(Debug)]
+pub struct SimDisk {
+    state: Arc<Mutex<State>>,
+    /// Handles ever opened: each has its own locks, as an open file description has.
+    handles: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The namespace as processes see it.
+    files: BTreeMap<PathBuf, Arc<SimFile>>,
+    dirs: BTreeSet<PathBuf>,
+    /// The namespace as the disk holds it.
+    durable: BTreeMap<PathBuf, Arc<SimFile>>,
+    /// Namespace changes not durable yet, in order: a path bound to a file, or unbound.
+    pending: Vec<(PathBuf, Option<Arc<SimFile>>)>,
+    boot: u64,
+    rng: u64,
+    faults: SimFaults,
+    stats: SimStats,
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: small, fast and good enough to pick what a crash keeps.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn chance(&mut self, out_of_65536: u16) -> bool {
+        out_of_65536 != 0 && (self.next() & 0xffff) < u64::from(out_of_65536)
+    }
+
+    fn fault(&mut self, out_of_65536: u16) -> bool {
+        let hit = self.chance(out_of_65536);
+        self.stats.faults += u64::from(hit);
+        hit
+    }
+
+    fn bind(&mut self, path: &Path, file: Option<Arc<SimFile>>) {
+        match &file {
+            Some(f) => self.files.insert(path.to_path_buf(), Arc::clone(f)),
+            None => self.files.remove(path),
+        };
+        self.pending.push((path.to_path_buf(), file));
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+impl SimDisk {
+    /// An empty disk whose choices come from `seed`, failing as `faults` say.
+    pub fn new(seed: u64, faults: SimFaults) -> Arc<SimDisk> {
+        Arc::new(SimDisk {
+            state: Arc::new(Mutex::new(State {
+                files: BTreeMap::new(),
+                dirs: BTreeSet::new(),
+                durable: BTreeMap::new(),
+                pending: Vec::new(),
+                boot: 1,
+                rng: seed | 1,
+                faults,
+                stats: SimStats::default(),
+            })),
+            handles: AtomicU64::new(0),
+        })
+    }
+
+    /// Changes how often operations fail.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.state.lock().faults = faults;
+    }
+
+    /// What the disk counted.
+    pub fn stats(&self) -> SimStats {
+        self.state.lock().stats
+    }
+
+    /// Cuts the power: every file keeps its durable bytes and any subset of the sectors
+    /// written since its last sync; the namespace keeps a prefix of its changes since the
+    /// last directory sync; locks are gone, and the next boot begins (so an index in use now
+    /// is not trusted). Every store on the disk must have been dropped or crashed
+    /// ([`crate::Store::simulate_crash`]) first: the files it held belong to the old boot.
+    pub fn power_cut(&self) {
+        let mut st = self.state.lock();
+        st.stats.power_cuts += 1;
+        let pending = std::mem::take(&mut st.pending);
+        let kept = (st.next() % (pending.len() as u64 + 1)) as usize;
+        let mut names = std::mem::take(&mut st.durable);
+        for (path, file) in pending.into_iter().take(kept) {
+            match file {
+                Some(f) => names.insert(path, f),
+                None => names.remove(&path),
+            };
+        }
+        // One new file per old one (hard links do not exist here, but a rename of a file
+        // that is also under its old name until the cut can leave it under both).
+        let mut fresh: BTreeMap<*const SimFile, Arc<SimFile>> = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        for (path, old) in names {
+            let key = Arc::as_ptr(&old);
+            let new = match fresh.get(&key) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let bytes = old.after_cut(&mut st);
+                    let f = Arc::new(SimFile::with(bytes));
+                    fresh.insert(key, Arc::clone(&f));
+                    f
+                }
+            };
+            files.insert(path, new);
+        }
+        st.durable = files.clone();
+        st.files = files;
+        st.boot += 1;
+    }
+}
+
+impl SimDisk {
+    /// The bytes of the file at `path` as processes see them now.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.state.lock();
+        st.files.get(path).map(|f| f.data.lock().current())
+    }
+
+    /// Every file: its path, its length, how many bytes differ from what the disk holds,
+    /// and whether its name is durable. For following a failing seed.
+    pub fn listing(&self) -> Vec<(PathBuf, usize, usize, bool)> {
+        let st = self.state.lock();
+        st.files
+            .iter()
+            .map(|(path, f)| {
+                let data = f.data.lock();
+                let current = data.current();
+                let differ = current
+                    .iter()
+                    .zip(data.durable.iter().chain(std::iter::repeat(&0)))
+                    .filter(|(a, b)| a != b)
+                    .count();
+                let named = st.durable.get(path).is_some_and(|d| Arc::ptr_eq(d, f));
+                (path.clone(), data.len, differ, named)
+            })
+            .collect()
+    }
+}
+
+impl Vfs for SimDisk {
+    fn open(&self, path: &Path, how: Open) -> io::Result<Box<dyn VfsFile>> {
+        let mut st = self.state.lock();
+        let parent = path.parent().unwrap_or(Path::new(""));
+        if !st.dirs.contains(parent) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let existing = st.files.get(path).cloned();
+        let file = match (how, existing) {
+            (Open::Read | Open::Write, None) => {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            (Open::CreateNew, Some(_)) => {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            (Open::Truncate, Some(f)) => {
+                f.data.lock().set_len(0)?;
+                f
+            }
+            (_, Some(f)) => f,
+            (_, None) => {
+                let f = Arc::new(SimFile::with(Vec::new()));
+                st.bind(path, Some(Arc::clone(&f)));
+                f
+            }
+        };
+        drop(st);
+        Ok(Box::new(SimHandle {
+            disk: Arc::clone(&self.state),
+            file,
+            writable: how != Open::Read,
+            id: self.handles.fetch_add(1, Ordering::Relaxed) + 1,
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        if !st.files.contains_key(path) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        st.bind(path, None);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let file = st
+            .files
+            .get(from)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.bind(to, Some(file));
+        st.bind(from, None);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.stats.syncs += 1;
+        let chance = st.faults.sync_eio;
+        if st.fault(chance) {
+            return Err(eio());
+        }
+        // Every change so far becomes durable (a journal commits in order: a later change's
+        // commit carries the earlier ones).
+        let _ = dir;
+        for (path, file) in std::mem::take(&mut st.pending) {
+            match file {
+                Some(f) => st.durable.insert(path, f),
+                None => st.durable.remove(&path),
+            };
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let st = self.state.lock();
+        if !st.dirs.contains(dir) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(st
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        for d in dir.ancestors() {
+            st.dirs.insert(d.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
+        let st = self.state.lock();
+        if st.dirs.contains(path) {
+            return Ok(Some(EntryKind::Dir));
+        }
+        Ok(st
+            .files
+            .get(path)
+            .map(|f| EntryKind::File(f.data.lock().len as u64)))
+    }
+
+    fn is_writable(&self, _dir: &Path) -> bool {
+        true
+    }
+
+    fn boot_id(&self) -> [u64; 2] {
+        [0x5157_4449_534b, self.state.lock().boot]
+    }
+}
+
+/// One file's bytes: in the page cache (`ptr`, `len`) and on the disk (`durable`).
+#[derive(Debug)]
+struct SimFile {
+    data: Mutex<FileData>,
+    /// Advisory locks: shared holders, and the exclusive holder (handle ids).
+    locks: Mutex<(BTreeSet<u64>, Option<u64>)>,
+}
+
+#[derive(Debug)]
+struct FileData {
+    /// `cap` bytes, zeroed when allocated; a map points into them, so they are touched
+    /// only through this pointer, never through a reference, and not moved while mapped.
+    ptr: NonNull<u8>,
+    cap: usize,
+    len: usize,
+    durable: Vec<u8>,
+    maps: usize,
+}
+
+// SAFETY: the bytes behind `ptr` are owned by this `FileData` (freed on drop) and every
+// access to them holds the file's mutex or goes through a map, which the disk's one-thread
+// contract serializes with it.
+unsafe impl Send for FileData {}
+
+impl FileData {
+    fn empty() -> FileData {
+        FileData {
+            ptr: NonNull::dangling(),
+            cap: 0,
+            len: 0,
+            durable: Vec::new(),
+            maps: 0,
+        }
+    }
+
+    /// Grows the buffer to hold `len` bytes (zeros after the old end).
+    fn reserve(&mut self, len: usize) -> io::Result<()> {
+        if len <= self.cap {
+            return Ok(());
+        }
+        if self.maps > 0 {
+            // Growing would move the bytes a map points at: no file the engine maps grows.
+            return Err(io::Error::other("a mapped simulated file cannot grow"));
+        }
+        let cap = len.next_multiple_of(4096);
+        let layout = Layout::from_size_align(cap, 4096).map_err(io::Error::other)?;
+        // SAFETY: `cap` is not zero (`len > self.cap >= 0`), the layout is valid.
+        let new = unsafe { alloc_zeroed(layout) };
+        let new = NonNull::new(new).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        if self.cap > 0 {
+            // SAFETY: both buffers are live, at least `self.len` long, and distinct.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
+            self.free();
+        }
+        self.ptr = new;
+        self.cap = cap;
+        Ok(())
+    }
+
+    fn free(&mut self) {
+        if self.cap > 0 {
+            let layout = Layout::from_size_align(self.cap, 4096).expect("checked when made");
+            // SAFETY: allocated with this layout in `reserve`, not freed since.
+            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+            self.cap = 0;
+        }
+    }
+
+    fn set_len(&mut self, len: usize) -> io::Result<()> {
+        self.reserve(len)?;
+        if len < self.len {
+            // SAFETY: `len..self.len` lies inside the buffer.
+            unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(len), 0, self.len - len) };
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// A copy of the page-cache bytes.
+    fn current(&self) -> Vec<u8> {
+        let mut out = vec![0; self.len];
+        // SAFETY: `len` bytes of the buffer are initialized (zeroed or written).
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), out.as_mut_ptr(), self.len) };
+        out
+    }
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        self.free();
+    }
+}
+
+impl SimFile {
+    fn with(bytes: Vec<u8>) -> SimFile {
+        let mut data = FileData::empty();
+        data.set_len(bytes.len())
+            .expect("memory for a simulated file");
+        // SAFETY: the buffer holds at least `bytes.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.ptr.as_ptr(), bytes.len()) };
+        data.durable = bytes;
+        SimFile {
+            data: Mutex::new(data),
+            locks: Mutex::new((BTreeSet::new(), None)),
+        }
+    }
+
+    /// What a power cut leaves of this file: its durable bytes, plus each sector written
+    /// since with an even chance, and the length of either.
+    fn after_cut(&self, st: &mut State) -> Vec<u8> {
+        let data = self.data.lock();
+        let current = data.current();
+        let mut out = data.durable.clone();
+        if st.next() & 1 == 1 {
+            out.resize(current.len(), 0);
+        }
+        for start in (0..out.len().min(current.len())).step_by(SECTOR) {
+            let end = (start + SECTOR).min(out.len()).min(current.len());
+            if out[start..end] != current[start..end] && st.next() & 1 == 1 {
+                out[start..end].copy_from_slice(&current[start..end]);
+            }
+        }
+        out
+    }
+}
+
+/// An open file of a [`SimDisk`].
+#[derive(Debug)]
+struct SimHandle {
+    /// The disk's state.
+    disk: Arc<Mutex<State>>,
+    file: Arc<SimFile>,
+    writable: bool,
+    id: u64,
+}
+
+impl SimHandle {
+    fn fault(&self, pick: impl Fn(&SimFaults) -> u16) -> bool {
+        let mut st = self.disk.lock();
+        let chance = pick(&st.faults);
+        st.fault(chance)
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(9))
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        {
+            let mut st = self.disk.lock();
+            st.stats.syncs += 1;
+            let chance = st.faults.sync_eio;
+            if st.fault(chance) {
+                return Err(eio());
+            }
+        }
+        let mut data = self.file.data.lock();
+        data.durable = data.current();
+        Ok(())
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.unlock();
+    }
+}
+
+impl VfsFile for SimHandle {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.data.lock().len as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        if self.fault(|f| f.read_eio) {
+            return Err(eio());
+        }
+        let data = self.file.data.lock();
+        let at = usize::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if at.checked_add(buf.len()).is_none_or(|end| end > data.len) {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        // SAFETY: `at..at + buf.len()` lies inside the file's initialized bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.ptr.as_ptr().add(at), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], at: u64) -> io::Result<()> {
+        self.check_writable()?;
+        let short = self.fault(|f| f.short_write);
+        let len = if short { buf.len() / 2 } else { buf.len() };
+        let mut data = self.file.data.lock();
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let end = at + len;
+        if end > data.len {
+            data.set_len(end)?;
+        }
+        // SAFETY: `at..end` lies inside the buffer (just grown to hold it).
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), data.ptr.as_ptr().add(at), len) };
+        if short { Err(eio()) } else { Ok(()) }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.sync()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        if self.fault(|f| f.enospc) {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        let mut data = self.file.data.lock();
+        if len > data.len {
+            data.set_len(len)?;
+        }
+        Ok(())
+    }
+
+    fn punch_hole(&self, from: u64, len: u64, _reserve: bool) -> io::Result<()> {
+        self.check_writable()?;
+        let data = self.file.data.lock();
+        let from = (from as usize).min(data.len);
+        let end = from.saturating_add(len as usize).min(data.len);
+        // SAFETY: `from..end` lies inside the file's bytes.
+        unsafe { std::ptr::write_bytes(data.ptr.as_ptr().add(from), 0, end - from) };
+        Ok(())
+    }
+
+    fn data_after(&self, _from: u64) -> Option<Vec<(u64, u64)>> {
+        None
+    }
+
+    fn map(&self, writable: bool) -> io::Result<Box<dyn VfsMap>> {
+        if writable {
+            self.check_writable()?;
+        }
+        let mut data = self.file.data.lock();
+        // A map of an empty file still needs an address.
+        data.reserve(1)?;
+        data.maps += 1;
+        Ok(Box::new(SimMap {
+            handle: SimHandle {
+                disk: Arc::clone(&self.disk),
+                file: Arc::clone(&self.file),
+                writable,
+                id: 0,
+            },
+            ptr: data.ptr,
+            len: data.len,
+        }))
+    }
+
+    fn lock(&self, kind: LockKind, wait: bool) -> io::Result<bool> {
+        let mut locks = self.file.locks.lock();
+        let (shared, exclusive) = &mut *locks;
+        let others_shared = shared.iter().any(|&h| h != self.id);
+        let others_exclusive = exclusive.is_some_and(|h| h != self.id);
+        let free = match kind {
+            LockKind::Exclusive => !others_shared && !others_exclusive,
+            LockKind::Shared => !others_exclusive,
+        };
+        if !free {
+            return if wait {
+                // One thread: nobody could release it.
+                Err(io::Error::other("a simulated lock would wait forever"))
+            } else {
+                Ok(false)
+            };
+        }
+        shared.remove(&self.id);
+        *exclusive = exclusive.filter(|&h| h != self.id);
+        match kind {
+            LockKind::Exclusive => *exclusive = Some(self.id),
+            LockKind::Shared => {
+                shared.insert(self.id);
+            }
+        }
+        Ok(true)
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        let mut locks = self.file.locks.lock();
+        locks.0.remove(&self.id);
+        if locks.1 == Some(self.id) {
+            locks.1 = None;
+        }
+        Ok(())
+    }
+
+    fn start_writeback(&self, _from: u64, _len: u64) {}
+
+    fn check_read(&self) -> io::Result<()> {
+        if self.fault(|f| f.read_eio) {
+            Err(eio())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A map of a simulated file: its buffer.
+#[derive(Debug)]
+struct SimMap {
+    handle: SimHandle,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: see `FileData`: the buffer is the file's, owned while the file lives (the map
+// holds the file), and accesses follow the disk's one-thread contract.
+unsafe impl Send for SimMap {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SimMap {}
+
+// SAFETY: the buffer stays at its address while mapped (`FileData::reserve` refuses to move
+// it while `maps > 0`), is `len` bytes long, shared by every map of the file (they all point
+// at it), and aligned to 4 KiB (its layout).
+unsafe impl VfsMap for SimMap {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.handle.sync()
+    }
+
+    fn advise(&self, _advice: Advice, _from: usize, _len: usize) {}
+}
+
+impl Drop for SimMap {
+    fn drop(&mut self) {
+        self.handle.file.data.lock().maps -= 1;
+    }
+}

@@ -1,0 +1,408 @@
+//! The deterministic simulation: from a seed, a random workload on stores sharing a
+//! [`SimDisk`], with power cuts and disk faults at random points; after each cut the store
+//! is recovered and checked against a model. A seed that fails replays exactly.
+//!
+//! The model is the list of writes acknowledged so far, and how many of them were durable
+//! (a sync, a `Durability::Sync` write or a clean close returned). After a cut the store
+//! must hold exactly the state after some prefix of the writes that keeps every durable one:
+//! no synced write lost, no write kept without those before it, a batch whole or not at all,
+//! and no value that was never written. A write that returned an error may be kept or not;
+//! the epoch ends at it (the disk state is then uncertain, as the engine says).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::simdisk::{SimDisk, SimFaults, SimStats};
+use crate::{Durability, Options, Store, WriteBatch};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One acknowledged (or uncertain) write.
+#[derive(Debug, Clone)]
+enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+}
+
+impl Write {
+    fn apply(&self, model: &mut Model) {
+        let mut one = |key: &Vec<u8>, value: Option<&Vec<u8>>| match value {
+            Some(v) => {
+                model.insert(key.clone(), v.clone());
+            }
+            None => {
+                model.remove(key);
+            }
+        };
+        match self {
+            Write::Put(k, v) => one(k, Some(v)),
+            Write::Delete(k) => one(k, None),
+            Write::Batch(ops) => {
+                for (k, v) in ops {
+                    one(k, v.as_ref());
+                }
+            }
+        }
+    }
+}
+
+/// Whether to print every step (`LOGCACHE_SIM_TRACE` set), to follow a failing seed.
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("LOGCACHE_SIM_TRACE").is_some())
+}
+
+impl Write {
+    /// Keys and value lengths and first bytes, for a trace.
+    fn brief(&self) -> String {
+        let one = |k: &[u8], v: Option<&Vec<u8>>| match v {
+            Some(v) => format!("{}={}:{}", k[1], v.len(), v.first().copied().unwrap_or(0)),
+            None => format!("{}=del", k[1]),
+        };
+        match self {
+            Write::Put(k, v) => one(k, Some(v)),
+            Write::Delete(k) => one(k, None),
+            Write::Batch(ops) => {
+                let parts: Vec<String> = ops.iter().map(|(k, v)| one(k, v.as_ref())).collect();
+                format!("batch[{}]", parts.join(" "))
+            }
+        }
+    }
+}
+
+/// The generator of a run's choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
+/// What one simulation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Writes acknowledged.
+    pub writes: u64,
+    /// Power cuts after which the store was recovered and checked.
+    pub checked_cuts: u64,
+    /// Operations that failed with an injected fault (each a typed error).
+    pub failed_ops: u64,
+    /// What the disk counted.
+    pub disk: SimStats,
+}
+
+/// The store directory on the simulated disk.
+const DIR: &str = "/sim/store";
+
+/// The options of a run: everything on the simulated disk, no background work.
+fn options(rng: &mut Rng, disk: &Arc<SimDisk>) -> Options {
+    let durability = [Durability::Flush, Durability::Sync][rng.below(2) as usize];
+    let segment = [256u64, 1024, 4096, 32 << 10][rng.below(4) as usize];
+    Options::default()
+        .vfs(Arc::clone(disk) as Arc<dyn crate::vfs::Vfs>)
+        .auto_compaction(false)
+        .durability(durability)
+        .max_segment_size(segment)
+}
+
+fn key(rng: &mut Rng) -> Vec<u8> {
+    vec![b'k', rng.below(24) as u8]
+}
+
+/// A value no other write has: the write's number, repeated.
+fn value(rng: &mut Rng, n: u64) -> Vec<u8> {
+    let len = if rng.one_in(16) {
+        rng.below(3000)
+    } else {
+        rng.below(120)
+    } as usize;
+    n.to_le_bytes().iter().copied().cycle().take(len).collect()
+}
+
+/// Everything `store` holds.
+fn contents(store: &Store) -> crate::Result<Model> {
+    let mut model = Model::new();
+    for k in store.keys() {
+        if let Some(v) = store.get(&k)? {
+            model.insert(k, v);
+        }
+    }
+    Ok(model)
+}
+
+/// Runs the simulation of `seed` for `epochs` power cuts; panics (with the seed in the
+/// message) if the store breaks a guarantee.
+pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
+    let mut rng = Rng(seed);
+    let fault_rates = if faults {
+        let rate = |rng: &mut Rng| [0u16, 0, 300, 2000][rng.below(4) as usize];
+        SimFaults {
+            enospc: rate(&mut rng),
+            sync_eio: rate(&mut rng),
+            read_eio: rate(&mut rng),
+            short_write: rate(&mut rng),
+        }
+    } else {
+        SimFaults::default()
+    };
+    let disk = SimDisk::new(rng.next(), SimFaults::default());
+    let opts = options(&mut rng, &disk);
+    let dir = Path::new(DIR);
+    let mut writes: Vec<Write> = Vec::new();
+    let mut durable = 0usize;
+    let mut report = SimReport::default();
+    for epoch in 0..epochs {
+        // Recovery runs on a sound disk: what it must find is what the cut left.
+        disk.set_faults(SimFaults::default());
+        let first = Store::open(dir, opts.clone())
+            .unwrap_or_else(|e| panic!("seed {seed:#x}, epoch {epoch}: open after a cut: {e}"));
+        if trace() {
+            eprintln!("opened: {:?}", first.recovery_report());
+        }
+        check(&first, &mut writes, &mut durable, seed, epoch);
+        if epoch > 0 {
+            report.checked_cuts += 1;
+        }
+        disk.set_faults(fault_rates);
+        let mut stores = vec![first];
+        let steps = 1 + rng.below(60);
+        for _ in 0..steps {
+            let at = rng.below(stores.len() as u64) as usize;
+            let store = &stores[at];
+            let n = writes.len() as u64;
+            let roll = rng.below(100);
+            // The write an operation makes, if any, with its result.
+            let outcome: (crate::Result<()>, Option<Write>) = match roll {
+                0..=44 => {
+                    let (k, v) = (key(&mut rng), value(&mut rng, n));
+                    let result = if rng.one_in(5) {
+                        // Expires long after the run: the expiry bookkeeping is exercised,
+                        // and nothing expires under the model's feet.
+                        store.put_with_ttl(&k, &v, Duration::from_secs(3600))
+                    } else {
+                        store.put(&k, &v)
+                    };
+                    (result, Some(Write::Put(k, v)))
+                }
+                45..=59 => {
+                    let k = key(&mut rng);
+                    (store.delete(&k).map(|_| ()), Some(Write::Delete(k)))
+                }
+                60..=72 => {
+                    let mut batch = WriteBatch::new();
+                    let mut ops = Vec::new();
+                    for _ in 0..1 + rng.below(4) {
+                        let k = key(&mut rng);
+                        if rng.one_in(3) {
+                            batch.delete(&k);
+                            ops.push((k, None));
+                        } else {
+                            let v = value(&mut rng, n);
+                            batch.put(&k, &v);
+                            ops.push((k, Some(v)));
+                        }
+                    }
+                    (store.write_batch(&batch), Some(Write::Batch(ops)))
+                }
+                73..=80 => {
+                    let synced = store.sync();
+                    if synced.is_ok() {
+                        durable = writes.len();
+                    }
+                    (synced, None)
+                }
+                81..=86 => (store.compact().map(|_| ()), None),
+                87..=92 => {
+                    let k = key(&mut rng);
+                    let mut model = Model::new();
+                    for w in &writes {
+                        w.apply(&mut model);
+                    }
+                    let got = store.get(&k);
+                    if let Ok(got) = &got {
+                        assert_eq!(
+                            got.as_ref(),
+                            model.get(&k),
+                            "seed {seed:#x}, epoch {epoch}: a get disagrees with the model"
+                        );
+                    }
+                    (got.map(|_| ()), None)
+                }
+                93..=96 if stores.len() < 2 => {
+                    let opened = Store::open(dir, opts.clone()).map(|s| stores.push(s));
+                    (opened, None)
+                }
+                _ => {
+                    // A clean close of one handle (another may stay open).
+                    let closing = stores.swap_remove(at);
+                    let closed = closing.close();
+                    if closed.is_ok() {
+                        durable = writes.len();
+                    }
+                    if stores.is_empty() {
+                        match Store::open(dir, opts.clone()) {
+                            Ok(s) => stores.push(s),
+                            Err(_) => {
+                                report.failed_ops += 1;
+                                break;
+                            }
+                        }
+                    }
+                    (closed, None)
+                }
+            };
+            if trace() {
+                eprintln!(
+                    "epoch {epoch} store {at} roll {roll}: {:?} {:?} (durable {durable} of {})",
+                    outcome.0.as_ref().err(),
+                    outcome.1.as_ref().map(Write::brief),
+                    writes.len()
+                );
+                let files: Vec<String> = disk
+                    .listing()
+                    .into_iter()
+                    .filter(|f| f.0.extension().is_some_and(|e| e == "data"))
+                    .map(|(p, len, differ, named)| {
+                        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                        format!(
+                            "{}:{len}/{differ}{}",
+                            &name[9..16],
+                            if named { "" } else { "?" }
+                        )
+                    })
+                    .collect();
+                eprintln!("    {}", files.join(" "));
+            }
+            match outcome {
+                (Ok(()), Some(w)) => {
+                    writes.push(w);
+                    report.writes += 1;
+                    if opts.durability == Durability::Sync {
+                        durable = writes.len();
+                    }
+                }
+                (Ok(()), None) => {}
+                (Err(_), w) => {
+                    // The disk state is uncertain from here: the failed write (if one) may or
+                    // may not be kept, and the epoch ends in a cut.
+                    writes.extend(w);
+                    report.failed_ops += 1;
+                    break;
+                }
+            }
+        }
+        for store in stores {
+            store.simulate_crash();
+        }
+        if trace() {
+            for f in disk.listing() {
+                eprintln!("  {f:?}");
+            }
+            dump(&disk);
+            eprintln!("power cut");
+        }
+        disk.power_cut();
+    }
+    disk.set_faults(SimFaults::default());
+    if trace() {
+        dump(&disk);
+    }
+    let store = Store::open(dir, opts)
+        .unwrap_or_else(|e| panic!("seed {seed:#x}: open after the last cut: {e}"));
+    check(&store, &mut writes, &mut durable, seed, epochs);
+    report.checked_cuts += u64::from(epochs);
+    store.simulate_crash();
+    report.disk = disk.stats();
+    report
+}
+
+/// Prints the records of every segment file (for a trace).
+fn dump(disk: &SimDisk) {
+    for (path, ..) in disk.listing() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.ends_with(".data") {
+            continue;
+        }
+        let bytes = disk.contents(&path).unwrap_or_default();
+        let recs: Vec<String> = crate::scan::Records::skipping_damage(&bytes, 2, 0)
+            .map(|(at, r)| {
+                let v = r.value.first().copied().unwrap_or(0);
+                let del = if r.is_tombstone() { "del" } else { "" };
+                format!("{at}:{}={}:{v}{del}", r.key[1], r.value.len())
+            })
+            .collect();
+        eprintln!("  {name}: {}", recs.join(" "));
+    }
+}
+
+/// Checks that `store` holds the state after a prefix of `writes` that keeps every durable
+/// one, and cuts `writes` to the longest such prefix (all of it durable now: it survived).
+fn check(store: &Store, writes: &mut Vec<Write>, durable: &mut usize, seed: u64, epoch: u32) {
+    let found = contents(store)
+        .unwrap_or_else(|e| panic!("seed {seed:#x}, epoch {epoch}: reading the store: {e}"));
+    let mut model = Model::new();
+    for w in &writes[..*durable] {
+        w.apply(&mut model);
+    }
+    let mut kept = None;
+    if model == found {
+        kept = Some(*durable);
+    }
+    for (i, w) in writes.iter().enumerate().skip(*durable) {
+        w.apply(&mut model);
+        if model == found {
+            kept = Some(i + 1);
+        }
+    }
+    let Some(kept) = kept else {
+        let mut all = Model::new();
+        for w in &writes[..*durable] {
+            w.apply(&mut all);
+        }
+        let show = |v: Option<&Vec<u8>>| v.map(|v| (v.len(), v.first().copied()));
+        let differ: Vec<_> = all
+            .keys()
+            .chain(found.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| all.get(*k) != found.get(*k))
+            .map(|k| (k.clone(), show(all.get(k)), show(found.get(k))))
+            .collect();
+        panic!(
+            "seed {seed:#x}, epoch {epoch}: the store holds no prefix of the writes that keeps \
+             the {durable} durable ones of {}; against the durable ones, (key, expected \
+             (len, first byte), found): {differ:?}",
+            writes.len()
+        );
+    };
+    writes.truncate(kept);
+    *durable = kept;
+}
+
+/// The fuzz target's body: a simulation whose seed and fault switch come from `data`.
+pub fn simulation(data: &[u8]) {
+    if data.len() < 9 {
+        return;
+    }
+    let seed = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+    let faults = data[8] & 1 == 1;
+    let epochs = 1 + u32::from(data[8] >> 1) % 3;
+    run(seed, epochs, faults);
+}
