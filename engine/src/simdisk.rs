@@ -14,7 +14,7 @@
 //! when it syncs.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -64,10 +64,10 @@ pub struct SimDisk {
 #[derive(Debug)]
 struct State {
     /// The namespace as processes see it.
-    files: BTreeMap<PathBuf, Arc<SimFile>>,
-    dirs: BTreeSet<PathBuf>,
+    files: HashMap<PathBuf, Arc<SimFile>>,
+    dirs: HashSet<PathBuf>,
     /// The namespace as the disk holds it.
-    durable: BTreeMap<PathBuf, Arc<SimFile>>,
+    durable: HashMap<PathBuf, Arc<SimFile>>,
     /// Namespace changes not durable yet, in order: a path bound to a file, or unbound.
     pending: Vec<(PathBuf, Option<Arc<SimFile>>)>,
     boot: u64,
@@ -115,9 +115,9 @@ impl SimDisk {
     pub fn new(seed: u64, faults: SimFaults) -> Arc<SimDisk> {
         Arc::new(SimDisk {
             state: Arc::new(Mutex::new(State {
-                files: BTreeMap::new(),
-                dirs: BTreeSet::new(),
-                durable: BTreeMap::new(),
+                files: HashMap::new(),
+                dirs: HashSet::new(),
+                durable: HashMap::new(),
                 pending: Vec::new(),
                 boot: 1,
                 rng: seed | 1,
@@ -157,8 +157,11 @@ impl SimDisk {
         }
         // One new file per old one (hard links do not exist here, but a rename of a file
         // that is also under its old name until the cut can leave it under both).
-        let mut fresh: BTreeMap<*const SimFile, Arc<SimFile>> = BTreeMap::new();
-        let mut files = BTreeMap::new();
+        let mut fresh: HashMap<*const SimFile, Arc<SimFile>> = HashMap::new();
+        let mut files = HashMap::new();
+        // In name order: what the generator picks for each file must not depend on a hash.
+        let mut names: Vec<_> = names.into_iter().collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (path, old) in names {
             let key = Arc::as_ptr(&old);
             let new = match fresh.get(&key) {
@@ -189,8 +192,10 @@ impl SimDisk {
     /// and whether its name is durable. For following a failing seed.
     pub fn listing(&self) -> Vec<(PathBuf, usize, usize, bool)> {
         let st = self.state.lock();
-        st.files
-            .iter()
+        let mut files: Vec<_> = st.files.iter().collect();
+        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        files
+            .into_iter()
             .map(|(path, f)| {
                 let data = f.data.lock();
                 let current = data.current();
@@ -286,12 +291,14 @@ impl Vfs for SimDisk {
         if !st.dirs.contains(dir) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
-        Ok(st
+        let mut names: Vec<OsString> = st
             .files
             .keys()
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-            .collect())
+            .collect();
+        names.sort_unstable();
+        Ok(names)
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -400,12 +407,27 @@ impl FileData {
         Ok(())
     }
 
+    /// The page-cache bytes.
+    fn bytes(&self) -> &[u8] {
+        if self.cap == 0 {
+            return &[];
+        }
+        // SAFETY: `len` bytes of the buffer are initialized (zeroed or written); a map may
+        // write them, but only on the disk's one thread, which is here now.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
     /// A copy of the page-cache bytes.
     fn current(&self) -> Vec<u8> {
-        let mut out = vec![0; self.len];
-        // SAFETY: `len` bytes of the buffer are initialized (zeroed or written).
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), out.as_mut_ptr(), self.len) };
-        out
+        self.bytes().to_vec()
+    }
+
+    /// Makes the page-cache bytes the disk's.
+    fn sync(&mut self) {
+        let mut durable = std::mem::take(&mut self.durable);
+        durable.clear();
+        durable.extend_from_slice(self.bytes());
+        self.durable = durable;
     }
 }
 
@@ -433,7 +455,7 @@ impl SimFile {
     /// since with an even chance, and the length of either.
     fn after_cut(&self, st: &mut State) -> Vec<u8> {
         let data = self.data.lock();
-        let current = data.current();
+        let current = data.bytes();
         let mut out = data.durable.clone();
         if st.next() & 1 == 1 {
             out.resize(current.len(), 0);
@@ -482,8 +504,7 @@ impl SimHandle {
                 return Err(eio());
             }
         }
-        let mut data = self.file.data.lock();
-        data.durable = data.current();
+        self.file.data.lock().sync();
         Ok(())
     }
 }
