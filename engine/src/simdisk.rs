@@ -14,7 +14,7 @@
 //! when it syncs.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 
 use crate::vfs::{Advice, EntryKind, LockKind, Open, Vfs, VfsFile, VfsMap};

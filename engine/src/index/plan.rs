@@ -63,12 +63,13 @@ pub(crate) enum Planned {
 /// The bits of a slot value that hold the record's location.
 const LOCATION_MASK: u64 = (1 << (64 - slot::TAG_BITS)) - 1;
 
-/// Bits of [`PlanBuffers::overlaid`]: a filter on the buckets of slots in the overlay.
+/// Bits of [`PlanBuffers::overlaid`] at most: a filter on the buckets of slots in the
+/// overlay (as many bits as the table has buckets, for a small table).
 const FILTER_BITS: usize = 1 << 16;
 
-/// The bit of [`PlanBuffers::overlaid`] that stands for slot `pos`'s bucket.
-fn filter_bit(pos: usize) -> usize {
-    pos / BUCKET_SLOTS % FILTER_BITS
+/// The bit of a filter of `words` words (a power of two) that stands for slot `pos`'s bucket.
+fn filter_bit(pos: usize, words: usize) -> usize {
+    (pos / BUCKET_SLOTS) & (words * 64 - 1)
 }
 
 /// The record info counted for a value a plan moves from one slot to another: the same
@@ -149,9 +150,10 @@ impl<'a> Planner<'a> {
     /// Gives back the plan's memory, emptied, for the next plan.
     pub fn into_buffers(mut self) -> PlanBuffers {
         let b = &mut self.buffers;
-        if !b.overlaid.is_empty() {
+        let words = b.overlaid.len();
+        if words > 0 {
             for &pos in b.overlay.keys() {
-                b.overlaid[filter_bit(pos) / 64] = 0;
+                b.overlaid[filter_bit(pos, words) / 64] = 0;
             }
         }
         b.overlay.clear();
@@ -171,8 +173,12 @@ impl<'a> Planner<'a> {
     /// Whether the bucket of slot `pos` may have slots in the overlay.
     fn overlaid(&self, pos: usize) -> bool {
         let b = &self.buffers;
-        let bit = filter_bit(pos);
-        !b.overlaid.is_empty() && b.overlaid[bit / 64] & (1 << (bit % 64)) != 0
+        let words = b.overlaid.len();
+        if words == 0 {
+            return false;
+        }
+        let bit = filter_bit(pos, words);
+        b.overlaid[bit / 64] & (1 << (bit % 64)) != 0
     }
 
     /// The planned value of slot `pos`.
@@ -273,10 +279,14 @@ impl<'a> Planner<'a> {
             new_expiring: new_info.1,
         });
         let b = &mut self.buffers;
-        if b.overlaid.is_empty() {
-            b.overlaid.resize(FILTER_BITS / 64, 0);
+        if b.overlay.is_empty() {
+            // The first change of this plan: a filter as large as the table needs (the
+            // buffers may come from a plan on a table of another size; they are all zeros).
+            let buckets = self.table.shape().slots() / BUCKET_SLOTS;
+            let words = (buckets.min(FILTER_BITS) / 64).max(1);
+            b.overlaid.resize(words, 0);
         }
-        let bit = filter_bit(pos);
+        let bit = filter_bit(pos, b.overlaid.len());
         b.overlaid[bit / 64] |= 1 << (bit % 64);
         b.overlay.insert(pos, new);
     }
