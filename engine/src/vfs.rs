@@ -285,7 +285,11 @@ impl VfsFile for RealFile {
                 Err(rustix::io::Errno::NXIO) => break,
                 Err(_) => return None,
             };
-            let hole = seek(&self.0, SeekFrom::Hole(data)).ok()?;
+            let hole = match seek(&self.0, SeekFrom::Hole(data)) {
+                Ok(hole) if hole > data => hole,
+                // No hole after it that the file system reports: data to the end.
+                _ => end,
+            };
             extents.push((data, hole));
             at = hole;
         }
