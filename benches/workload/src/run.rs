@@ -86,6 +86,9 @@ pub struct Metric {
     pub value: fn(&Run) -> f64,
     /// Its unit.
     pub unit: Unit,
+    /// Measured by the peer harness's multi-process workload ([`process_mix`] in several
+    /// processes), not by [`run`].
+    pub processes: bool,
 }
 
 /// Every figure of a [`Run`], in report order.
@@ -95,96 +98,112 @@ pub const METRICS: &[Metric] = &[
         short: "bulk load",
         value: |r| r.load,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "random read, loaded keys (ops/s)",
         short: "read hit",
         value: |r| r.read_hit,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "random read, missing keys (ops/s)",
         short: "read miss",
         value: |r| r.read_miss,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "90% read / 10% write, 2 threads (ops/s)",
         short: "90/10 mix",
         value: |r| r.mix,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "durable single write, fsync each (ops/s)",
         short: "durable write",
         value: |r| r.durable_put,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "durable batches of 100 (writes/s)",
         short: "durable batch",
         value: |r| r.durable_batch,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "overwrite load, batches of 1,000 (ops/s)",
         short: "overwrite",
         value: |r| r.overwrite,
         unit: Unit::Ops,
+        processes: false,
     },
     Metric {
         label: "1 process on the directory, 90% read / 10% write (ops/s; — one process only)",
         short: "1 process",
         value: |r| r.processes[0],
         unit: Unit::Ops,
+        processes: true,
     },
     Metric {
         label: "2 processes on one directory, 90% read / 10% write, in all (ops/s)",
         short: "2 processes",
         value: |r| r.processes[1],
         unit: Unit::Ops,
+        processes: true,
     },
     Metric {
         label: "4 processes on one directory, 90% read / 10% write, in all (ops/s)",
         short: "4 processes",
         value: |r| r.processes[2],
         unit: Unit::Ops,
+        processes: true,
     },
     Metric {
         label: "full compaction after it (s; — none)",
         short: "",
         value: |r| r.compact_secs,
         unit: Unit::Seconds,
+        processes: false,
     },
     Metric {
         label: "disk after the bulk load (MB)",
         short: "",
         value: |r| r.disk_load_mb,
         unit: Unit::Megabytes,
+        processes: false,
     },
     Metric {
         label: "disk at the end (MB)",
         short: "",
         value: |r| r.disk_end_mb,
         unit: Unit::Megabytes,
+        processes: false,
     },
     Metric {
         label: "open the closed store + first read (ms)",
         short: "",
         value: |r| r.open_ms,
         unit: Unit::Millis,
+        processes: false,
     },
     Metric {
         label: "peak resident memory (MB)",
         short: "",
         value: |r| r.peak_rss_mb,
         unit: Unit::Megabytes,
+        processes: false,
     },
     Metric {
         label: "peak heap (anonymous) memory (MB)",
         short: "",
         value: |r| r.peak_anon_mb,
         unit: Unit::Megabytes,
+        processes: false,
     },
 ];
 
