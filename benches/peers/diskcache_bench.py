@@ -102,23 +102,28 @@ def values(value_len):
     return value
 
 
-def process_mix(args):
-    """One process of the multi-process workload; its ops/s."""
-    path, n, value_len, seconds, seed = args
-    value = values(value_len)
-    cache = diskcache.Cache(path)
-    rng = random.Random(1000 + seed)
-    start = time.perf_counter()
+def mix_until(cache, n, value, rng, rnd_round, deadline):
+    """9 reads of a random one of the n loaded keys for every write of one (its value of
+    round rnd_round), in steps of 64 until deadline (perf_counter); the operations done."""
     done = 0
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() < deadline:
         for _ in range(64):
             x = rng.getrandbits(64)
             i = (x >> 8) % n
             if x % 10 == 0:
-                cache.set(key16(i), value(i, 3))
+                cache.set(key16(i), value(i, rnd_round))
             else:
                 cache.get(key16(i))
         done += 64
+    return done
+
+
+def process_mix(args):
+    """One process of the multi-process workload; its ops/s."""
+    path, n, value_len, seconds, seed = args
+    cache = diskcache.Cache(path)
+    start = time.perf_counter()
+    done = mix_until(cache, n, values(value_len), random.Random(1000 + seed), 3, start + seconds)
     rate = done / (time.perf_counter() - start)
     cache.close()
     return rate
@@ -166,18 +171,7 @@ def main():
     mix_start = time.perf_counter()
 
     def worker(t):
-        rng = random.Random(100 + t)
-        done = 0
-        while time.perf_counter() - mix_start < MIX_TIME:
-            for _ in range(64):
-                x = rng.getrandbits(64)
-                i = (x >> 8) % n
-                if x % 10 == 0:
-                    cache.set(key16(i), value(i, 1))
-                else:
-                    cache.get(key16(i))
-            done += 64
-        total[t] = done
+        total[t] = mix_until(cache, n, value, random.Random(100 + t), 1, mix_start + MIX_TIME)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]
     for t in threads:

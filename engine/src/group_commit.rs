@@ -64,6 +64,19 @@ impl GroupCommit {
         result.map(|_| ())
     }
 
+    /// Returns once every write of every store on the directory is on disk: this store's,
+    /// through [`GroupCommit::sync_to`], and those other stores appended to the active
+    /// segment past the length its last fdatasync covered, which this store's log position
+    /// does not see (the simulation found a close that left another handle's writes
+    /// unsynced).
+    pub fn sync_all(&self, lsn: u64, writer: &Mutex<Writer>, index: &Index) -> Result<()> {
+        self.sync_to(lsn, writer, index)?;
+        if index.active_is_synced() {
+            return Ok(());
+        }
+        self.sync_log(writer, index).map(drop)
+    }
+
     /// Flushes and fsyncs the active segment; returns the log position now durable.
     fn sync_log(&self, writer: &Mutex<Writer>, index: &Index) -> Result<u64> {
         let (segment, target) = writer.lock().sync_target(index)?;

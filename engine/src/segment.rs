@@ -506,15 +506,9 @@ impl Segment {
             return Ok(());
         }
         if self.file.punch_hole(from, len, true).is_err() {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = from;
-            while at < self.capacity() {
-                let n = (self.capacity() - at).min(zeros.len() as u64) as usize;
-                self.file
-                    .write_at(&zeros[..n], at)
-                    .context("zeroing the torn tail of", &self.path)?;
-                at += n as u64;
-            }
+            self.file
+                .write_zeros(from, self.capacity())
+                .context("zeroing the torn tail of", &self.path)?;
         }
         self.file
             .sync_all()

@@ -12,7 +12,7 @@ use crate::clock::now_ms_for;
 use crate::error::{Error, IoContext, Result};
 use crate::group_commit::GroupCommit;
 use crate::index::Index;
-use crate::index::file::{TableFile, header, row};
+use crate::index::file::{TableFile, header};
 use crate::index::op::IDLE;
 use crate::index::plan::{Entry, Planner};
 use crate::index::slot::{self, Location};
@@ -240,26 +240,7 @@ impl Shared {
             return Ok(());
         }
         let lsn = self.writer.lock().written();
-        self.commit.sync_to(lsn, &self.writer, &self.index)?;
-        // Other stores' writes since their last sync sit in the same active segment, past
-        // the length its last fdatasync covered: this store's own log position does not
-        // see them (the simulation found a close that left another handle's writes unsynced).
-        let table = self.index.table();
-        let number = table.word(header::ACTIVE).load(Ordering::Acquire) as u32;
-        if number == 0 {
-            return Ok(());
-        }
-        let end = table.row(number, row::END).load(Ordering::Acquire);
-        if table.row(number, row::SYNCED).load(Ordering::Acquire) >= end {
-            return Ok(());
-        }
-        let segment = self.index.segment(number)?;
-        if let Err(e) = self.index.sync_segment(number, &segment) {
-            let reason = format!("fsync of segment {} failed: {e}", segment.id());
-            self.writer.lock().disable(reason);
-            return Err(Error::io("syncing a segment", segment.path(), e));
-        }
-        Ok(())
+        self.commit.sync_all(lsn, &self.writer, &self.index)
     }
 
     /// Plans changes with `plan` against the current table, growing it when they do not fit,

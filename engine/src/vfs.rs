@@ -119,6 +119,18 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn check_read(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Writes zeros over `from..to`, a MiB at a time (where blocks cannot be reserved or
+    /// punched).
+    fn write_zeros(&self, from: u64, to: u64) -> io::Result<()> {
+        let zeros = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(zeros.len() as u64) as usize;
+            self.write_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A file mapped into memory.
@@ -251,14 +263,7 @@ impl VfsFile for RealFile {
         match fallocate(&self.0, FallocateFlags::empty(), 0, len) {
             Ok(()) => Ok(()),
             Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => {
-                let zeros = vec![0u8; 1 << 20];
-                let mut at = self.size()?;
-                while at < len {
-                    let n = (len - at).min(zeros.len() as u64) as usize;
-                    self.0.write_all_at(&zeros[..n], at)?;
-                    at += n as u64;
-                }
-                Ok(())
+                self.write_zeros(self.size()?, len)
             }
             Err(e) => Err(e.into()),
         }

@@ -346,24 +346,44 @@ pub fn run<E: Engine>(dir: &Path, n: usize, value_len: usize) -> Run {
 pub fn process_mix<E: Engine>(dir: &Path, n: usize, value_len: usize, seed: u64) -> f64 {
     let values = Values::new(value_len);
     let db = E::open(dir);
-    let mut rng = Rng::new(1000 + seed);
     let start = Instant::now();
+    let done = mix_until(
+        &db,
+        n,
+        &values,
+        Rng::new(1000 + seed),
+        3,
+        start + PROCESS_MIX_TIME,
+    );
+    let rate = ops_per_sec(done, start.elapsed());
+    db.close();
+    rate
+}
+
+/// 9 reads of a random one of the `n` loaded keys for every write of one (its value of
+/// round `round`), in steps of 64 until `deadline`; the operations done.
+fn mix_until<E: Engine>(
+    db: &E,
+    n: usize,
+    values: &Values,
+    mut rng: Rng,
+    round: usize,
+    deadline: Instant,
+) -> usize {
     let mut done = 0;
-    while start.elapsed() < PROCESS_MIX_TIME {
+    while Instant::now() < deadline {
         for _ in 0..64 {
             let x = rng.next_u64();
             let i = (x >> 8) as usize % n;
             if x.is_multiple_of(10) {
-                db.put(&key16(i), values.of(i, 3));
+                db.put(&key16(i), values.of(i, round));
             } else {
                 black_box(db.get(&key16(i)));
             }
         }
         done += 64;
     }
-    let rate = ops_per_sec(done, start.elapsed());
-    db.close();
-    rate
+    done
 }
 
 /// Two threads for [`MIX_TIME`], each doing 9 reads of loaded keys for every overwrite.
@@ -374,20 +394,7 @@ fn mix<E: Engine>(db: &E, n: usize, values: &Values) -> f64 {
         for t in 0..2u64 {
             let total = &total;
             s.spawn(move || {
-                let mut rng = Rng::new(100 + t);
-                let mut done = 0;
-                while start.elapsed() < MIX_TIME {
-                    for _ in 0..64 {
-                        let x = rng.next_u64();
-                        let i = (x >> 8) as usize % n;
-                        if x.is_multiple_of(10) {
-                            db.put(&key16(i), values.of(i, 1));
-                        } else {
-                            black_box(db.get(&key16(i)));
-                        }
-                    }
-                    done += 64;
-                }
+                let done = mix_until(db, n, values, Rng::new(100 + t), 1, start + MIX_TIME);
                 total.fetch_add(done, Ordering::Relaxed);
             });
         }

@@ -173,6 +173,15 @@ impl Index {
         Ok(seg)
     }
 
+    /// Whether the active segment (if any) is durable as far as its records reach.
+    pub fn active_is_synced(&self) -> bool {
+        let table = self.table();
+        let number = table.word(header::ACTIVE).load(Ordering::Acquire) as u32;
+        number == 0
+            || table.row(number, row::SYNCED).load(Ordering::Acquire)
+                >= table.row(number, row::END).load(Ordering::Acquire)
+    }
+
     /// fdatasyncs segment `number` (`seg`) and records how far its records are now durable
     /// ([`row::SYNCED`]): as far as they reached before the fdatasync began.
     pub fn sync_segment(&self, number: u32, seg: &Segment) -> std::io::Result<()> {

@@ -417,7 +417,7 @@ impl<'a> Planner<'a> {
     /// Points `key` at `to` if it points at `from` now (compaction copied the record); whether
     /// it did.
     pub fn relocate(&mut self, key: &[u8], from: Location, to: NewRecord) -> Result<bool> {
-        let h = slot::hash(self.table.seed(), key);
+        let h = self.hash(key);
         let want = slot::encode(h.tag, from);
         for base in buckets(&self.table, h) {
             for pos in base..base + BUCKET_SLOTS {
@@ -448,7 +448,7 @@ impl<'a> Planner<'a> {
 
     /// Removes `key` if it points at `at` now (an expired or evicted record); whether it did.
     pub fn remove_if_at(&mut self, key: &[u8], at: Location) -> Result<bool> {
-        let h = slot::hash(self.table.seed(), key);
+        let h = self.hash(key);
         let want = slot::encode(h.tag, at);
         for base in buckets(&self.table, h) {
             for pos in base..base + BUCKET_SLOTS {
