@@ -40,6 +40,8 @@ mod migrate;
 mod options;
 mod output;
 mod pacer;
+#[cfg(target_os = "linux")]
+mod process_mutex;
 mod rebuild;
 mod record;
 mod recovery;

@@ -6,7 +6,8 @@
 //!   index clean.
 //! - `LOCK.open`: held exclusively for the moment of opening or closing, so that deciding
 //!   "first" or "last" and acting on it is one step.
-//! - `LOCK.writer`: held for each write (one op), serializing the writers of all processes.
+//! - `LOCK.writer`: held for each write (one op), serializing the writers of all processes. On
+//!   Linux it is not an `flock` but a robust mutex in the file's mapping (`process_mutex`).
 //! - `LOCK.maintenance`: held during compaction, eviction and hint writing.
 //!
 //! A lock belongs to the open file description, so each `Store` has its own and the OS releases
@@ -82,6 +83,21 @@ impl LockFile {
     }
 }
 
+/// The lock that serializes writers: a robust mutex in a shared map where the OS has one,
+/// else an `flock`.
+#[cfg(target_os = "linux")]
+pub(crate) use crate::process_mutex::{MutexHeld as WriterHeld, ProcessMutex as WriterLock};
+#[cfg(not(target_os = "linux"))]
+pub(crate) use {Held as WriterHeld, LockFile as WriterLock};
+
+/// Opens the writer lock of `dir`; the `first` store to open the directory initializes it.
+fn open_writer(dir: &Dir, first: bool) -> Result<WriterLock> {
+    #[cfg(target_os = "linux")]
+    return WriterLock::open(dir, WRITER_LOCK, first);
+    #[cfg(not(target_os = "linux"))]
+    return LockFile::open(dir, WRITER_LOCK).map(|lock| (lock, first).0);
+}
+
 /// How a store holds `LOCK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -97,7 +113,7 @@ pub(crate) struct StoreLocks {
     /// Held shared (exclusive in exclusive mode) while the store is open.
     open: LockFile,
     opening: LockFile,
-    pub writer: LockFile,
+    pub writer: WriterLock,
     pub maintenance: LockFile,
     /// Whether this store holds `LOCK` exclusively, keeping every other store out.
     exclusive: bool,
@@ -138,7 +154,7 @@ impl StoreLocks {
         let locks = StoreLocks {
             open,
             opening,
-            writer: LockFile::open(dir, WRITER_LOCK)?,
+            writer: open_writer(dir, role == Role::First)?,
             maintenance: LockFile::open(dir, MAINTENANCE_LOCK)?,
             exclusive,
         };

@@ -16,7 +16,7 @@ use crate::index::file::{TableFile, header};
 use crate::index::op::IDLE;
 use crate::index::plan::{Entry, Planner};
 use crate::index::slot::{self, Location};
-use crate::lock::{Held, StoreLocks};
+use crate::lock::{StoreLocks, WriterHeld};
 use crate::options::{Durability, Options};
 use crate::record::RECORD_HEADER_LEN;
 use crate::recovery::RecoveryReport;
@@ -111,7 +111,7 @@ pub(crate) struct Shared {
 /// The writer, held by this thread and, across processes, by this store: see
 /// [`Shared::lock_writer`].
 pub(crate) struct WriterGuard<'a> {
-    _held: Option<Held<'a>>,
+    _held: Option<WriterHeld<'a>>,
     writer: MutexGuard<'a, Writer>,
 }
 

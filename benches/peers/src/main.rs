@@ -177,8 +177,10 @@ fn run_processes(
 }
 
 /// One run of `engine` in a child process, then the multi-process workload on its store if
-/// the engine allows it.
-fn run_child(engine: &str, base: &Path, n: usize, value_len: usize) -> Run {
+/// the engine allows it. Repetition `rep` runs the process counts in an order rotated by
+/// `rep`, so that over the repetitions each count meets in turn the background work
+/// (compaction of the segments the earlier writes made dead) that the runs before it leave.
+fn run_child(engine: &str, base: &Path, n: usize, value_len: usize, rep: usize) -> Run {
     let tmp = tempfile::tempdir_in(base).unwrap();
     let dir = tmp.path().join(engine);
     let mut command = if engine == "diskcache" {
@@ -200,7 +202,9 @@ fn run_child(engine: &str, base: &Path, n: usize, value_len: usize) -> Run {
     );
     let mut run: Run = serde_json::from_slice(&out.stdout).expect("a run's figures");
     if MULTI_PROCESS.contains(&engine) {
-        for (i, &p) in logcache_workload::PROCESS_COUNTS.iter().enumerate() {
+        let counts = logcache_workload::PROCESS_COUNTS;
+        for i in (0..counts.len()).map(|i| (i + rep) % counts.len()) {
+            let p = counts[i];
             eprintln!("  {p} processes");
             run.processes[i] = run_processes(engine, base, &dir, n, value_len, p);
         }
@@ -255,7 +259,7 @@ fn main() {
         for rep in 0..args.reps {
             for engine in &engines {
                 eprintln!("{size} B, repetition {}/{}: {engine}", rep + 1, args.reps);
-                let run = run_child(engine, &args.dir, args.keys, size);
+                let run = run_child(engine, &args.dir, args.keys, size, rep);
                 results.add(size, engine, run);
                 results.save(&args.out.join("peers.json"));
             }
