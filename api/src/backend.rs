@@ -78,6 +78,15 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether the backend finds a namespace's current generation itself, in the same step as
+    /// the entry (Redis: one script, one round trip): the cache then hands it keys that hold
+    /// `CURRENT_GENERATION` (MessagePack `nil`, 0xc0) where the generation
+    /// goes (docs/format.md, *Keys*), and never reads the generation counter for an entry.
+    /// `false` (the default): keys hold the generation.
+    fn resolves_generations(&self) -> bool {
+        false
+    }
+
     /// Statistics per tier, the fastest first (one entry unless the backend is tiered).
     fn tiers(&self) -> Vec<TierStats> {
         vec![TierStats::new(self.name(), self.evictions(), None)]
@@ -186,6 +195,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn counters_epoch(&self) -> Option<u64> {
         (**self).counters_epoch()
+    }
+    fn resolves_generations(&self) -> bool {
+        (**self).resolves_generations()
     }
     fn tiers(&self) -> Vec<TierStats> {
         (**self).tiers()

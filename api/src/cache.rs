@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     backend: Box<dyn Backend>,
     /// `backend.counters_are_private()`, asked once.
     private_counters: bool,
+    /// Whether the backend finds namespace generations itself (`Backend::resolves_generations`).
+    resolves_generations: bool,
     default_ttl: Option<Duration>,
     on_failure: OnFailure,
     flights: Flights,
@@ -169,6 +171,8 @@ pub(crate) struct MissedKey {
     key: Option<Vec<u8>>,
     /// Where the user key starts in `key`.
     user_at: usize,
+    /// [`Flights::ended`] before the read that missed.
+    flights_ended: u64,
 }
 
 /// What looking a key up for `get_or_insert_with` found.
@@ -192,8 +196,12 @@ impl Shared {
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         out: &mut Vec<u8>,
     ) -> Result<usize> {
-        let generation = ns.generation(&*self.backend, self.private_counters)?;
-        ns.key_prefix(generation, out);
+        if self.resolves_generations {
+            ns.key_prefix_current(out);
+        } else {
+            let generation = ns.generation(&*self.backend, self.private_counters)?;
+            ns.key_prefix(generation, out);
+        }
         let at = out.len();
         write_key(out).map_err(encode_error("key"))?;
         Ok(at)
@@ -377,6 +385,7 @@ impl Shared {
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         on_failure: OnFailure,
     ) -> Result<Lookup<T>> {
+        let flights_ended = self.flights.ended();
         let found = with_key_buffer(|key| {
             let user_at = match self.key_into(ns, write_key, key) {
                 Ok(at) => at,
@@ -388,6 +397,7 @@ impl Shared {
                         OnFailure::Compute => Ok(Lookup::Miss(MissedKey {
                             key: None,
                             user_at: 0,
+                            flights_ended,
                         })),
                     };
                 }
@@ -397,6 +407,7 @@ impl Shared {
                 None => Lookup::Miss(MissedKey {
                     key: Some(key.clone()),
                     user_at,
+                    flights_ended,
                 }),
             })
         })?;
@@ -451,15 +462,22 @@ impl Shared {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let MissedKey { key, user_at } = missed;
+        let MissedKey {
+            key,
+            user_at,
+            flights_ended,
+        } = missed;
         let Some(skey) = key else {
             ns.counts.miss();
             return f().await;
         };
         let flight = match self.flights.join(&skey, caller) {
             Role::Leader(leader) => {
-                // Stored between our read and our joining?
-                if let Some(v) = self.read_for_compute(ns, &skey, user_at, on_failure)? {
+                // Stored by a flight that ended between our read and our joining? (Unless no
+                // flight ended since: then reading again would cost a round trip for nothing.)
+                if self.flights.ended() != flights_ended
+                    && let Some(v) = self.read_for_compute(ns, &skey, user_at, on_failure)?
+                {
                     ns.counts.hit();
                     return Ok(v);
                 }
@@ -500,6 +518,7 @@ impl Cache {
     ) -> Cache {
         let shared = Arc::new(Shared {
             private_counters: backend.counters_are_private(),
+            resolves_generations: backend.resolves_generations(),
             backend,
             default_ttl,
             on_failure: if strict {

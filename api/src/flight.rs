@@ -14,12 +14,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, ThreadId};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 
 /// The flights in progress, by storage key.
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
+    /// How many flights have ended: a caller that missed and finds this unchanged when it
+    /// leads a flight knows that no flight stored the key meanwhile, and need not read again.
+    ended: AtomicU64,
 }
 
 pub(crate) struct Flight {
@@ -67,6 +72,11 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Flights {
+    /// How many flights have ended so far (read it before the read that missed).
+    pub fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
+    }
+
     /// Leads the flight for `key`, or follows the one in progress.
     pub fn join(&self, key: &[u8], caller: Caller) -> Role<'_> {
         let mut map = self.map.lock();
@@ -97,6 +107,9 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         self.flights.map.lock().remove(&self.key);
+        // After the leader stored its value: whoever reads this count afterwards and misses
+        // read after the value was stored.
+        self.flights.ended.fetch_add(1, Ordering::AcqRel);
         let wakers = {
             let mut state = self.flight.state.lock();
             if state.result.is_none() {

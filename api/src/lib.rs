@@ -62,6 +62,8 @@ mod memory;
 mod namespace;
 #[cfg(feature = "redis")]
 mod redis_backend;
+#[cfg(feature = "redis")]
+mod redis_keys;
 mod stats;
 mod tiered;
 

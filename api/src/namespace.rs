@@ -35,7 +35,7 @@ impl Namespace {
         Namespace {
             name: Arc::from(name),
             prefix: prefix.into(),
-            counter: format!("ns:{name}").into(),
+            counter: Namespace::counter_name(name).into(),
             counts: AtomicCounts::default(),
             known: AtomicU64::new(0),
             known_at: AtomicU64::new(0),
@@ -91,7 +91,26 @@ impl Namespace {
         out.extend_from_slice(&self.prefix);
         codec::write_uint(generation, out);
     }
+
+    /// Appends the start of the keys of the current generation, whichever it is, to `out`:
+    /// [`CURRENT_GENERATION`] in its place, for a backend that finds it itself.
+    #[inline]
+    pub fn key_prefix_current(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        out.push(CURRENT_GENERATION);
+    }
+
+    /// The name of the backend counter that holds the generation of the namespace whose
+    /// keys start with the MessagePack string `name`.
+    pub fn counter_name(name: &str) -> String {
+        format!("ns:{name}")
+    }
 }
+
+/// What stands for the generation in the keys handed to a backend that finds the current
+/// generation itself ([`Backend::resolves_generations`]): MessagePack `nil`, which no
+/// generation (a MessagePack integer) starts with.
+pub const CURRENT_GENERATION: u8 = 0xc0;
 
 /// The namespaces of one cache.
 #[derive(Default)]

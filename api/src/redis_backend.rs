@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use parking_lot::Mutex;
-use redis::{Client, Connection, RedisError};
+use redis::{Client, Connection, RedisError, Script};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::redis_keys::{self, CurrentKey};
 
 /// Entries on a Redis server, shared by every process that opens the same URL and prefix.
 ///
@@ -61,16 +65,31 @@ impl RedisBackend {
     }
 
     fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key);
-        k
+        redis_keys::entry_key(&self.prefix, key)
     }
 
     fn counter_key(&self, name: &str) -> Vec<u8> {
-        // A NUL byte cannot start an entry key (entry keys start with a length), so counters
-        // never collide with entries.
-        self.key(format!("\0counter:{name}").as_bytes())
+        redis_keys::counter_key(&self.prefix, name)
+    }
+
+    /// Runs `script` on the entry key `current` names, in its namespace's current generation,
+    /// with `args` after the key's parts: one round trip (`EVALSHA`, loaded again on
+    /// `NOSCRIPT`).
+    fn in_current_generation<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        current: &CurrentKey<'_>,
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let counter = self.counter_key(&Namespace::counter_name(current.namespace));
+        self.with_connection(|c| {
+            let mut invocation = script.key(&counter);
+            invocation.arg(&current.head).arg(current.tail);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke(c)
+        })
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -129,6 +148,51 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The start of every script that works on an entry of a namespace's current generation:
+/// `KEYS[1]` is the namespace's generation counter, `ARGV[1]` the entry's Redis key up to
+/// the generation, `ARGV[2]` the rest; `key` becomes the entry's Redis key. The generation is
+/// written as the cache writes it (`codec::write_uint`: the shortest MessagePack unsigned
+/// integer). The entry key is in the counter's hash slot (`redis_keys`), so a cluster runs
+/// the script on the node that holds both.
+const CURRENT_KEY: &str = r"
+local function uint(n)
+  if n < 128 then return string.char(n) end
+  if n < 256 then return string.char(204, n) end
+  if n < 65536 then return string.char(205, math.floor(n / 256), n % 256) end
+  local width, tag = 4, 206
+  if n >= 4294967296 then width, tag = 8, 207 end
+  local bytes = {}
+  for i = width, 1, -1 do
+    bytes[i] = n % 256
+    n = math.floor(n / 256)
+  end
+  return string.char(tag, unpack(bytes))
+end
+local key = ARGV[1] .. uint(tonumber(redis.call('GET', KEYS[1]) or '0')) .. ARGV[2]
+";
+
+/// One of the scripts on the current generation: [`CURRENT_KEY`], then `body`.
+fn current_script(body: &str) -> Script {
+    Script::new(&format!("{CURRENT_KEY}{body}"))
+}
+
+static GET: LazyLock<Script> = LazyLock::new(|| current_script("return redis.call('GET', key)"));
+/// `ARGV[3]`: the value; `ARGV[4]`: its time to live in milliseconds, or empty.
+static SET: LazyLock<Script> = LazyLock::new(|| {
+    current_script(
+        "if ARGV[4] == '' then return redis.call('SET', key, ARGV[3]) end
+         return redis.call('SET', key, ARGV[3], 'PX', ARGV[4])",
+    )
+});
+static DEL: LazyLock<Script> = LazyLock::new(|| current_script("return redis.call('DEL', key)"));
+static EXISTS: LazyLock<Script> =
+    LazyLock::new(|| current_script("return redis.call('EXISTS', key)"));
+
+/// A time to live in milliseconds, at least 1.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// `prefix` with Redis glob characters escaped, then `*`.
 fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() * 2 + 1);
@@ -148,30 +212,46 @@ impl Backend for RedisBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+            return self.in_current_generation(&GET, &current, &[]);
+        }
         let key = self.key(key);
         self.with_connection(|c| redis::cmd("GET").arg(&key).query(c))
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+            let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
+            return self.in_current_generation(&SET, &current, &[value, ttl.as_bytes()]);
+        }
         let key = self.key(key);
         self.with_connection(|c| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key).arg(value);
             if let Some(ttl) = ttl {
-                cmd.arg("PX")
-                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                cmd.arg("PX").arg(ttl_ms(ttl));
             }
             cmd.query(c)
         })
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
+        if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+            return self
+                .in_current_generation::<u64>(&DEL, &current, &[])
+                .map(|n| n > 0);
+        }
         let key = self.key(key);
         self.with_connection(|c| redis::cmd("DEL").arg(&key).query::<u64>(c))
             .map(|n| n > 0)
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
+        if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+            return self
+                .in_current_generation::<u64>(&EXISTS, &current, &[])
+                .map(|n| n > 0);
+        }
         let key = self.key(key);
         self.with_connection(|c| redis::cmd("EXISTS").arg(&key).query::<u64>(c))
             .map(|n| n > 0)
@@ -210,6 +290,12 @@ impl Backend for RedisBackend {
     fn increment(&self, name: &str) -> Result<u64> {
         let key = self.counter_key(name);
         self.with_connection(|c| redis::cmd("INCR").arg(&key).query(c))
+    }
+
+    /// A typed read is one round trip: a script reads the namespace's generation and the
+    /// entry together.
+    fn resolves_generations(&self) -> bool {
+        true
     }
 
     /// Redis evicts by its own policy and does not say whose keys: always 0.

@@ -235,3 +235,143 @@ fn jason() -> UserDetail {
         age: 25,
     }
 }
+
+/// Calls of each command the server ran since the last `CONFIG RESETSTAT` (commands that
+/// scripts ran included), from `INFO commandstats`.
+fn command_calls(con: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[test]
+fn a_typed_get_or_set_is_one_round_trip_and_a_memoized_miss_two() {
+    if !redis_server_available() {
+        return;
+    }
+    let server = Server::on(free_port());
+    let cache = cache(&server.url());
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    cache.set("warm", &0u8).unwrap(); // loads the scripts and opens a connection
+    let spec = MemoSpec::new("redis_faults::square");
+    let _: u64 = memo::memoize(&cache, &spec, &(0u64,), || 0);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .unwrap();
+
+    for i in 0..50u64 {
+        cache.set(&i, &jason()).unwrap();
+    }
+    for i in 0..50u64 {
+        assert_eq!(cache.get::<UserDetail>(&i).unwrap(), Some(jason()));
+    }
+    for i in 1..=20u64 {
+        let v: u64 = memo::memoize(&cache, &spec, &(i,), || i * i); // a miss
+        let again: u64 = memo::memoize(&cache, &spec, &(i,), || unreachable!()); // a hit
+        assert_eq!((v, again), (i * i, i * i));
+    }
+    let calls = command_calls(&mut admin);
+    // 50 sets and 50 gets, then 20 misses (a read, then a write) and 20 hits: one script
+    // each, which reads the generation counter and the entry (2 GETs) or the counter and
+    // writes (a GET, a SET). Nothing else: no command of the cache reads a counter on its own.
+    assert_eq!(
+        calls.get("evalsha"),
+        Some(&(50 + 50 + 20 * 2 + 20)),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.get("get"),
+        Some(&(50 + 50 * 2 + 20 * 3 + 20 * 2)),
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("set"), Some(&(50 + 20)), "{calls:?}");
+    let others: Vec<_> = calls
+        .keys()
+        .filter(|c| !["evalsha", "get", "set", "config|resetstat", "info"].contains(&c.as_str()))
+        .collect();
+    assert!(others.is_empty(), "{calls:?}");
+}
+
+#[test]
+fn generations_of_every_width_are_found_cleared_and_vacuumed() {
+    if !redis_server_available() {
+        return;
+    }
+    let server = Server::on(free_port());
+    let cache = cache(&server.url()).namespace("widths");
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    cache.clear().unwrap();
+    let counters: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("faults:*counter:ns:widths")
+        .query(&mut admin)
+        .unwrap();
+    let [counter] = &counters[..] else {
+        panic!("one counter: {counters:?}")
+    };
+    // Each width of a MessagePack unsigned integer, at both of its ends.
+    let generations = [
+        1u64,
+        127,
+        128,
+        255,
+        256,
+        65_535,
+        65_536,
+        u64::from(u32::MAX),
+        1 << 32,
+        1 << 40,
+    ];
+    // The tag the counter's key holds; entries of the namespace carry the same.
+    let tagged = counter[..=counter.iter().position(|&b| b == b'}').unwrap()].to_vec();
+    for (i, &generation) in generations.iter().enumerate() {
+        let _: () = redis::cmd("SET")
+            .arg(counter)
+            .arg(generation - 1)
+            .query(&mut admin)
+            .unwrap();
+        cache.clear().unwrap(); // INCR: now `generation`
+        assert_eq!(
+            cache.get::<u64>("k").unwrap(),
+            None,
+            "generation {generation}"
+        );
+        cache.set("k", &generation).unwrap();
+        assert_eq!(cache.get::<u64>("k").unwrap(), Some(generation));
+        // The script wrote the generation as the cache does: the shortest MessagePack
+        // unsigned integer, between the namespace's name and the key ("widths", "k").
+        let mut key = tagged.clone();
+        key.extend_from_slice(b"\xa6widths");
+        key.extend_from_slice(&match generation {
+            0..=127 => vec![generation as u8],
+            128..=255 => vec![0xcc, generation as u8],
+            256..=65_535 => [&[0xcd][..], &(generation as u16).to_be_bytes()].concat(),
+            65_536..=0xffff_ffff => [&[0xce][..], &(generation as u32).to_be_bytes()].concat(),
+            _ => [&[0xcf][..], &generation.to_be_bytes()].concat(),
+        });
+        key.extend_from_slice(b"\xa1k");
+        let exists: u64 = redis::cmd("EXISTS").arg(&key).query(&mut admin).unwrap();
+        assert_eq!(exists, 1, "generation {generation}: {key:x?}");
+        if generation < 300 {
+            // The cache's own key for an older generation finds what a script stored.
+            assert_eq!(cache.vacuum().unwrap(), u64::from(i > 0), "{generation}");
+        }
+    }
+    assert_eq!(cache.get::<u64>("k").unwrap(), Some(1 << 40));
+}

@@ -15,13 +15,16 @@
 //!   key (the first computes, the second decodes the stored value and keeps it), against a
 //!   `HashMap<String, V>` get and clone of the same values;
 //! - typed Redis over loopback (if `LOGCACHE_REDIS_URL` is set), `UserDetail` on the first
-//!   20,000 keys, against the typed disk cache on the same keys.
+//!   20,000 keys, one round trip per operation, against the two-round-trip path (a backend
+//!   that leaves reading the generation to the cache), a raw `GET` loop of the same number of
+//!   values, and the typed disk cache on the same keys.
 //!
 //! `Durability::None` for both disk runs. Median (min–max) of REPETITIONS runs (default 3).
 
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use logcache::{Cache, CacheBuilder, MemoryLimit, memoize};
 use logcache_benches::values::{Labeled, Sentiment, UserDetail};
@@ -311,14 +314,27 @@ fn main() {
     if let Some(r) = redis {
         let r: Vec<Spread> = r.iter().map(|v| Spread::of(v)).collect();
         println!(
-            "\nTyped Redis over loopback against the typed disk cache, `UserDetail`, 20,000 keys:\n"
+            "\nTyped Redis over loopback, `UserDetail`, 20,000 keys, one client: one round trip per operation (a script reads the namespace's generation with the entry), against the two-round-trip path (the generation, then the entry), a raw `GET` loop, and the typed disk cache:\n"
         );
-        println!("| operation | Redis | disk | Redis / disk |");
-        println!("|---|---|---|---|");
-        for (name, redis, disk) in [("set", 0, 2), ("get", 1, 3)] {
+        println!(
+            "| operation | Redis | two round trips | one / two | raw `GET` | Redis / raw | disk | Redis / disk |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (name, redis, two, disk) in [("set", 0, 4, 2), ("get", 1, 5, 3)] {
+            let raw = if name == "get" {
+                format!(
+                    "{} kops/s | {:.2}",
+                    r[6].show(1e3, 1),
+                    r[redis].median / r[6].median
+                )
+            } else {
+                " | ".to_string()
+            };
             println!(
-                "| {name} | {} kops/s | {} kops/s | {:.3} |",
+                "| {name} | {} kops/s | {} kops/s | {:.2} | {raw} | {} kops/s | {:.3} |",
                 r[redis].show(1e3, 1),
+                r[two].show(1e3, 1),
+                r[redis].median / r[two].median,
                 r[disk].show(1e3, 1),
                 r[redis].median / r[disk].median
             );
@@ -326,24 +342,84 @@ fn main() {
     }
 }
 
-/// Typed set and get over Redis against the typed disk cache, on the first 20,000 keys:
-/// (redis set, redis get, disk set, disk get) samples in ops/s.
-fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f64>; 4] {
+/// The Redis backend with the cache reading each namespace's generation on its own, as
+/// before reads became one round trip: the generation, then the entry.
+struct TwoRoundTrips(logcache::RedisBackend);
+
+impl logcache::Backend for TwoRoundTrips {
+    fn name(&self) -> &'static str {
+        "redis, two round trips"
+    }
+    fn get(&self, key: &[u8]) -> logcache::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> logcache::Result<()> {
+        self.0.set(key, value, ttl)
+    }
+    fn delete(&self, key: &[u8]) -> logcache::Result<bool> {
+        self.0.delete(key)
+    }
+    fn contains(&self, key: &[u8]) -> logcache::Result<bool> {
+        self.0.contains(key)
+    }
+    fn delete_prefix(&self, prefix: &[u8]) -> logcache::Result<u64> {
+        self.0.delete_prefix(prefix)
+    }
+    fn counter(&self, name: &str) -> logcache::Result<u64> {
+        self.0.counter(name)
+    }
+    fn increment(&self, name: &str) -> logcache::Result<u64> {
+        self.0.increment(name)
+    }
+    fn evictions(&self) -> u64 {
+        0
+    }
+    fn flush(&self) -> logcache::Result<()> {
+        Ok(())
+    }
+}
+
+/// A raw `GET` loop over `n` keys holding `value`: the floor of one round trip.
+fn raw_gets(url: &str, prefix: &str, n: usize, value: &[u8]) -> f64 {
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}raw:{i}")).collect();
+    for k in &keys {
+        redis::cmd("SET").arg(k).arg(value).exec(&mut con).unwrap();
+    }
+    let (d, ()) = time(|| {
+        for k in &keys {
+            black_box(redis::cmd("GET").arg(k).query::<Vec<u8>>(&mut con).unwrap());
+        }
+    });
+    redis::cmd("DEL").arg(&keys).exec(&mut con).unwrap();
+    ops_per_sec(n, d)
+}
+
+/// Typed set and get over Redis (one round trip each), over Redis the two-round-trip way,
+/// and on the typed disk cache, on the first 20,000 keys, then a raw `GET` loop: (redis set,
+/// redis get, disk set, disk get, two-trip set, two-trip get, raw get) samples in ops/s.
+fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f64>; 7] {
     let n = keys.len().min(20_000);
     let users: Vec<UserDetail> = (0..n).map(UserDetail::make).collect();
-    let mut out: [Vec<f64>; 4] = Default::default();
+    let mut out: [Vec<f64>; 7] = Default::default();
+    let open = |what: &str| {
+        logcache::RedisBackend::open(url)
+            .unwrap()
+            .with_prefix(format!("bench:{}:{what}:", std::process::id()))
+    };
     for _ in 0..reps {
         let tmp = tempfile::tempdir_in(base).unwrap();
-        let backend = logcache::RedisBackend::open(url)
-            .unwrap()
-            .with_prefix(format!("bench:{}:", std::process::id()));
-        let redis = CacheBuilder::new().backend(backend).build().unwrap();
+        let redis = CacheBuilder::new().backend(open("one")).build().unwrap();
+        let two = CacheBuilder::new()
+            .backend(TwoRoundTrips(open("two")))
+            .build()
+            .unwrap();
         let disk = CacheBuilder::new()
             .disk(tmp.path().join("disk"))
             .engine_options(engine_options())
             .build()
             .unwrap();
-        for (i, cache) in [&redis, &disk].into_iter().enumerate() {
+        for (i, cache) in [&redis, &disk, &two].into_iter().enumerate() {
             let (d, ()) = time(|| {
                 for (k, u) in keys[..n].iter().zip(&users) {
                     cache.set(k.as_str(), u).unwrap();
@@ -357,14 +433,20 @@ fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f6
             });
             out[2 * i + 1].push(ops_per_sec(n, d));
         }
-        redis
-            .namespace(logcache::DEFAULT_NAMESPACE)
-            .clear()
-            .unwrap();
-        redis
-            .namespace(logcache::DEFAULT_NAMESPACE)
-            .vacuum()
-            .unwrap();
+        // The value as JSON: a few bytes longer than the cache's entry, which only makes the
+        // raw loop a little harder to match.
+        let value = serde_json::to_vec(&users[0]).unwrap();
+        out[6].push(raw_gets(
+            url,
+            &format!("bench:{}:", std::process::id()),
+            n,
+            &value,
+        ));
+        for cache in [&redis, &two] {
+            let ns = cache.namespace(logcache::DEFAULT_NAMESPACE);
+            ns.clear().unwrap();
+            ns.vacuum().unwrap();
+        }
     }
     out
 }
