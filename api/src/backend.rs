@@ -87,6 +87,41 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`read_or_lease`](Backend::read_or_lease) takes leases that callers in other
+    /// processes and machines see (Redis). `false` (the default): leases are this process's
+    /// business, which its single flight already handles.
+    fn supports_leases(&self) -> bool {
+        false
+    }
+
+    /// Reads `key` for a caller about to compute its value if it is missing: what it holds,
+    /// or, if nothing, the key's lease taken for `lease` under `token` (that caller computes),
+    /// or word that another caller holds the lease (this one should wait for its value). The
+    /// default reads, and lets every caller that misses compute.
+    fn read_or_lease(&self, key: &[u8], token: u64, lease: Duration) -> Result<Leased> {
+        let _ = (token, lease);
+        Ok(self.get(key)?.map_or(Leased::Taken, Leased::Found))
+    }
+
+    /// Stores a computed value, like [`set`](Backend::set), and gives the key's lease back if
+    /// `token` still holds it.
+    fn set_and_release(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> Result<()> {
+        let _ = token;
+        self.set(key, value, ttl)
+    }
+
+    /// Gives the key's lease back if `token` still holds it (a computation failed).
+    fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
+        let _ = (key, token);
+        Ok(())
+    }
+
     /// Statistics per tier, the fastest first (one entry unless the backend is tiered).
     fn tiers(&self) -> Vec<TierStats> {
         vec![TierStats::new(self.name(), self.evictions(), None)]
@@ -104,6 +139,17 @@ pub trait Backend: Send + Sync + 'static {
     fn memory_tier(&self) -> Option<&MemoryBackend> {
         None
     }
+}
+
+/// What [`Backend::read_or_lease`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leased {
+    /// The stored value.
+    Found(Vec<u8>),
+    /// Nothing stored; the caller now holds the lease and computes.
+    Taken,
+    /// Nothing stored, and another caller holds the lease: it is computing the value.
+    HeldElsewhere,
 }
 
 /// A stored value as a backend hands it to the cache: bytes (owned, or borrowed where they
@@ -198,6 +244,24 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn resolves_generations(&self) -> bool {
         (**self).resolves_generations()
+    }
+    fn supports_leases(&self) -> bool {
+        (**self).supports_leases()
+    }
+    fn read_or_lease(&self, key: &[u8], token: u64, lease: Duration) -> Result<Leased> {
+        (**self).read_or_lease(key, token, lease)
+    }
+    fn set_and_release(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> Result<()> {
+        (**self).set_and_release(key, value, ttl, token)
+    }
+    fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
+        (**self).release_lease(key, token)
     }
     fn tiers(&self) -> Vec<TierStats> {
         (**self).tiers()

@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::disk::DiskBackend;
 use crate::error::Result;
+use crate::lease::DEFAULT_LEASE;
 use crate::memory::{MemoryBackend, MemoryLimit};
 use crate::tiered::TieredBackend;
 
@@ -39,6 +40,7 @@ pub struct CacheBuilder {
     max_bytes: Option<u64>,
     engine: Options,
     memory_tier: Option<MemoryLimit>,
+    lease: Option<Duration>,
 }
 
 impl Default for CacheBuilder {
@@ -57,6 +59,7 @@ impl CacheBuilder {
             max_bytes: None,
             engine: Options::default(),
             memory_tier: None,
+            lease: Some(DEFAULT_LEASE),
         }
     }
 
@@ -118,6 +121,17 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a caller that computes a missed value (`get_or_insert_with`, a memoized
+    /// function) holds the key's lease, where the backend has leases that other processes
+    /// and machines see (Redis): meanwhile, callers elsewhere that miss on the same key wait
+    /// for its value instead of computing it too. A holder that dies, or computes for longer,
+    /// lets another caller take over; a caller waits at most twice this long, then computes
+    /// itself. `None`: no leases. Default: 60 s.
+    pub fn lease(mut self, lease: Option<Duration>) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(self) -> Result<Cache> {
         let backend: Box<dyn Backend> = match self.place {
@@ -138,6 +152,11 @@ impl CacheBuilder {
             Some(limit) => Box::new(TieredBackend::new(MemoryBackend::new(limit), backend)),
             None => backend,
         };
-        Ok(Cache::from_parts(backend, self.default_ttl, self.strict))
+        Ok(Cache::from_parts(
+            backend,
+            self.default_ttl,
+            self.strict,
+            self.lease,
+        ))
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::Leased;
 use crate::backend::{Backend, Stored};
 use crate::blocking::block_on;
 use crate::buffers::{with_buffers, with_key_buffer};
@@ -15,6 +16,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::{Error, Result};
 use crate::fingerprint::type_fingerprint;
 use crate::flight::{Caller, Flights, Role};
+use crate::lease::{self, DEFAULT_LEASE, LeaseGuard, LeaseState, Waited};
 use crate::memory::{Decoded, MemoryBackend, MemoryLimit};
 use crate::namespace::{Namespace, Namespaces};
 use crate::stats::CacheStats;
@@ -69,6 +71,9 @@ pub(crate) struct Shared {
     resolves_generations: bool,
     default_ttl: Option<Duration>,
     on_failure: OnFailure,
+    /// How long a caller that computes a missed value holds its lease (`lease`): `None` if the
+    /// cache opted out or the backend has no leases others can see.
+    lease: Option<Duration>,
     flights: Flights,
     namespaces: Namespaces,
 }
@@ -173,6 +178,8 @@ pub(crate) struct MissedKey {
     user_at: usize,
     /// [`Flights::ended`] before the read that missed.
     flights_ended: u64,
+    /// The key's lease, as the read that missed left it.
+    lease: LeaseState,
 }
 
 /// What looking a key up for `get_or_insert_with` found.
@@ -321,9 +328,20 @@ impl Shared {
         codec::encode_value_into(value, out).map_err(encode_error("value"))
     }
 
-    fn write(&self, ns: &Namespace, skey: &[u8], entry: &[u8], opts: &SetOptions) -> Result<()> {
-        self.backend
-            .set(skey, entry, opts.ttl.or(self.default_ttl))?;
+    /// Stores `entry` under `skey`, giving back the key's lease if `lease` holds it.
+    fn write(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        entry: &[u8],
+        opts: &SetOptions,
+        lease: Option<u64>,
+    ) -> Result<()> {
+        let ttl = opts.ttl.or(self.default_ttl);
+        match lease {
+            Some(token) => self.backend.set_and_release(skey, entry, ttl, token)?,
+            None => self.backend.set(skey, entry, ttl)?,
+        }
         ns.counts.write();
         Ok(())
     }
@@ -345,16 +363,47 @@ impl Shared {
         user_at: usize,
         on_failure: OnFailure,
     ) -> Result<Option<T>> {
-        match self.read::<T>(ns, skey, user_at) {
-            Ok(found) => Ok(found),
-            Err(e) => {
-                ns.counts.error();
-                if on_failure == OnFailure::Fail && !matches!(e, Error::Decode { .. }) {
-                    Err(e)
-                } else {
-                    Ok(None)
-                }
+        self.read::<T>(ns, skey, user_at)
+            .or_else(|e| Self::lenient(ns, on_failure, e, None))
+    }
+
+    /// What a failure while computing comes to: counted, then returned if strict (a value
+    /// that does not decode never is: it is recomputed), else `instead`.
+    fn lenient<R>(ns: &Namespace, on_failure: OnFailure, e: Error, instead: R) -> Result<R> {
+        ns.counts.error();
+        if on_failure == OnFailure::Fail && !matches!(e, Error::Decode { .. }) {
+            Err(e)
+        } else {
+            Ok(instead)
+        }
+    }
+
+    /// [`read_for_compute`](Shared::read_for_compute), taking the key's lease if it is missing
+    /// and the cache uses leases (`lease`).
+    fn read_or_lease_for_compute<T: Value>(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        user_at: usize,
+        on_failure: OnFailure,
+        lease: bool,
+    ) -> Result<(Option<T>, LeaseState)> {
+        let Some(duration) = self.lease.filter(|_| lease) else {
+            let found = self.read_for_compute(ns, skey, user_at, on_failure)?;
+            return Ok((found, LeaseState::Unused));
+        };
+        let token = lease::new_token();
+        match self.backend.read_or_lease(skey, token, duration) {
+            Ok(Leased::Found(bytes)) => {
+                // Expired or evicted by a tag: a miss, computed without a lease.
+                let found = self
+                    .read_stored::<T>(ns, &Stored::from_bytes(bytes), skey, user_at)
+                    .or_else(|e| Self::lenient(ns, on_failure, e, None))?;
+                Ok((found, LeaseState::Unused))
             }
+            Ok(Leased::Taken) => Ok((None, LeaseState::Held(token))),
+            Ok(Leased::HeldElsewhere) => Ok((None, LeaseState::Elsewhere)),
+            Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Unused)),
         }
     }
 
@@ -384,6 +433,7 @@ impl Shared {
         ns: &Namespace,
         write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
         on_failure: OnFailure,
+        lease: bool,
     ) -> Result<Lookup<T>> {
         let flights_ended = self.flights.ended();
         let found = with_key_buffer(|key| {
@@ -398,16 +448,20 @@ impl Shared {
                             key: None,
                             user_at: 0,
                             flights_ended,
+                            lease: LeaseState::Unused,
                         })),
                     };
                 }
             };
-            Ok(match self.read_for_compute(ns, key, user_at, on_failure)? {
+            let (found, lease) =
+                self.read_or_lease_for_compute(ns, key, user_at, on_failure, lease)?;
+            Ok(match found {
                 Some(v) => Lookup::Hit(v),
                 None => Lookup::Miss(MissedKey {
                     key: Some(key.clone()),
                     user_at,
                     flights_ended,
+                    lease,
                 }),
             })
         })?;
@@ -426,10 +480,11 @@ impl Shared {
         value: &T,
         opts: &SetOptions,
         on_failure: OnFailure,
+        lease: Option<u64>,
     ) -> Result<Option<Arc<[u8]>>> {
         let stored = with_buffers(|b| {
             self.entry_into(value, opts, &mut b.value)?;
-            self.write(ns, skey, &b.value, opts)?;
+            self.write(ns, skey, &b.value, opts, lease)?;
             Ok(Arc::from(&b.value[..]))
         });
         match stored {
@@ -466,6 +521,7 @@ impl Shared {
             key,
             user_at,
             flights_ended,
+            lease: lease_state,
         } = missed;
         let Some(skey) = key else {
             ns.counts.miss();
@@ -473,6 +529,25 @@ impl Shared {
         };
         let flight = match self.flights.join(&skey, caller) {
             Role::Leader(leader) => {
+                let mut state = lease_state;
+                if let (LeaseState::Elsewhere, Some(duration)) = (state, self.lease) {
+                    // Another process or machine computes it: wait for its value.
+                    match lease::wait(&*self.backend, &skey, duration, caller).await {
+                        Ok(Waited::Found(bytes)) => {
+                            let stored = Stored::from_bytes(bytes);
+                            if let Ok(Some(v)) = self.read_stored::<T>(ns, &stored, &skey, user_at)
+                            {
+                                ns.counts.hit();
+                                return Ok(v);
+                            }
+                            state = LeaseState::Unused;
+                        }
+                        Ok(Waited::Compute(taken)) => state = taken,
+                        Err(e) => state = Self::lenient(ns, on_failure, e, LeaseState::Unused)?,
+                    }
+                }
+                // Given back if we return without storing.
+                let lease = LeaseGuard::new(&*self.backend, &skey, state);
                 // Stored by a flight that ended between our read and our joining? (Unless no
                 // flight ended since: then reading again would cost a round trip for nothing.)
                 if self.flights.ended() != flights_ended
@@ -483,12 +558,22 @@ impl Shared {
                 }
                 ns.counts.miss();
                 let value = f().await?;
-                if let Some(entry) = self.store_computed(ns, &skey, &value, opts, on_failure)? {
+                let stored =
+                    self.store_computed(ns, &skey, &value, opts, on_failure, lease.token())?;
+                if let Some(entry) = stored {
+                    lease.disarm();
                     leader.finish(entry);
                 }
                 return Ok(value);
             }
-            Role::Follower(flight) => flight,
+            Role::Follower(flight) => {
+                // Our leader in this process computes; a lease we took would only make
+                // callers elsewhere wait for nothing.
+                if let LeaseState::Held(token) = lease_state {
+                    let _ = self.backend.release_lease(&skey, token);
+                }
+                flight
+            }
         };
         if flight.can_wait(caller)
             && let Some(entry) = flight.wait_async().await
@@ -500,7 +585,7 @@ impl Shared {
         }
         ns.counts.miss();
         let value = f().await?;
-        self.store_computed(ns, &skey, &value, opts, on_failure)?;
+        self.store_computed(ns, &skey, &value, opts, on_failure, None)?;
         Ok(value)
     }
 }
@@ -508,15 +593,17 @@ impl Shared {
 impl Cache {
     /// A cache over `backend` with default settings.
     pub fn with_backend(backend: impl Backend) -> Cache {
-        Cache::from_parts(Box::new(backend), None, false)
+        Cache::from_parts(Box::new(backend), None, false, Some(DEFAULT_LEASE))
     }
 
     pub(crate) fn from_parts(
         backend: Box<dyn Backend>,
         default_ttl: Option<Duration>,
         strict: bool,
+        lease: Option<Duration>,
     ) -> Cache {
         let shared = Arc::new(Shared {
+            lease: lease.filter(|_| backend.supports_leases()),
             private_counters: backend.counters_are_private(),
             resolves_generations: backend.resolves_generations(),
             backend,
@@ -665,7 +752,7 @@ impl Cache {
         let result = with_buffers(|b| {
             shared.key_into(ns, user_key(key), &mut b.key)?;
             shared.entry_into(value, opts, &mut b.value)?;
-            shared.write(ns, &b.key, &b.value, opts)
+            shared.write(ns, &b.key, &b.value, opts, None)
         });
         Shared::counted(ns, result)
     }
@@ -829,7 +916,7 @@ impl Cache {
         F: FnOnce() -> Result<T, E>,
     {
         let (shared, ns) = (&*self.shared, &*self.ns);
-        match shared.lookup(ns, user_key(key), shared.on_failure)? {
+        match shared.lookup(ns, user_key(key), shared.on_failure, true)? {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss(missed) => block_on(shared.compute(
                 ns,
@@ -871,7 +958,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let (shared, ns) = (&*self.shared, &*self.ns);
-        match shared.lookup(ns, user_key(key), shared.on_failure)? {
+        match shared.lookup(ns, user_key(key), shared.on_failure, true)? {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss(missed) => {
                 shared

@@ -57,6 +57,7 @@ mod flight;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod inspect;
+mod lease;
 pub mod memo;
 mod memory;
 mod namespace;
@@ -68,7 +69,7 @@ mod stats;
 mod tiered;
 
 pub use backend::Backend;
-pub use backend::Stored;
+pub use backend::{Leased, Stored};
 pub use builder::CacheBuilder;
 pub use cache::{Cache, DEFAULT_NAMESPACE, SetOptions, Value};
 pub use disk::DiskBackend;

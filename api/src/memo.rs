@@ -35,6 +35,9 @@ pub struct MemoSpec {
     pub body_hash: u64,
     /// How long results live (`None`: the cache's default).
     pub ttl: Option<Duration>,
+    /// Whether a call that misses takes the key's lease, so that callers in other processes
+    /// or machines wait for its result instead of computing it too (default `true`).
+    pub lease: bool,
 }
 
 impl MemoSpec {
@@ -45,6 +48,7 @@ impl MemoSpec {
             version: 0,
             body_hash: 0,
             ttl: None,
+            lease: true,
         }
     }
 }
@@ -169,6 +173,9 @@ pub struct Memo {
     function: &'static str,
     version: u32,
     body_hash: u64,
+    /// Whether a call that misses takes the key's lease (`lease`), so that callers in other
+    /// processes wait for its result.
+    lease: bool,
     /// The namespace in the first cache used (a weak pointer to that cache, so the static
     /// neither keeps the cache open nor mistakes another cache at the same address for it).
     namespace: OnceLock<(Weak<Shared>, Arc<Namespace>)>,
@@ -257,9 +264,17 @@ impl Memo {
             function,
             version,
             body_hash,
+            lease: true,
             namespace: OnceLock::new(),
             header: OnceLock::new(),
         }
+    }
+
+    /// Calls that miss compute without taking the key's lease: callers in other processes
+    /// or machines that miss at the same time compute too (`#[memoize(no_lease)]`).
+    pub const fn without_lease(mut self) -> Memo {
+        self.lease = false;
+        self
     }
 
     /// Writes the key of a call: `[version, body hash, fingerprint, instance, args...]`.
@@ -344,17 +359,19 @@ impl Memo {
         if let Some(v) = shared.kept_hit::<T>(ns.get(), key) {
             return Ok(Lookup::Hit(v));
         }
-        Ok(match shared.lookup::<T>(ns.get(), key, on_failure)? {
-            cache::Lookup::Hit(v) => Lookup::Hit(v),
-            cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
-                shared: Arc::clone(shared),
-                ns: Arc::clone(ns.get()),
-                missed,
-                opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
-                on_failure,
-                value: PhantomData,
-            }),
-        })
+        Ok(
+            match shared.lookup::<T>(ns.get(), key, on_failure, self.lease)? {
+                cache::Lookup::Hit(v) => Lookup::Hit(v),
+                cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
+                    shared: Arc::clone(shared),
+                    ns: Arc::clone(ns.get()),
+                    missed,
+                    opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
+                    on_failure,
+                    value: PhantomData,
+                }),
+            },
+        )
     }
 }
 
@@ -521,5 +538,10 @@ where
 
 /// A `Memo` for one call by hand (no static to keep a namespace handle in).
 fn by_hand(spec: &MemoSpec) -> Memo {
-    Memo::new(spec.function, spec.version, spec.body_hash)
+    let memo = Memo::new(spec.function, spec.version, spec.body_hash);
+    if spec.lease {
+        memo
+    } else {
+        memo.without_lease()
+    }
 }

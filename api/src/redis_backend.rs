@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use parking_lot::Mutex;
 use redis::{Client, Connection, RedisError, Script};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Leased};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::redis_keys::{self, CurrentKey};
@@ -188,6 +188,38 @@ static DEL: LazyLock<Script> = LazyLock::new(|| current_script("return redis.cal
 static EXISTS: LazyLock<Script> =
     LazyLock::new(|| current_script("return redis.call('EXISTS', key)"));
 
+/// The key of an entry's compute lease: the entry's key, a NUL byte, `lease` (in the entry's
+/// slot; no entry key is another one with bytes after it, each being whole MessagePack
+/// values). `ARGV[3]`: the caller's token; `ARGV[4]`: the lease in milliseconds. Returns
+/// `{1, value}` if the entry holds one, `{2, nil}` if the lease was free and is now the
+/// caller's, `{3, nil}` if another caller holds it.
+static READ_OR_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    current_script(
+        "local value = redis.call('GET', key)
+         if value then return {1, value} end
+         if redis.call('SET', key .. '\\0lease', ARGV[3], 'NX', 'PX', ARGV[4]) then return {2, false} end
+         return {3, false}",
+    )
+});
+/// As [`SET`], then deletes the lease if token `ARGV[5]` holds it.
+static SET_AND_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    current_script(
+        "if ARGV[4] == '' then redis.call('SET', key, ARGV[3])
+         else redis.call('SET', key, ARGV[3], 'PX', ARGV[4]) end
+         local lease = key .. '\\0lease'
+         if redis.call('GET', lease) == ARGV[5] then redis.call('DEL', lease) end
+         return 1",
+    )
+});
+/// Deletes the lease if token `ARGV[3]` holds it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    current_script(
+        "local lease = key .. '\\0lease'
+         if redis.call('GET', lease) == ARGV[3] then return redis.call('DEL', lease) end
+         return 0",
+    )
+});
+
 /// A time to live in milliseconds, at least 1.
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -296,6 +328,58 @@ impl Backend for RedisBackend {
     /// entry together.
     fn resolves_generations(&self) -> bool {
         true
+    }
+
+    /// Leases are Redis keys beside their entries, with an expiry (`SET ... NX PX`): a holder
+    /// that dies or overruns its lease lets another caller take over.
+    fn supports_leases(&self) -> bool {
+        true
+    }
+
+    fn read_or_lease(&self, key: &[u8], token: u64, lease: Duration) -> Result<Leased> {
+        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
+            return Ok(self.get(key)?.map_or(Leased::Taken, Leased::Found));
+        };
+        let (token, ms) = (token.to_string(), ttl_ms(lease).to_string());
+        let reply: (u8, Option<Vec<u8>>) = self.in_current_generation(
+            &READ_OR_LEASE,
+            &current,
+            &[token.as_bytes(), ms.as_bytes()],
+        )?;
+        Ok(match reply {
+            (1, Some(value)) => Leased::Found(value),
+            (2, _) => Leased::Taken,
+            _ => Leased::HeldElsewhere,
+        })
+    }
+
+    fn set_and_release(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> Result<()> {
+        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
+            return self.set(key, value, ttl);
+        };
+        let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
+        let token = token.to_string();
+        self.in_current_generation::<u8>(
+            &SET_AND_RELEASE,
+            &current,
+            &[value, ttl.as_bytes(), token.as_bytes()],
+        )
+        .map(drop)
+    }
+
+    fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
+        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
+            return Ok(());
+        };
+        let token = token.to_string();
+        self.in_current_generation::<u8>(&RELEASE, &current, &[token.as_bytes()])
+            .map(drop)
     }
 
     /// Redis evicts by its own policy and does not say whose keys: always 0.

@@ -34,6 +34,9 @@ use syn::{
 /// - `hash_body = false`: do not key on the body (editing it then keeps old results).
 /// - `strict`: for functions returning `Result<T, E>` with `E: From<logcache::Error>`: cache
 ///   failures are returned instead of computing anyway.
+/// - `no_lease`: a call that misses does not take the key's lease, so callers in other
+///   processes or machines that miss at the same time compute too (by default they wait for
+///   its result, where the backend has leases: Redis).
 ///
 /// Works on `async fn`s, and on functions returning `Result` (only `Ok` is stored). Methods
 /// taking `self` are not supported: use `logcache::memo::memoize` by hand.
@@ -56,6 +59,7 @@ struct Options {
     version: Option<Expr>,
     hash_body: Option<bool>,
     strict: bool,
+    no_lease: bool,
 }
 
 enum OptionArg {
@@ -94,6 +98,7 @@ impl Parse for Options {
                     }
                 },
                 OptionArg::Flag(name) if name == "strict" => o.strict = true,
+                OptionArg::Flag(name) if name == "no_lease" => o.no_lease = true,
                 OptionArg::Flag(name) => {
                     return Err(Error::new(
                         name.span(),
@@ -266,6 +271,11 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
         quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, #key))
     };
 
+    let without_lease = if options.no_lease {
+        quote!(.without_lease())
+    } else {
+        quote!()
+    };
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
@@ -273,7 +283,7 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
                 ::core::concat!(::core::module_path!(), "::", #name),
                 #version,
                 #body_hash,
-            );
+            )#without_lease;
             let __lc_cache = ::logcache::memo::AsCache::as_cache(#cache);
             let __lc_instance: u64 = #instance;
             match #lookup {
