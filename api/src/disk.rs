@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use logcache_engine::{Options, Store};
 
+#[cfg(target_os = "linux")]
+use crate::backend::Leased;
 use crate::backend::{Backend, Stored};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -22,14 +24,26 @@ pub(crate) const COUNTERS_FILE: &str = "logcache-counters";
 /// namespace and tag generations are the engine's counters, shared by all of them.
 pub struct DiskBackend {
     store: Store,
+    /// Compute leases shared with the other processes (`None` where the store is read-only).
+    #[cfg(target_os = "linux")]
+    leases: Option<crate::disk_leases::Leases>,
 }
 
 impl DiskBackend {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<DiskBackend> {
+        let read_only = options.read_only;
         let store = Store::open(dir.as_ref(), options)?;
         upgrade_counters(&store, dir.as_ref())?;
-        Ok(DiskBackend { store })
+        Ok(DiskBackend {
+            #[cfg(target_os = "linux")]
+            leases: if read_only {
+                None
+            } else {
+                Some(crate::disk_leases::Leases::open(dir.as_ref())?)
+            },
+            store,
+        })
     }
 
     /// The engine underneath, for its statistics, compaction and the like.
@@ -96,6 +110,55 @@ fn write_counters(dir: &Path, counters: &BTreeMap<String, u64>) -> Result<()> {
 impl Backend for DiskBackend {
     fn name(&self) -> &'static str {
         "disk"
+    }
+
+    /// Every process that opens the directory sees the leases (`disk_leases`); a dead
+    /// holder's lease is freed by the kernel at once.
+    #[cfg(target_os = "linux")]
+    fn supports_leases(&self) -> bool {
+        self.leases.is_some()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_or_lease(&self, key: &[u8], _token: u64, _lease: Duration) -> Result<Leased> {
+        if let Some(value) = self.get(key)? {
+            return Ok(Leased::Found(value));
+        }
+        let Some(leases) = &self.leases else {
+            return Ok(Leased::Taken);
+        };
+        if !leases.try_take(key)? {
+            return Ok(Leased::HeldElsewhere);
+        }
+        // Stored by a holder that gave the lease back between our read and our taking it?
+        match self.get(key) {
+            Ok(None) => Ok(Leased::Taken),
+            found => {
+                leases.release(key)?;
+                Ok(Leased::Found(found?.expect("just read")))
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_and_release(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        _token: u64,
+    ) -> Result<()> {
+        let stored = self.set(key, value, ttl);
+        self.release_lease(key, 0)?;
+        stored
+    }
+
+    #[cfg(target_os = "linux")]
+    fn release_lease(&self, key: &[u8], _token: u64) -> Result<()> {
+        match &self.leases {
+            Some(leases) => leases.release(key),
+            None => Ok(()),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -49,6 +49,8 @@ mod builder;
 mod cache;
 mod codec;
 mod disk;
+#[cfg(target_os = "linux")]
+mod disk_leases;
 mod envelope;
 mod error;
 mod fingerprint;
