@@ -6,7 +6,9 @@ use std::time::Duration;
 use std::sync::LazyLock;
 
 use parking_lot::Mutex;
-use redis::{Client, Connection, RedisError, Script};
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{Client, Connection, ConnectionLike, RedisError};
 
 use crate::backend::{Backend, Leased};
 use crate::error::{Error, Result};
@@ -21,11 +23,37 @@ use crate::redis_keys::{self, CurrentKey};
 /// Namespace and tag counters are plain Redis integers (`INCR`) without expiry: with an
 /// eviction policy that may evict keys without a TTL (`allkeys-*`), a cleared namespace could
 /// come back; use a `volatile-*` policy or `noeviction`.
+///
+/// [`RedisBackend::cluster`] opens a Redis Cluster instead: a namespace's entries and its
+/// generation live in one hash slot (docs/format.md, *Typed values*), so each operation is
+/// one script on one node, and namespaces spread over the nodes.
 pub struct RedisBackend {
-    client: Client,
+    servers: Servers,
     prefix: Vec<u8>,
     timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Pooled>>,
+}
+
+/// Where the entries are.
+enum Servers {
+    One(Client),
+    /// The URLs of some of the cluster's nodes (the client finds the others).
+    Cluster(Vec<String>),
+}
+
+/// A connection kept for reuse.
+enum Pooled {
+    One(Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Pooled {
+    fn con(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Pooled::One(c) => c,
+            Pooled::Cluster(c) => &mut **c,
+        }
+    }
 }
 
 /// Connections kept for reuse.
@@ -43,12 +71,27 @@ impl RedisBackend {
     /// under the prefix `logcache:` and a 2-second timeout. Does not connect yet.
     pub fn open(url: &str) -> Result<RedisBackend> {
         let client = Client::open(url).map_err(backend_error)?;
-        Ok(RedisBackend {
-            client,
+        Ok(RedisBackend::on(Servers::One(client)))
+    }
+
+    /// A backend for the Redis Cluster that the nodes at `urls` (some or all of its nodes,
+    /// `redis://host:port`) belong to; otherwise as [`open`](RedisBackend::open). Work on keys
+    /// whose node is unreachable (a node down, slots moving) is [`Error::Backend`] until the
+    /// cluster serves them again.
+    pub fn cluster<S: AsRef<str>>(urls: &[S]) -> Result<RedisBackend> {
+        let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_string()).collect();
+        // Checks the URLs now; connects later.
+        ClusterClient::new(urls.clone()).map_err(backend_error)?;
+        Ok(RedisBackend::on(Servers::Cluster(urls)))
+    }
+
+    fn on(servers: Servers) -> RedisBackend {
+        RedisBackend {
+            servers,
             prefix: b"logcache:".to_vec(),
             timeout: Duration::from_secs(2),
             idle: Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Keys go under `prefix` (default `logcache:`): caches with different prefixes share a
@@ -73,8 +116,8 @@ impl RedisBackend {
     }
 
     /// Runs `script` on the entry key `current` names, in its namespace's current generation,
-    /// with `args` after the key's parts: one round trip (`EVALSHA`, loaded again on
-    /// `NOSCRIPT`).
+    /// with `args` after the key's parts: one round trip (`EVALSHA`; on `NOSCRIPT`, `EVAL`,
+    /// which also caches the script on that node).
     fn in_current_generation<T: redis::FromRedisValue>(
         &self,
         script: &Script,
@@ -82,41 +125,62 @@ impl RedisBackend {
         args: &[&[u8]],
     ) -> Result<T> {
         let counter = self.counter_key(&Namespace::counter_name(current.namespace));
-        self.with_connection(|c| {
-            let mut invocation = script.key(&counter);
-            invocation.arg(&current.head).arg(current.tail);
+        let call = |name: &str, script: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(script).arg(1).arg(&counter);
+            cmd.arg(&current.head).arg(current.tail);
             for arg in args {
-                invocation.arg(*arg);
+                cmd.arg(*arg);
             }
-            invocation.invoke(c)
+            cmd
+        };
+        self.with_connection(|c| match call("EVALSHA", &script.sha1).query(c.con()) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Not `SCRIPT LOAD`, which a cluster client sends to every node (and fails if
+                // one is down): `EVAL` goes to the key's node only.
+                call("EVAL", &script.code).query(c.con())
+            }
+            other => other,
         })
     }
 
-    fn connect(&self) -> Result<Connection> {
-        let con = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(backend_error)?;
-        con.set_read_timeout(Some(self.timeout))
-            .map_err(backend_error)?;
-        con.set_write_timeout(Some(self.timeout))
-            .map_err(backend_error)?;
-        Ok(con)
+    fn connect(&self) -> Result<Pooled> {
+        match &self.servers {
+            Servers::One(client) => {
+                let con = client
+                    .get_connection_with_timeout(self.timeout)
+                    .map_err(backend_error)?;
+                con.set_read_timeout(Some(self.timeout))
+                    .map_err(backend_error)?;
+                con.set_write_timeout(Some(self.timeout))
+                    .map_err(backend_error)?;
+                Ok(Pooled::One(con))
+            }
+            Servers::Cluster(urls) => {
+                // Few retries: a node that is down makes the keys it holds fail soon (each
+                // retry waits a timeout), not after the client's default sixteen.
+                let con = ClusterClient::builder(urls.clone())
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(2)
+                    .build()
+                    .and_then(|client| client.get_connection())
+                    .map_err(backend_error)?;
+                Ok(Pooled::Cluster(Box::new(con)))
+            }
+        }
     }
 
     /// Runs `f` on a pooled connection (see [`blocking`]). A connection that failed is
     /// dropped, so the next call connects afresh (after a server restart, say).
     fn with_connection<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut Pooled) -> redis::RedisResult<T>,
     ) -> Result<T> {
         blocking(|| self.on_connection(f))
     }
 
-    fn on_connection<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T> {
+    fn on_connection<T>(&self, f: impl FnOnce(&mut Pooled) -> redis::RedisResult<T>) -> Result<T> {
         let pooled = self.idle.lock().pop();
         let mut con = match pooled {
             Some(con) => con,
@@ -172,8 +236,16 @@ local key = ARGV[1] .. uint(tonumber(redis.call('GET', KEYS[1]) or '0')) .. ARGV
 ";
 
 /// One of the scripts on the current generation: [`CURRENT_KEY`], then `body`.
+/// A Lua script and its SHA-1, by which `EVALSHA` names it.
+struct Script {
+    code: String,
+    sha1: String,
+}
+
 fn current_script(body: &str) -> Script {
-    Script::new(&format!("{CURRENT_KEY}{body}"))
+    let code = format!("{CURRENT_KEY}{body}");
+    let sha1 = redis::Script::new(&code).get_hash().to_string();
+    Script { code, sha1 }
 }
 
 static GET: LazyLock<Script> = LazyLock::new(|| current_script("return redis.call('GET', key)"));
@@ -248,7 +320,7 @@ impl Backend for RedisBackend {
             return self.in_current_generation(&GET, &current, &[]);
         }
         let key = self.key(key);
-        self.with_connection(|c| redis::cmd("GET").arg(&key).query(c))
+        self.with_connection(|c| redis::cmd("GET").arg(&key).query(c.con()))
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
@@ -263,7 +335,7 @@ impl Backend for RedisBackend {
             if let Some(ttl) = ttl {
                 cmd.arg("PX").arg(ttl_ms(ttl));
             }
-            cmd.query(c)
+            cmd.query(c.con())
         })
     }
 
@@ -274,7 +346,7 @@ impl Backend for RedisBackend {
                 .map(|n| n > 0);
         }
         let key = self.key(key);
-        self.with_connection(|c| redis::cmd("DEL").arg(&key).query::<u64>(c))
+        self.with_connection(|c| redis::cmd("DEL").arg(&key).query::<u64>(c.con()))
             .map(|n| n > 0)
     }
 
@@ -285,25 +357,50 @@ impl Backend for RedisBackend {
                 .map(|n| n > 0);
         }
         let key = self.key(key);
-        self.with_connection(|c| redis::cmd("EXISTS").arg(&key).query::<u64>(c))
+        self.with_connection(|c| redis::cmd("EXISTS").arg(&key).query::<u64>(c.con()))
             .map(|n| n > 0)
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        let pattern = glob_prefix(&self.key(prefix));
+        let key = self.key(prefix);
+        let pattern = glob_prefix(&key);
+        // On a cluster, the keys of a namespace are all on the node of its slot; other
+        // prefixes would have to visit every node.
+        let node = match self.servers {
+            Servers::One(_) => None,
+            Servers::Cluster(_) if redis_keys::namespace_of(prefix).is_some() => {
+                let route = Route::with_slot(Slot::for_key(&key), SlotAddr::Master);
+                Some(RoutingInfo::SingleNode(
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                ))
+            }
+            Servers::Cluster(_) => {
+                return Err(Error::Backend {
+                    backend: "redis",
+                    message: "on a Redis Cluster, only prefixes that start with a namespace \
+                              can be deleted"
+                        .into(),
+                });
+            }
+        };
         self.with_connection(|c| {
             let mut cursor: u64 = 0;
             let mut removed = 0;
             loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) = match (&node, &mut *c) {
+                    (Some(node), Pooled::Cluster(c)) => {
+                        redis::from_redis_value(c.route_command(&scan, node.clone())?)?
+                    }
+                    _ => scan.query(c.con())?,
+                };
                 if !keys.is_empty() {
-                    removed += redis::cmd("DEL").arg(&keys).query::<u64>(c)?;
+                    removed += redis::cmd("DEL").arg(&keys).query::<u64>(c.con())?;
                 }
                 if next == 0 {
                     return Ok(removed);
@@ -315,13 +412,13 @@ impl Backend for RedisBackend {
 
     fn counter(&self, name: &str) -> Result<u64> {
         let key = self.counter_key(name);
-        self.with_connection(|c| redis::cmd("GET").arg(&key).query::<Option<u64>>(c))
+        self.with_connection(|c| redis::cmd("GET").arg(&key).query::<Option<u64>>(c.con()))
             .map(Option::unwrap_or_default)
     }
 
     fn increment(&self, name: &str) -> Result<u64> {
         let key = self.counter_key(name);
-        self.with_connection(|c| redis::cmd("INCR").arg(&key).query(c))
+        self.with_connection(|c| redis::cmd("INCR").arg(&key).query(c.con()))
     }
 
     /// A typed read is one round trip: a script reads the namespace's generation and the

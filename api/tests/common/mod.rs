@@ -34,6 +34,8 @@ pub enum Kind {
     Tiered,
     #[cfg(feature = "redis")]
     Redis,
+    #[cfg(feature = "redis")]
+    RedisCluster,
 }
 
 /// The Redis server the tests use: `LOGCACHE_REDIS_URL`. Without it the Redis tests say so
@@ -49,6 +51,26 @@ pub fn redis_url() -> Option<String> {
                 "{why} (CI=true)"
             );
             // Straight to stderr, past the test harness's capture, so it is seen.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+/// The Redis Cluster the tests use: `LOGCACHE_REDIS_CLUSTER_URLS`, some of its nodes' URLs,
+/// comma-separated. Without it the cluster tests say so loudly and skip, except under CI
+/// (`CI=true`), where they fail.
+#[cfg(feature = "redis")]
+pub fn redis_cluster_urls() -> Option<Vec<String>> {
+    match std::env::var("LOGCACHE_REDIS_CLUSTER_URLS") {
+        Ok(urls) if !urls.is_empty() => Some(urls.split(',').map(str::to_string).collect()),
+        _ => {
+            let why = "LOGCACHE_REDIS_CLUSTER_URLS is not set: Redis Cluster is NOT tested";
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{why} (CI=true)"
+            );
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
             None
@@ -115,6 +137,14 @@ impl Fixture {
                     .with_prefix(self.prefix.clone());
                 CacheBuilder::new().backend(backend)
             }
+            #[cfg(feature = "redis")]
+            Kind::RedisCluster => {
+                let urls = redis_cluster_urls().expect("the caller checked the URLs");
+                let backend = logcache::RedisBackend::cluster(&urls)
+                    .unwrap()
+                    .with_prefix(self.prefix.clone());
+                CacheBuilder::new().backend(backend)
+            }
         }
     }
 
@@ -148,6 +178,13 @@ macro_rules! per_backend {
                 fn redis() {
                     if common::redis_url().is_some() {
                         super::$test(&common::Fixture::new(common::Kind::Redis));
+                    }
+                }
+                #[cfg(feature = "redis")]
+                #[test]
+                fn redis_cluster() {
+                    if common::redis_cluster_urls().is_some() {
+                        super::$test(&common::Fixture::new(common::Kind::RedisCluster));
                     }
                 }
             }

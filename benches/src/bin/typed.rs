@@ -272,9 +272,15 @@ fn main() {
         ),
         (Labeled::NAME, measure::<Labeled>(&keys, reps, &base)),
     ];
-    let redis = std::env::var("LOGCACHE_REDIS_URL")
-        .ok()
-        .map(|url| redis_vs_disk(&url, &base, &keys, reps));
+    let redis = std::env::var("LOGCACHE_REDIS_URL").ok().map(|url| {
+        let cluster = std::env::var("LOGCACHE_REDIS_CLUSTER_URLS")
+            .ok()
+            .map(|urls| urls.split(',').map(str::to_string).collect::<Vec<_>>());
+        (
+            redis_vs_disk(&url, cluster.as_deref(), &base, &keys, reps),
+            cluster.is_some(),
+        )
+    });
 
     println!(
         "Command: cargo run --release -p logcache-benches --bin typed -- {n} {reps}; median (min–max) of {reps} runs, Mops/s\n"
@@ -311,7 +317,7 @@ fn main() {
             s[HASHMAP].median / s[MEMO_HIT].median,
         );
     }
-    if let Some(r) = redis {
+    if let Some((r, cluster)) = redis {
         let r: Vec<Spread> = r.iter().map(|v| Spread::of(v)).collect();
         println!(
             "\nTyped Redis over loopback, `UserDetail`, 20,000 keys, one client: one round trip per operation (a script reads the namespace's generation with the entry), against the two-round-trip path (the generation, then the entry), a raw `GET` loop, and the typed disk cache:\n"
@@ -338,6 +344,21 @@ fn main() {
                 r[disk].show(1e3, 1),
                 r[redis].median / r[disk].median
             );
+        }
+        if cluster {
+            println!(
+                "\nRedis Cluster (`LOGCACHE_REDIS_CLUSTER_URLS`), one client, same keys and run:\n"
+            );
+            println!("| operation | cluster | single server | cluster / single |");
+            println!("|---|---|---|---|");
+            for (name, on_cluster, single) in [("set", 7, 0), ("get", 8, 1)] {
+                println!(
+                    "| {name} | {} kops/s | {} kops/s | {:.2} |",
+                    r[on_cluster].show(1e3, 1),
+                    r[single].show(1e3, 1),
+                    r[on_cluster].median / r[single].median
+                );
+            }
         }
     }
 }
@@ -396,12 +417,19 @@ fn raw_gets(url: &str, prefix: &str, n: usize, value: &[u8]) -> f64 {
 }
 
 /// Typed set and get over Redis (one round trip each), over Redis the two-round-trip way,
-/// and on the typed disk cache, on the first 20,000 keys, then a raw `GET` loop: (redis set,
-/// redis get, disk set, disk get, two-trip set, two-trip get, raw get) samples in ops/s.
-fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f64>; 7] {
+/// and on the typed disk cache, on the first 20,000 keys, then a raw `GET` loop, and on a
+/// Redis Cluster if `cluster` names one: (redis set, redis get, disk set, disk get, two-trip
+/// set, two-trip get, raw get, cluster set, cluster get) samples in ops/s.
+fn redis_vs_disk(
+    url: &str,
+    cluster: Option<&[String]>,
+    base: &str,
+    keys: &[String],
+    reps: usize,
+) -> [Vec<f64>; 9] {
     let n = keys.len().min(20_000);
     let users: Vec<UserDetail> = (0..n).map(UserDetail::make).collect();
-    let mut out: [Vec<f64>; 7] = Default::default();
+    let mut out: [Vec<f64>; 9] = Default::default();
     let open = |what: &str| {
         logcache::RedisBackend::open(url)
             .unwrap()
@@ -419,19 +447,33 @@ fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f6
             .engine_options(engine_options())
             .build()
             .unwrap();
-        for (i, cache) in [&redis, &disk, &two].into_iter().enumerate() {
+        let on_cluster = cluster.map(|urls| {
+            let backend = logcache::RedisBackend::cluster(urls)
+                .unwrap()
+                .with_prefix(format!("bench:{}:cluster:", std::process::id()));
+            CacheBuilder::new().backend(backend).build().unwrap()
+        });
+        // Each cache's set and get series (6 is the raw loop's).
+        let caches = [
+            (Some(&redis), 0),
+            (Some(&disk), 2),
+            (Some(&two), 4),
+            (on_cluster.as_ref(), 7),
+        ];
+        for (cache, at) in caches {
+            let Some(cache) = cache else { continue };
             let (d, ()) = time(|| {
                 for (k, u) in keys[..n].iter().zip(&users) {
                     cache.set(k.as_str(), u).unwrap();
                 }
             });
-            out[2 * i].push(ops_per_sec(n, d));
+            out[at].push(ops_per_sec(n, d));
             let (d, ()) = time(|| {
                 for k in &keys[..n] {
                     black_box(cache.get::<UserDetail>(k.as_str()).unwrap().unwrap());
                 }
             });
-            out[2 * i + 1].push(ops_per_sec(n, d));
+            out[at + 1].push(ops_per_sec(n, d));
         }
         // The value as JSON: a few bytes longer than the cache's entry, which only makes the
         // raw loop a little harder to match.
@@ -442,7 +484,10 @@ fn redis_vs_disk(url: &str, base: &str, keys: &[String], reps: usize) -> [Vec<f6
             n,
             &value,
         ));
-        for cache in [&redis, &two] {
+        for cache in [Some(&redis), Some(&two), on_cluster.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let ns = cache.namespace(logcache::DEFAULT_NAMESPACE);
             ns.clear().unwrap();
             ns.vacuum().unwrap();
