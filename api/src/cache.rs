@@ -389,8 +389,14 @@ impl Shared {
         lease: bool,
     ) -> Result<(Option<T>, LeaseState)> {
         let Some(duration) = self.lease.filter(|_| lease) else {
-            let found = self.read_for_compute(ns, skey, user_at, on_failure)?;
-            return Ok((found, LeaseState::Unused));
+            return match self.read::<T>(ns, skey, user_at) {
+                Ok(found) => Ok((found, LeaseState::Unused)),
+                // A value that does not decode: recomputed and overwritten.
+                Err(e @ Error::Decode { .. }) => {
+                    Self::lenient(ns, on_failure, e, (None, LeaseState::Unused))
+                }
+                Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Failed)),
+            };
         };
         let token = lease::new_token();
         match self.backend.read_or_lease(skey, token, duration) {
@@ -403,7 +409,7 @@ impl Shared {
             }
             Ok(Leased::Taken) => Ok((None, LeaseState::Held(token))),
             Ok(Leased::HeldElsewhere) => Ok((None, LeaseState::Elsewhere)),
-            Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Unused)),
+            Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Failed)),
         }
     }
 
@@ -528,6 +534,12 @@ impl Shared {
             return f().await;
         };
         let flight = match self.flights.join(&skey, caller) {
+            Role::Leader(_) if lease_state == LeaseState::Failed => {
+                // The backend just failed (a timeout, say): computing without it keeps the
+                // call to one wait on the backend, where storing would add another.
+                ns.counts.miss();
+                return f().await;
+            }
             Role::Leader(leader) => {
                 let mut state = lease_state;
                 if let (LeaseState::Elsewhere, Some(duration)) = (state, self.lease) {

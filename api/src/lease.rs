@@ -37,6 +37,9 @@ pub(crate) enum LeaseState {
     Held(u64),
     /// Another caller holds it: wait for its value.
     Elsewhere,
+    /// The backend failed on the read (unreachable, a timeout): compute, and do not store, so
+    /// that the call waits on the backend once at most.
+    Failed,
 }
 
 /// A token no other caller, in any process or machine, uses at the same time: the time, the
@@ -148,7 +151,7 @@ impl<'a> LeaseGuard<'a> {
     pub fn new(backend: &'a dyn Backend, key: &'a [u8], state: LeaseState) -> LeaseGuard<'a> {
         let token = match state {
             LeaseState::Held(token) => Some(token),
-            LeaseState::Unused | LeaseState::Elsewhere => None,
+            LeaseState::Unused | LeaseState::Elsewhere | LeaseState::Failed => None,
         };
         LeaseGuard {
             backend,

@@ -383,3 +383,36 @@ fn generations_of_every_width_are_found_cleared_and_vacuumed() {
     }
     assert_eq!(cache.get::<u64>("k").unwrap(), Some(1 << 40));
 }
+
+#[test]
+fn a_server_that_never_answers_costs_a_memoized_call_one_timeout() {
+    // A listener that accepts connections and never replies: counts them, holds them open.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = std::sync::Arc::clone(&accepted);
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    let cache = CacheBuilder::new()
+        .backend(
+            RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
+                .unwrap()
+                .with_timeout(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let spec = MemoSpec::new("redis_faults::silent");
+    let v: u32 = memo::memoize(&cache, &spec, &(1u32,), || 7);
+    assert_eq!(v, 7, "computed despite the silent server");
+    // One wait on the server: the read timed out, and the value was not stored afterwards
+    // (which would have connected, and waited, again).
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().total.errors, 1);
+}
