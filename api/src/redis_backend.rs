@@ -36,7 +36,7 @@ pub struct RedisBackend {
 
 /// Where the entries are.
 enum Servers {
-    One(Client),
+    One(Box<Client>),
     /// The URLs of some of the cluster's nodes (the client finds the others).
     Cluster(Vec<String>),
 }
@@ -67,11 +67,26 @@ fn backend_error(e: RedisError) -> Error {
 }
 
 impl RedisBackend {
-    /// A backend for the server at `url` (`redis://[:password@]host:port[/db]`), with keys
-    /// under the prefix `logcache:` and a 2-second timeout. Does not connect yet.
+    /// A backend for the server at `url` (`redis://[user:password@]host:port[/db]`; with the
+    /// `tls` feature also `rediss://`), with keys under the prefix `logcache:` and a 2-second
+    /// timeout. Does not connect yet.
     pub fn open(url: &str) -> Result<RedisBackend> {
         let client = Client::open(url).map_err(backend_error)?;
-        Ok(RedisBackend::on(Servers::One(client)))
+        Ok(RedisBackend::on(Servers::One(Box::new(client))))
+    }
+
+    /// A backend for the server at `url` over TLS (`rediss://[user:password@]host:port[/db]`),
+    /// trusting the certificate authority `root_cert` (PEM) besides the system's (feature
+    /// `tls`). [`open`](RedisBackend::open) also takes `rediss://` URLs, trusting the system's
+    /// authorities only.
+    #[cfg(feature = "tls")]
+    pub fn open_tls(url: &str, root_cert: &[u8]) -> Result<RedisBackend> {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert.to_vec()),
+        };
+        let client = Client::build_with_tls(url, certificates).map_err(backend_error)?;
+        Ok(RedisBackend::on(Servers::One(Box::new(client))))
     }
 
     /// A backend for the Redis Cluster that the nodes at `urls` (some or all of its nodes,
