@@ -1,5 +1,7 @@
 //! The storage interface every backend implements: bytes in, bytes out.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +124,51 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the `_async` methods wait without holding a thread (Redis with the `tokio`
+    /// feature, called inside a tokio runtime): the cache's async calls then use them. `false`
+    /// (the default): they call the blocking methods.
+    fn is_async(&self) -> bool {
+        false
+    }
+
+    /// [`get`](Backend::get), as a future.
+    fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.get(key)))
+    }
+
+    /// [`set`](Backend::set), as a future.
+    fn set_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(std::future::ready(self.set(key, value, ttl)))
+    }
+
+    /// [`read_or_lease`](Backend::read_or_lease), as a future.
+    fn read_or_lease_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        token: u64,
+        lease: Duration,
+    ) -> BackendFuture<'a, Leased> {
+        Box::pin(std::future::ready(self.read_or_lease(key, token, lease)))
+    }
+
+    /// [`set_and_release`](Backend::set_and_release), as a future.
+    fn set_and_release_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(std::future::ready(
+            self.set_and_release(key, value, ttl, token),
+        ))
+    }
+
     /// Statistics per tier, the fastest first (one entry unless the backend is tiered).
     fn tiers(&self) -> Vec<TierStats> {
         vec![TierStats::new(self.name(), self.evictions(), None)]
@@ -140,6 +187,9 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 }
+
+/// What a backend's `_async` methods return.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// What [`Backend::read_or_lease`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +312,37 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
         (**self).release_lease(key, token)
+    }
+    fn is_async(&self) -> bool {
+        (**self).is_async()
+    }
+    fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        (**self).get_async(key)
+    }
+    fn set_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BackendFuture<'a, ()> {
+        (**self).set_async(key, value, ttl)
+    }
+    fn read_or_lease_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        token: u64,
+        lease: Duration,
+    ) -> BackendFuture<'a, Leased> {
+        (**self).read_or_lease_async(key, token, lease)
+    }
+    fn set_and_release_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> BackendFuture<'a, ()> {
+        (**self).set_and_release_async(key, value, ttl, token)
     }
     fn tiers(&self) -> Vec<TierStats> {
         (**self).tiers()

@@ -367,6 +367,116 @@ impl Shared {
             .or_else(|e| Self::lenient(ns, on_failure, e, None))
     }
 
+    /// Whether `caller` waits on the backend through its `_async` methods.
+    fn waits_async(&self, caller: Caller) -> bool {
+        caller == Caller::Async && self.backend.is_async()
+    }
+
+    /// [`read_for_compute`](Shared::read_for_compute), through the backend's async methods
+    /// for an async caller where it has them.
+    async fn read_for_compute_by<T: Value>(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        user_at: usize,
+        on_failure: OnFailure,
+        caller: Caller,
+    ) -> Result<Option<T>> {
+        if !self.waits_async(caller) {
+            return self.read_for_compute(ns, skey, user_at, on_failure);
+        }
+        let read = match self.backend.get_async(skey).await {
+            Ok(Some(bytes)) => self.read_stored::<T>(ns, &Stored::from_bytes(bytes), skey, user_at),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        read.or_else(|e| Self::lenient(ns, on_failure, e, None))
+    }
+
+    /// [`lookup`](Shared::lookup) for an async caller: through the backend's async methods
+    /// where it has them (then the key is built in a buffer of its own, since the task may
+    /// move between threads while it waits).
+    pub(crate) async fn lookup_async<T: Value>(
+        &self,
+        ns: &Namespace,
+        write_key: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::CodecError>,
+        on_failure: OnFailure,
+        lease: bool,
+    ) -> Result<Lookup<T>> {
+        if !self.waits_async(Caller::Async) {
+            return self.lookup(ns, write_key, on_failure, lease);
+        }
+        let flights_ended = self.flights.ended();
+        let mut key = Vec::new();
+        let user_at = match self.key_into(ns, write_key, &mut key) {
+            Ok(at) => at,
+            Err(e) => {
+                return Self::lenient(ns, on_failure, e, ()).map(|()| {
+                    Lookup::Miss(MissedKey {
+                        key: None,
+                        user_at: 0,
+                        flights_ended,
+                        lease: LeaseState::Unused,
+                    })
+                });
+            }
+        };
+        let token = lease::new_token();
+        let (read, held) = match self.lease.filter(|_| lease) {
+            Some(duration) => (
+                self.backend
+                    .read_or_lease_async(&key, token, duration)
+                    .await,
+                LeaseState::Held(token),
+            ),
+            None => (
+                self.backend
+                    .get_async(&key)
+                    .await
+                    .map(|found| found.map_or(Leased::Taken, Leased::Found)),
+                LeaseState::Unused,
+            ),
+        };
+        let (found, state) = self.interpret_read::<T>(ns, &key, user_at, on_failure, read, held)?;
+        Ok(match found {
+            Some(v) => {
+                ns.counts.hit();
+                Lookup::Hit(v)
+            }
+            None => Lookup::Miss(MissedKey {
+                key: Some(key),
+                user_at,
+                flights_ended,
+                lease: state,
+            }),
+        })
+    }
+
+    /// What a read for computing found: a value, or a miss with the state of the key's lease
+    /// (`taken`: what holding it is, when the read took it).
+    fn interpret_read<T: Value>(
+        &self,
+        ns: &Namespace,
+        skey: &[u8],
+        user_at: usize,
+        on_failure: OnFailure,
+        read: Result<Leased>,
+        taken: LeaseState,
+    ) -> Result<(Option<T>, LeaseState)> {
+        match read {
+            Ok(Leased::Found(bytes)) => {
+                // Expired or evicted by a tag: a miss, computed without a lease.
+                let found = self
+                    .read_stored::<T>(ns, &Stored::from_bytes(bytes), skey, user_at)
+                    .or_else(|e| Self::lenient(ns, on_failure, e, None))?;
+                Ok((found, LeaseState::Unused))
+            }
+            Ok(Leased::Taken) => Ok((None, taken)),
+            Ok(Leased::HeldElsewhere) => Ok((None, LeaseState::Elsewhere)),
+            Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Failed)),
+        }
+    }
+
     /// What a failure while computing comes to: counted, then returned if strict (a value
     /// that does not decode never is: it is recomputed), else `instead`.
     fn lenient<R>(ns: &Namespace, on_failure: OnFailure, e: Error, instead: R) -> Result<R> {
@@ -399,18 +509,8 @@ impl Shared {
             };
         };
         let token = lease::new_token();
-        match self.backend.read_or_lease(skey, token, duration) {
-            Ok(Leased::Found(bytes)) => {
-                // Expired or evicted by a tag: a miss, computed without a lease.
-                let found = self
-                    .read_stored::<T>(ns, &Stored::from_bytes(bytes), skey, user_at)
-                    .or_else(|e| Self::lenient(ns, on_failure, e, None))?;
-                Ok((found, LeaseState::Unused))
-            }
-            Ok(Leased::Taken) => Ok((None, LeaseState::Held(token))),
-            Ok(Leased::HeldElsewhere) => Ok((None, LeaseState::Elsewhere)),
-            Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Failed)),
-        }
+        let read = self.backend.read_or_lease(skey, token, duration);
+        self.interpret_read(ns, skey, user_at, on_failure, read, LeaseState::Held(token))
     }
 
     /// The whole of a memory hit, counted: the value kept decoded in memory under the key
@@ -479,20 +579,43 @@ impl Shared {
 
     /// Stores a computed value; failures are counted and, unless strict, ignored (the caller
     /// has its value either way). Returns the stored entry for waiting callers.
-    fn store_computed<T: Value>(
+    /// `(lease, caller)`: the key's lease to give back with the write, and who waits for it.
+    async fn store_computed<T: Value>(
         &self,
         ns: &Namespace,
         skey: &[u8],
         value: &T,
         opts: &SetOptions,
         on_failure: OnFailure,
-        lease: Option<u64>,
+        (lease, caller): (Option<u64>, Caller),
     ) -> Result<Option<Arc<[u8]>>> {
-        let stored = with_buffers(|b| {
-            self.entry_into(value, opts, &mut b.value)?;
-            self.write(ns, skey, &b.value, opts, lease)?;
-            Ok(Arc::from(&b.value[..]))
-        });
+        let stored = if self.waits_async(caller) {
+            let mut entry = Vec::new();
+            match self.entry_into(value, opts, &mut entry) {
+                Ok(()) => {
+                    let ttl = opts.ttl.or(self.default_ttl);
+                    let written = match lease {
+                        Some(token) => {
+                            self.backend
+                                .set_and_release_async(skey, &entry, ttl, token)
+                                .await
+                        }
+                        None => self.backend.set_async(skey, &entry, ttl).await,
+                    };
+                    written.map(|()| {
+                        ns.counts.write();
+                        Arc::from(entry)
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            with_buffers(|b| {
+                self.entry_into(value, opts, &mut b.value)?;
+                self.write(ns, skey, &b.value, opts, lease)?;
+                Ok(Arc::from(&b.value[..]))
+            })
+        };
         match stored {
             Ok(entry) => Ok(Some(entry)),
             Err(e) => {
@@ -563,15 +686,18 @@ impl Shared {
                 // Stored by a flight that ended between our read and our joining? (Unless no
                 // flight ended since: then reading again would cost a round trip for nothing.)
                 if self.flights.ended() != flights_ended
-                    && let Some(v) = self.read_for_compute(ns, &skey, user_at, on_failure)?
+                    && let Some(v) = self
+                        .read_for_compute_by(ns, &skey, user_at, on_failure, caller)
+                        .await?
                 {
                     ns.counts.hit();
                     return Ok(v);
                 }
                 ns.counts.miss();
                 let value = f().await?;
-                let stored =
-                    self.store_computed(ns, &skey, &value, opts, on_failure, lease.token())?;
+                let stored = self
+                    .store_computed(ns, &skey, &value, opts, on_failure, (lease.token(), caller))
+                    .await?;
                 if let Some(entry) = stored {
                     lease.disarm();
                     leader.finish(entry);
@@ -597,7 +723,8 @@ impl Shared {
         }
         ns.counts.miss();
         let value = f().await?;
-        self.store_computed(ns, &skey, &value, opts, on_failure, None)?;
+        self.store_computed(ns, &skey, &value, opts, on_failure, (None, caller))
+            .await?;
         Ok(value)
     }
 }
@@ -724,6 +851,58 @@ impl Cache {
             ns.counts.miss();
         }
         Ok(found)
+    }
+
+    /// [`get`](Cache::get) for async code: where the backend waits without holding a thread
+    /// (Redis with the `tokio` feature), many tasks share one multiplexed connection and a
+    /// `current_thread` runtime serves them all; elsewhere it is [`get`](Cache::get).
+    pub async fn get_async<T: Value>(&self, key: &(impl Serialize + ?Sized)) -> Result<Option<T>> {
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        if !shared.waits_async(Caller::Async) {
+            return self.get(key);
+        }
+        let result = async {
+            let mut skey = Vec::new();
+            let at = shared.key_into(ns, user_key(key), &mut skey)?;
+            match shared.backend.get_async(&skey).await? {
+                Some(bytes) => shared.read_stored::<T>(ns, &Stored::from_bytes(bytes), &skey, at),
+                None => Ok(None),
+            }
+        }
+        .await;
+        let found = Shared::counted(ns, result)?;
+        if found.is_some() {
+            ns.counts.hit();
+        } else {
+            ns.counts.miss();
+        }
+        Ok(found)
+    }
+
+    /// [`set`](Cache::set) for async code, as [`get_async`](Cache::get_async).
+    pub async fn set_async<T: Value>(
+        &self,
+        key: &(impl Serialize + ?Sized),
+        value: &T,
+    ) -> Result<()> {
+        let (shared, ns) = (&*self.shared, &*self.ns);
+        if !shared.waits_async(Caller::Async) {
+            return self.set(key, value);
+        }
+        let result = async {
+            let (mut skey, mut entry) = (Vec::new(), Vec::new());
+            shared.key_into(ns, user_key(key), &mut skey)?;
+            let opts = SetOptions::new();
+            shared.entry_into(value, &opts, &mut entry)?;
+            shared
+                .backend
+                .set_async(&skey, &entry, shared.default_ttl)
+                .await?;
+            ns.counts.write();
+            Ok(())
+        }
+        .await;
+        Shared::counted(ns, result)
     }
 
     /// Stores `value` under `key` (with the cache's default TTL, if any).
@@ -970,7 +1149,10 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let (shared, ns) = (&*self.shared, &*self.ns);
-        match shared.lookup(ns, user_key(key), shared.on_failure, true)? {
+        match shared
+            .lookup_async(ns, user_key(key), shared.on_failure, true)
+            .await?
+        {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss(missed) => {
                 shared

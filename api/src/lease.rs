@@ -87,7 +87,13 @@ pub(crate) async fn wait(
         sleep(pause.min(deadline - now), caller).await;
         pause = (pause * 2).min(MAX_PAUSE);
         let token = new_token();
-        match backend.read_or_lease(key, token, lease)? {
+        let read = match caller {
+            Caller::Async if backend.is_async() => {
+                backend.read_or_lease_async(key, token, lease).await
+            }
+            _ => backend.read_or_lease(key, token, lease),
+        };
+        match read? {
             Leased::Found(bytes) => return Ok(Waited::Found(bytes)),
             Leased::Taken => return Ok(Waited::Compute(LeaseState::Held(token))),
             Leased::HeldElsewhere => {}

@@ -71,7 +71,7 @@ mod stats;
 mod tiered;
 
 pub use backend::Backend;
-pub use backend::{Leased, Stored};
+pub use backend::{BackendFuture, Leased, Stored};
 pub use builder::CacheBuilder;
 pub use cache::{Cache, DEFAULT_NAMESPACE, SetOptions, Value};
 pub use disk::DiskBackend;

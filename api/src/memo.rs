@@ -359,19 +359,80 @@ impl Memo {
         if let Some(v) = shared.kept_hit::<T>(ns.get(), key) {
             return Ok(Lookup::Hit(v));
         }
-        Ok(
-            match shared.lookup::<T>(ns.get(), key, on_failure, self.lease)? {
-                cache::Lookup::Hit(v) => Lookup::Hit(v),
-                cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
-                    shared: Arc::clone(shared),
-                    ns: Arc::clone(ns.get()),
-                    missed,
-                    opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
-                    on_failure,
-                    value: PhantomData,
-                }),
-            },
-        )
+        let found = shared.lookup::<T>(ns.get(), key, on_failure, self.lease)?;
+        Ok(self.found(shared, ns.get(), found, ttl, on_failure))
+    }
+
+    /// [`lookup`](Memo::lookup) for async functions: through the backend's async methods
+    /// where it has them (Redis with the `tokio` feature).
+    pub async fn lookup_async<T: Value>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: impl Args,
+    ) -> Lookup<T> {
+        match self
+            .find_async(cache, ttl, instance, args, OnFailure::Compute)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => unreachable!("a lenient lookup returned {e}"),
+        }
+    }
+
+    /// [`lookup_strict`](Memo::lookup_strict) for async functions.
+    pub async fn lookup_strict_async<T: Value>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: impl Args,
+    ) -> Result<Lookup<T>, Error> {
+        self.find_async(cache, ttl, instance, args, OnFailure::Fail)
+            .await
+    }
+
+    async fn find_async<T: Value>(
+        &self,
+        cache: &Cache,
+        ttl: Option<Duration>,
+        instance: u64,
+        args: impl Args,
+        on_failure: OnFailure,
+    ) -> Result<Lookup<T>, Error> {
+        let shared = cache.shared();
+        let ns = self.namespace(shared);
+        let key = |out: &mut Vec<u8>| self.write_key::<T>(instance, &args, out);
+        if let Some(v) = shared.kept_hit::<T>(ns.get(), key) {
+            return Ok(Lookup::Hit(v));
+        }
+        let found = shared
+            .lookup_async::<T>(ns.get(), key, on_failure, self.lease)
+            .await?;
+        Ok(self.found(shared, ns.get(), found, ttl, on_failure))
+    }
+
+    /// A lookup's result as the caller sees it.
+    fn found<T: Value>(
+        &self,
+        shared: &Arc<Shared>,
+        ns: &Arc<Namespace>,
+        found: cache::Lookup<T>,
+        ttl: Option<Duration>,
+        on_failure: OnFailure,
+    ) -> Lookup<T> {
+        match found {
+            cache::Lookup::Hit(v) => Lookup::Hit(v),
+            cache::Lookup::Miss(missed) => Lookup::Miss(Miss {
+                shared: Arc::clone(shared),
+                ns: Arc::clone(ns),
+                missed,
+                opts: ttl.map_or_else(SetOptions::new, |ttl| SetOptions::new().ttl(ttl)),
+                on_failure,
+                value: PhantomData,
+            }),
+        }
     }
 }
 
@@ -530,7 +591,10 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = T>,
 {
-    match by_hand(spec).lookup(cache, spec.ttl, 0, Key(args)) {
+    match by_hand(spec)
+        .lookup_async(cache, spec.ttl, 0, Key(args))
+        .await
+    {
         Lookup::Hit(v) => v,
         Lookup::Miss(m) => m.compute_async(f).await,
     }

@@ -10,6 +10,8 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Client, Connection, ConnectionLike, RedisError};
 
+#[cfg(feature = "tokio")]
+use crate::backend::BackendFuture;
 use crate::backend::{Backend, Leased};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -32,6 +34,16 @@ pub struct RedisBackend {
     prefix: Vec<u8>,
     timeout: Duration,
     idle: Mutex<Vec<Pooled>>,
+    /// The connection async calls share (multiplexed), once made, with a number that tells
+    /// it from the ones made before.
+    #[cfg(feature = "tokio")]
+    shared: Mutex<Option<(u64, aio::Shared)>>,
+    /// Held while making it, so that tasks that find none at once make one, not one each.
+    #[cfg(feature = "tokio")]
+    connecting: tokio::sync::Mutex<()>,
+    /// How many async connections were made.
+    #[cfg(feature = "tokio")]
+    made: std::sync::atomic::AtomicU64,
 }
 
 /// Where the entries are.
@@ -58,6 +70,14 @@ impl Pooled {
 
 /// Connections kept for reuse.
 const MAX_IDLE: usize = 16;
+
+/// How a `NOSCRIPT` error's message starts.
+#[cfg(feature = "tokio")]
+const NOSCRIPT: &str = "NoScript";
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
 
 fn backend_error(e: RedisError) -> Error {
     Error::Backend {
@@ -106,6 +126,12 @@ impl RedisBackend {
             prefix: b"logcache:".to_vec(),
             timeout: Duration::from_secs(2),
             idle: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            shared: Mutex::new(None),
+            #[cfg(feature = "tokio")]
+            connecting: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "tokio")]
+            made: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -139,6 +165,39 @@ impl RedisBackend {
         current: &CurrentKey<'_>,
         args: &[&[u8]],
     ) -> Result<T> {
+        let (evalsha, eval) = self.script_commands(script, current, args);
+        self.with_connection(|c| match evalsha.query(c.con()) {
+            Err(e) if is_noscript(&e) => eval.query(c.con()),
+            other => other,
+        })
+    }
+
+    /// [`in_current_generation`](RedisBackend::in_current_generation), async.
+    #[cfg(feature = "tokio")]
+    async fn in_current_generation_async<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        current: &CurrentKey<'_>,
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let (evalsha, eval) = self.script_commands(script, current, args);
+        match self.query_async(&evalsha).await {
+            Err(Error::Backend { message, .. }) if message.starts_with(NOSCRIPT) => {
+                self.query_async(&eval).await
+            }
+            other => other,
+        }
+    }
+
+    /// The `EVALSHA` of `script` on `current` with `args`, and the `EVAL` to send instead on
+    /// `NOSCRIPT`: not `SCRIPT LOAD`, which a cluster client sends to every node (and fails
+    /// if one is down), while `EVAL` goes to the key's node only, and caches it there.
+    fn script_commands(
+        &self,
+        script: &Script,
+        current: &CurrentKey<'_>,
+        args: &[&[u8]],
+    ) -> (redis::Cmd, redis::Cmd) {
         let counter = self.counter_key(&Namespace::counter_name(current.namespace));
         let call = |name: &str, script: &str| {
             let mut cmd = redis::cmd(name);
@@ -149,14 +208,66 @@ impl RedisBackend {
             }
             cmd
         };
-        self.with_connection(|c| match call("EVALSHA", &script.sha1).query(c.con()) {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Not `SCRIPT LOAD`, which a cluster client sends to every node (and fails if
-                // one is down): `EVAL` goes to the key's node only.
-                call("EVAL", &script.code).query(c.con())
+        (call("EVALSHA", &script.sha1), call("EVAL", &script.code))
+    }
+
+    /// Runs `cmd` on the shared async connection (made on first use), within one timeout
+    /// for the whole call; a connection that failed is dropped, so the next call connects
+    /// afresh. A connection found dropped (its runtime ended, the server restarted) is made
+    /// again once within the call.
+    #[cfg(feature = "tokio")]
+    async fn query_async<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let run = async {
+            let (made, mut con) = self.async_connection().await?;
+            match con.query(cmd).await {
+                Err(e) if e.is_connection_dropped() => {
+                    self.drop_async_connection(made);
+                    self.async_connection().await?.1.query(cmd).await
+                }
+                other => other,
             }
-            other => other,
+        };
+        let result = match tokio::time::timeout(self.timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within the timeout",
+            ))),
+        };
+        result.map_err(|e| {
+            if !is_noscript(&e) {
+                *self.shared.lock() = None;
+            }
+            backend_error(e)
         })
+    }
+
+    /// The shared async connection and its number, made by the first task that finds none.
+    #[cfg(feature = "tokio")]
+    async fn async_connection(&self) -> redis::RedisResult<(u64, aio::Shared)> {
+        if let Some(con) = self.shared.lock().clone() {
+            return Ok(con);
+        }
+        let _connecting = self.connecting.lock().await;
+        let last = match self.shared.lock().clone() {
+            Some(con) => return Ok(con),
+            None => self.made.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let con = (last + 1, aio::connect(&self.servers, self.timeout).await?);
+        self.made
+            .store(last + 1, std::sync::atomic::Ordering::Relaxed);
+        *self.shared.lock() = Some(con.clone());
+        Ok(con)
+    }
+
+    /// Forgets the shared async connection if it is still connection number `made` (another
+    /// task may have made a new one meanwhile).
+    #[cfg(feature = "tokio")]
+    fn drop_async_connection(&self, made: u64) {
+        let mut shared = self.shared.lock();
+        if shared.as_ref().is_some_and(|(number, _)| *number == made) {
+            *shared = None;
+        }
     }
 
     fn connect(&self) -> Result<Pooled> {
@@ -306,6 +417,15 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
          return 0",
     )
 });
+
+/// What [`READ_OR_LEASE`] replied.
+fn leased(reply: (u8, Option<Vec<u8>>)) -> Leased {
+    match reply {
+        (1, Some(value)) => Leased::Found(value),
+        (2, _) => Leased::Taken,
+        _ => Leased::HeldElsewhere,
+    }
+}
 
 /// A time to live in milliseconds, at least 1.
 fn ttl_ms(ttl: Duration) -> u64 {
@@ -458,11 +578,7 @@ impl Backend for RedisBackend {
             &current,
             &[token.as_bytes(), ms.as_bytes()],
         )?;
-        Ok(match reply {
-            (1, Some(value)) => Leased::Found(value),
-            (2, _) => Leased::Taken,
-            _ => Leased::HeldElsewhere,
-        })
+        Ok(leased(reply))
     }
 
     fn set_and_release(
@@ -492,6 +608,95 @@ impl Backend for RedisBackend {
         let token = token.to_string();
         self.in_current_generation::<u8>(&RELEASE, &current, &[token.as_bytes()])
             .map(drop)
+    }
+
+    /// Inside a tokio runtime, async calls go over one multiplexed connection.
+    #[cfg(feature = "tokio")]
+    fn is_async(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok()
+    }
+
+    #[cfg(feature = "tokio")]
+    fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+                return self.in_current_generation_async(&GET, &current, &[]).await;
+            }
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(key));
+            self.query_async(&cmd).await
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    fn set_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
+            if let Some(current) = redis_keys::current_key(&self.prefix, key) {
+                return self
+                    .in_current_generation_async(&SET, &current, &[value, ttl.as_bytes()])
+                    .await;
+            }
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(key)).arg(value);
+            if !ttl.is_empty() {
+                cmd.arg("PX").arg(ttl);
+            }
+            self.query_async(&cmd).await
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    fn read_or_lease_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        token: u64,
+        lease: Duration,
+    ) -> BackendFuture<'a, Leased> {
+        Box::pin(async move {
+            let Some(current) = redis_keys::current_key(&self.prefix, key) else {
+                let found = self.get_async(key).await?;
+                return Ok(found.map_or(Leased::Taken, Leased::Found));
+            };
+            let (token, ms) = (token.to_string(), ttl_ms(lease).to_string());
+            let reply: (u8, Option<Vec<u8>>) = self
+                .in_current_generation_async(
+                    &READ_OR_LEASE,
+                    &current,
+                    &[token.as_bytes(), ms.as_bytes()],
+                )
+                .await?;
+            Ok(leased(reply))
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    fn set_and_release_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(current) = redis_keys::current_key(&self.prefix, key) else {
+                return self.set_async(key, value, ttl).await;
+            };
+            let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
+            let token = token.to_string();
+            self.in_current_generation_async::<u8>(
+                &SET_AND_RELEASE,
+                &current,
+                &[value, ttl.as_bytes(), token.as_bytes()],
+            )
+            .await
+            .map(drop)
+        })
     }
 
     /// Redis evicts by its own policy and does not say whose keys: always 0.
@@ -530,5 +735,55 @@ mod tests {
                 ..
             })
         ));
+    }
+}
+
+/// The async connection: one multiplexed connection that every task shares.
+#[cfg(feature = "tokio")]
+mod aio {
+    use std::time::Duration;
+
+    use redis::cluster::ClusterClient;
+    use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
+
+    use super::Servers;
+
+    /// A multiplexed connection to one server, or the async cluster connection; cheap to
+    /// clone (each clone sends over the same connection).
+    #[derive(Clone)]
+    pub(super) enum Shared {
+        One(redis::aio::MultiplexedConnection),
+        Cluster(redis::cluster_async::ClusterConnection),
+    }
+
+    impl Shared {
+        pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+            match self {
+                Shared::One(c) => cmd.query_async(c).await,
+                Shared::Cluster(c) => cmd.query_async(c).await,
+            }
+        }
+    }
+
+    pub(super) async fn connect(servers: &Servers, timeout: Duration) -> RedisResult<Shared> {
+        match servers {
+            Servers::One(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                let con = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Shared::One(con))
+            }
+            Servers::Cluster(urls) => {
+                let client = ClusterClient::builder(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()?;
+                Ok(Shared::Cluster(client.get_async_connection().await?))
+            }
+        }
     }
 }

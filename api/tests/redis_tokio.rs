@@ -57,3 +57,110 @@ async fn memoized_async_calls_on_redis_share_one_computation() {
     assert_eq!(slow_lookup(7).await, "user 7");
     assert_eq!(CALLS.load(Ordering::SeqCst), 1);
 }
+
+/// A fake Redis server for one connection: answers the connection's set-up commands with
+/// `+OK`, and the `GET`s only once `gets` of them have arrived, all at once (nil each). A
+/// client that sends one command and waits for its answer before the next never gets one.
+fn server_answering_gets_in_a_batch(gets: usize) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut input = BufReader::new(stream);
+        let mut waiting = 0;
+        loop {
+            // A command: *N, then N bulk strings.
+            let mut line = String::new();
+            if input.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+            let mut words = Vec::new();
+            for _ in 0..n {
+                line.clear();
+                input.read_line(&mut line).unwrap();
+                let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+                let mut word = vec![0; len + 2];
+                input.read_exact(&mut word).unwrap();
+                words.push(String::from_utf8_lossy(&word[..len]).to_uppercase());
+            }
+            if words[0] == "GET" {
+                waiting += 1;
+                if waiting == gets {
+                    out.write_all(&b"$-1\r\n".repeat(gets)).unwrap();
+                    waiting = 0;
+                }
+            } else {
+                out.write_all(b"+OK\r\n").unwrap();
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_thread_serves_concurrent_calls_over_one_multiplexed_connection() {
+    let port = server_answering_gets_in_a_batch(8);
+    let backend = std::sync::Arc::new(
+        RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .with_timeout(Duration::from_secs(5)),
+    );
+    use logcache::Backend;
+    assert!(backend.is_async());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let backend = std::sync::Arc::clone(&backend);
+            tokio::spawn(async move { backend.get_async(format!("raw-{i}").as_bytes()).await })
+        })
+        .collect();
+    // The server answers none until all eight are in: they were all waiting at once, on one
+    // thread (a blocking call would hold it, and time out).
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), None);
+    }
+}
+
+static CURRENT_THREAD_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[tokio::test(flavor = "current_thread")]
+async fn memoized_async_calls_work_on_a_current_thread_runtime() {
+    let Some(url) = common::redis_url() else {
+        return;
+    };
+    let cache = std::sync::Arc::new(
+        CacheBuilder::new()
+            .backend(
+                RedisBackend::open(&url)
+                    .unwrap()
+                    .with_prefix(format!("tokio-current:{}:", std::process::id())),
+            )
+            .build()
+            .unwrap(),
+    );
+    let spec = logcache::memo::MemoSpec::new("redis_tokio::current_thread");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, spec) = (std::sync::Arc::clone(&cache), spec.clone());
+            tokio::spawn(async move {
+                logcache::memo::memoize_async(&cache, &spec, &(5u32,), || async {
+                    CURRENT_THREAD_CALLS.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    25u32
+                })
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 25);
+    }
+    assert_eq!(CURRENT_THREAD_CALLS.load(Ordering::SeqCst), 1);
+    cache.set_async("k", &"v".to_string()).await.unwrap();
+    assert_eq!(
+        cache.get_async::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+}

@@ -258,9 +258,19 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
             quote!(__lc_m.try_compute_strict_async(move || async move { let __lc_v: #ret_type = #block; __lc_v }).await)
         }
     };
+    let lookup = match (options.strict, is_async) {
+        (true, false) => quote!(__LC_MEMO.lookup_strict(__lc_cache, #ttl, __lc_instance, #key)),
+        (true, true) => {
+            quote!(__LC_MEMO.lookup_strict_async(__lc_cache, #ttl, __lc_instance, #key).await)
+        }
+        (false, false) => quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, #key)),
+        (false, true) => {
+            quote!(__LC_MEMO.lookup_async(__lc_cache, #ttl, __lc_instance, #key).await)
+        }
+    };
     let lookup = if options.strict {
         quote! {
-            match __LC_MEMO.lookup_strict(__lc_cache, #ttl, __lc_instance, #key) {
+            match #lookup {
                 ::core::result::Result::Ok(__lc_found) => __lc_found,
                 ::core::result::Result::Err(__lc_e) => {
                     return ::core::result::Result::Err(::core::convert::From::from(__lc_e));
@@ -268,7 +278,7 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
             }
         }
     } else {
-        quote!(__LC_MEMO.lookup(__lc_cache, #ttl, __lc_instance, #key))
+        lookup
     };
 
     let without_lease = if options.no_lease {

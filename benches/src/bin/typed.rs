@@ -345,6 +345,18 @@ fn main() {
                 r[redis].median / r[disk].median
             );
         }
+        println!(
+            "\nTyped `get_async` on Redis, one multiplexed connection, a `current_thread` runtime, same keys and run:\n"
+        );
+        println!("| tasks | kops/s | × one task |");
+        println!("|---|---|---|");
+        for (tasks, at) in [(1, 9), (8, 10)] {
+            println!(
+                "| {tasks} | {} | {:.2} |",
+                r[at].show(1e3, 1),
+                r[at].median / r[9].median
+            );
+        }
         if cluster {
             println!(
                 "\nRedis Cluster (`LOGCACHE_REDIS_CLUSTER_URLS`), one client, same keys and run:\n"
@@ -400,6 +412,45 @@ impl logcache::Backend for TwoRoundTrips {
     }
 }
 
+/// Typed `get_async` of every key in `keys` by `tasks` tasks at once (each its share), on a
+/// `current_thread` runtime, all over the cache's one multiplexed connection: ops/s.
+fn async_gets(cache: &Cache, keys: &[String], tasks: usize) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = std::sync::Arc::new(cache.clone());
+    let keys = std::sync::Arc::new(keys.to_vec());
+    runtime.block_on(async {
+        // Makes the connection before the clock starts.
+        cache
+            .get_async::<UserDetail>(keys[0].as_str())
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (cache, keys) = (std::sync::Arc::clone(&cache), std::sync::Arc::clone(&keys));
+                tokio::spawn(async move {
+                    for k in keys.iter().skip(t).step_by(tasks) {
+                        black_box(
+                            cache
+                                .get_async::<UserDetail>(k.as_str())
+                                .await
+                                .unwrap()
+                                .unwrap(),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        ops_per_sec(keys.len(), start.elapsed())
+    })
+}
+
 /// A raw `GET` loop over `n` keys holding `value`: the floor of one round trip.
 fn raw_gets(url: &str, prefix: &str, n: usize, value: &[u8]) -> f64 {
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -419,17 +470,18 @@ fn raw_gets(url: &str, prefix: &str, n: usize, value: &[u8]) -> f64 {
 /// Typed set and get over Redis (one round trip each), over Redis the two-round-trip way,
 /// and on the typed disk cache, on the first 20,000 keys, then a raw `GET` loop, and on a
 /// Redis Cluster if `cluster` names one: (redis set, redis get, disk set, disk get, two-trip
-/// set, two-trip get, raw get, cluster set, cluster get) samples in ops/s.
+/// set, two-trip get, raw get, cluster set, cluster get, async get by one task, async get by
+/// eight tasks) samples in ops/s.
 fn redis_vs_disk(
     url: &str,
     cluster: Option<&[String]>,
     base: &str,
     keys: &[String],
     reps: usize,
-) -> [Vec<f64>; 9] {
+) -> [Vec<f64>; 11] {
     let n = keys.len().min(20_000);
     let users: Vec<UserDetail> = (0..n).map(UserDetail::make).collect();
-    let mut out: [Vec<f64>; 9] = Default::default();
+    let mut out: [Vec<f64>; 11] = Default::default();
     let open = |what: &str| {
         logcache::RedisBackend::open(url)
             .unwrap()
@@ -474,6 +526,9 @@ fn redis_vs_disk(
                 }
             });
             out[at + 1].push(ops_per_sec(n, d));
+        }
+        for (tasks, at) in [(1, 9), (8, 10)] {
+            out[at].push(async_gets(&redis, &keys[..n], tasks));
         }
         // The value as JSON: a few bytes longer than the cache's entry, which only makes the
         // raw loop a little harder to match.
