@@ -346,6 +346,17 @@ impl Shared {
         Ok(())
     }
 
+    /// A read's result, counted: an error, a hit or a miss.
+    fn counted_read<T>(ns: &Namespace, result: Result<Option<T>>) -> Result<Option<T>> {
+        let found = Shared::counted(ns, result)?;
+        if found.is_some() {
+            ns.counts.hit();
+        } else {
+            ns.counts.miss();
+        }
+        Ok(found)
+    }
+
     fn counted<R>(ns: &Namespace, result: Result<R>) -> Result<R> {
         if result.is_err() {
             ns.counts.error();
@@ -844,13 +855,7 @@ impl Cache {
             let at = shared.key_into(ns, user_key(key), &mut b.key)?;
             shared.read::<T>(ns, &b.key, at)
         });
-        let found = Shared::counted(ns, result)?;
-        if found.is_some() {
-            ns.counts.hit();
-        } else {
-            ns.counts.miss();
-        }
-        Ok(found)
+        Shared::counted_read(ns, result)
     }
 
     /// [`get`](Cache::get) for async code: where the backend waits without holding a thread
@@ -870,13 +875,7 @@ impl Cache {
             }
         }
         .await;
-        let found = Shared::counted(ns, result)?;
-        if found.is_some() {
-            ns.counts.hit();
-        } else {
-            ns.counts.miss();
-        }
-        Ok(found)
+        Shared::counted_read(ns, result)
     }
 
     /// [`set`](Cache::set) for async code, as [`get_async`](Cache::get_async).

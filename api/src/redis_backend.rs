@@ -71,10 +71,6 @@ impl Pooled {
 /// Connections kept for reuse.
 const MAX_IDLE: usize = 16;
 
-/// How a `NOSCRIPT` error's message starts.
-#[cfg(feature = "tokio")]
-const NOSCRIPT: &str = "NoScript";
-
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
@@ -181,12 +177,11 @@ impl RedisBackend {
         args: &[&[u8]],
     ) -> Result<T> {
         let (evalsha, eval) = self.script_commands(script, current, args);
-        match self.query_async(&evalsha).await {
-            Err(Error::Backend { message, .. }) if message.starts_with(NOSCRIPT) => {
-                self.query_async(&eval).await
-            }
+        match self.run_async(&evalsha).await {
+            Err(e) if is_noscript(&e) => self.run_async(&eval).await,
             other => other,
         }
+        .map_err(backend_error)
     }
 
     /// The `EVALSHA` of `script` on `current` with `args`, and the `EVAL` to send instead on
@@ -217,6 +212,12 @@ impl RedisBackend {
     /// again once within the call.
     #[cfg(feature = "tokio")]
     async fn query_async<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.run_async(cmd).await.map_err(backend_error)
+    }
+
+    /// [`query_async`](RedisBackend::query_async), with the server's error as it is.
+    #[cfg(feature = "tokio")]
+    async fn run_async<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         let run = async {
             let (made, mut con) = self.async_connection().await?;
             match con.query(cmd).await {
@@ -234,12 +235,12 @@ impl RedisBackend {
                 "no answer within the timeout",
             ))),
         };
-        result.map_err(|e| {
-            if !is_noscript(&e) {
-                *self.shared.lock() = None;
-            }
-            backend_error(e)
-        })
+        if let Err(e) = &result
+            && !is_noscript(e)
+        {
+            *self.shared.lock() = None;
+        }
+        result
     }
 
     /// The shared async connection and its number, made by the first task that finds none.
