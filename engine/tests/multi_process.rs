@@ -157,6 +157,22 @@ fn child_mixed() {
             }
         }
     }
+    // Go on writing until the compactor has compacted at least once, so that compaction
+    // overlaps with the writes however the processes were scheduled (fast writers used to
+    // finish first, now and then, on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut i = MIXED_WRITES;
+    while store.stats().compactions == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction in 2 minutes"
+        );
+        store.put(&shared_key(i), &shared_value(writer, i)).unwrap();
+        if let Some(v) = store.get(&shared_key(i)).unwrap() {
+            assert_legal(i, &v);
+        }
+        i += 1;
+    }
 }
 
 /// Compacts in a loop until killed.
