@@ -95,7 +95,10 @@ fn open_writer(dir: &Dir, first: bool) -> Result<WriterLock> {
     #[cfg(target_os = "linux")]
     return WriterLock::open(dir, WRITER_LOCK, first);
     #[cfg(not(target_os = "linux"))]
-    return LockFile::open(dir, WRITER_LOCK).map(|lock| (lock, first).0);
+    {
+        let _ = first; // an flock needs no initializing
+        LockFile::open(dir, WRITER_LOCK)
+    }
 }
 
 /// How a store holds `LOCK`.
