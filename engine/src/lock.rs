@@ -153,12 +153,16 @@ impl StoreLocks {
                 .lock(LockKind::Shared, true)
                 .context("locking", &open.path)?;
         }
+        // Still under `LOCK.open`: the first store initializes the writer lock before any
+        // other store can join and use it.
+        let writer = open_writer(dir, role == Role::First)?;
+        let maintenance = LockFile::open(dir, MAINTENANCE_LOCK)?;
         drop(_opening);
         let locks = StoreLocks {
             open,
             opening,
-            writer: open_writer(dir, role == Role::First)?,
-            maintenance: LockFile::open(dir, MAINTENANCE_LOCK)?,
+            writer,
+            maintenance,
             exclusive,
         };
         Ok((locks, value))
@@ -227,6 +231,26 @@ mod tests {
         ));
         drop(only);
         DirLock::acquire(dir).unwrap();
+    }
+
+    #[test]
+    fn stores_that_open_a_new_directory_at_once_all_open() {
+        // A CI run saw it fail: the first store initialized the writer lock after letting the
+        // others in, and one that joined in between found it uninitialized.
+        for _ in 0..50 {
+            let tmp = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        let dir = &Dir::real(tmp.path());
+                        start.wait();
+                        let (locks, _) = StoreLocks::acquire(dir, false, Ok).unwrap();
+                        drop(locks.writer.lock().unwrap());
+                    });
+                }
+            });
+        }
     }
 
     #[test]
