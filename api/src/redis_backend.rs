@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use std::sync::LazyLock;
 
+#[cfg(feature = "tokio")]
 use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
@@ -33,7 +34,8 @@ pub struct RedisBackend {
     servers: Servers,
     prefix: Vec<u8>,
     timeout: Duration,
-    idle: Mutex<Vec<Pooled>>,
+    /// Blocking connections kept for reuse.
+    idle: deadpool::unmanaged::Pool<Pooled>,
     /// The connection async calls share (multiplexed), once made, with a number that tells
     /// it from the ones made before.
     #[cfg(feature = "tokio")]
@@ -121,7 +123,7 @@ impl RedisBackend {
             servers,
             prefix: b"logcache:".to_vec(),
             timeout: Duration::from_secs(2),
-            idle: Mutex::new(Vec::new()),
+            idle: deadpool::unmanaged::Pool::new(MAX_IDLE),
             #[cfg(feature = "tokio")]
             shared: Mutex::new(None),
             #[cfg(feature = "tokio")]
@@ -307,21 +309,23 @@ impl RedisBackend {
         blocking(|| self.on_connection(f))
     }
 
+    /// Takes a kept connection if one is idle, else connects (so a refused connection fails
+    /// at once, not after a wait for the pool). A connection that succeeds is kept (up to
+    /// [`MAX_IDLE`]); one that fails is dropped.
     fn on_connection<T>(&self, f: impl FnOnce(&mut Pooled) -> redis::RedisResult<T>) -> Result<T> {
-        let pooled = self.idle.lock().pop();
-        let mut con = match pooled {
-            Some(con) => con,
-            None => self.connect()?,
-        };
-        match f(&mut con) {
-            Ok(v) => {
-                let mut idle = self.idle.lock();
-                if idle.len() < MAX_IDLE {
-                    idle.push(con);
-                }
-                Ok(v)
+        use deadpool::unmanaged::Object;
+        match self.idle.try_get() {
+            Ok(mut kept) => f(&mut kept).map_err(|e| {
+                drop(Object::take(kept));
+                backend_error(e)
+            }),
+            Err(_) => {
+                let mut con = self.connect()?;
+                let value = f(&mut con).map_err(backend_error)?;
+                // The pool may be full of connections other threads hold: drop this one.
+                let _ = self.idle.try_add(con);
+                Ok(value)
             }
-            Err(e) => Err(backend_error(e)),
         }
     }
 }

@@ -415,4 +415,55 @@ fn a_server_that_never_answers_costs_a_memoized_call_one_timeout() {
     // (which would have connected, and waited, again).
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(cache.stats().total.errors, 1);
+    // The connection that timed out is not reused (its late reply would answer the next
+    // command): the next call connects again.
+    let v: u32 = memo::memoize(&cache, &spec, &(2u32,), || 8);
+    assert_eq!(v, 8);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// How many connections the server has accepted so far.
+fn connections_received(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn blocking_calls_reuse_pooled_connections() {
+    if !redis_server_available() {
+        return;
+    }
+    let server = Server::on(free_port());
+    let mut probe = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let before = connections_received(&mut probe);
+    let cache = cache(&server.url());
+    thread::scope(|s| {
+        for t in 0..4u32 {
+            let cache = &cache;
+            s.spawn(move || {
+                for i in 0..200u32 {
+                    cache.set(&(t, i), &i).unwrap();
+                    assert_eq!(cache.get::<u32>(&(t, i)).unwrap(), Some(i));
+                }
+            });
+        }
+    });
+    let made = connections_received(&mut probe) - before;
+    assert!((1..=4).contains(&made), "at most one per thread: {made}");
+    for i in 0..200u32 {
+        assert_eq!(cache.get::<u32>(&(0u32, i)).unwrap(), Some(i));
+    }
+    assert_eq!(
+        connections_received(&mut probe) - before,
+        made,
+        "a kept connection served them"
+    );
 }

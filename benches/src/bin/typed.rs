@@ -318,7 +318,16 @@ fn main() {
         );
     }
     if let Some((r, cluster)) = redis {
-        let r: Vec<Spread> = r.iter().map(|v| Spread::of(v)).collect();
+        // Without a cluster its columns have no samples (and are not printed).
+        let none = Spread {
+            min: f64::NAN,
+            median: f64::NAN,
+            max: f64::NAN,
+        };
+        let r: Vec<Spread> = r
+            .iter()
+            .map(|v| if v.is_empty() { none } else { Spread::of(v) })
+            .collect();
         println!(
             "\nTyped Redis over loopback, `UserDetail`, 20,000 keys, one client: one round trip per operation (a script reads the namespace's generation with the entry), against the two-round-trip path (the generation, then the entry), a raw `GET` loop, and the typed disk cache:\n"
         );
