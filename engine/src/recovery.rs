@@ -93,11 +93,13 @@ pub(crate) struct Listing {
 /// Lists the files of ours in `dir`.
 pub(crate) fn list(dir: &Dir) -> Result<Listing> {
     let mut listing = Listing::default();
+    let temps = [
+        format!("{}.tmp", file::POINTER_FILE),
+        format!("{}.tmp", crate::counters::COUNTERS_FILE),
+    ];
     for name in dir.vfs().list(dir.path()).context("listing", dir.path())? {
         let Some(name) = name.to_str() else { continue };
-        if name == format!("{}.tmp", file::POINTER_FILE)
-            || name == format!("{}.tmp", crate::counters::COUNTERS_FILE)
-        {
+        if temps.iter().any(|t| t == name) {
             listing.temps.push(dir.join(name));
             continue;
         }

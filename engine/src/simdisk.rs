@@ -347,7 +347,19 @@ struct FileData {
     len: usize,
     durable: Vec<u8>,
     maps: usize,
+    /// Writable maps now open.
+    writable_maps: usize,
+    /// The pages ([`PAGE`] bytes) written, cut or grown since the last sync: elsewhere the
+    /// page-cache bytes equal the durable ones (up to the shorter length), so a sync copies
+    /// and a power cut looks at these only.
+    dirty: Vec<u64>,
+    /// A writable map was open since the last sync: what it wrote is not in `dirty`, so
+    /// every page counts as written.
+    map_written: bool,
 }
+
+/// The granularity of the record of written bytes (a multiple of [`SECTOR`]).
+const PAGE: usize = 4096;
 
 // SAFETY: the bytes behind `ptr` are owned by this `FileData` (freed on drop) and every
 // access to them holds the file's mutex or goes through a map, which the disk's one-thread
@@ -362,6 +374,9 @@ impl FileData {
             len: 0,
             durable: Vec::new(),
             maps: 0,
+            writable_maps: 0,
+            dirty: Vec::new(),
+            map_written: false,
         }
     }
 
@@ -398,8 +413,47 @@ impl FileData {
         }
     }
 
+    /// Records that bytes `from..to` may differ from the durable ones.
+    fn mark(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let (first, last) = (from / PAGE, (to - 1) / PAGE);
+        if self.dirty.len() <= last / 64 {
+            self.dirty.resize(last / 64 + 1, 0);
+        }
+        for page in first..=last {
+            self.dirty[page / 64] |= 1 << (page % 64);
+        }
+    }
+
+    /// The byte ranges (page by page, in order) that may differ from the durable bytes.
+    fn written(&self) -> Vec<std::ops::Range<usize>> {
+        let end = self.len.max(self.durable.len());
+        if self.map_written {
+            return (0..end)
+                .step_by(PAGE)
+                .map(|at| at..(at + PAGE).min(end))
+                .collect();
+        }
+        let mut out = Vec::new();
+        for (word_at, &word) in self.dirty.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let at = (word_at * 64 + bits.trailing_zeros() as usize) * PAGE;
+                bits &= bits - 1;
+                if at < end {
+                    out.push(at..(at + PAGE).min(end));
+                }
+            }
+        }
+        out
+    }
+
     fn set_len(&mut self, len: usize) -> io::Result<()> {
         self.reserve(len)?;
+        let old = self.len;
+        self.mark(old.min(len), old.max(len));
         if len < self.len {
             // SAFETY: `len..self.len` lies inside the buffer.
             unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(len), 0, self.len - len) };
@@ -423,12 +477,20 @@ impl FileData {
         self.bytes().to_vec()
     }
 
-    /// Makes the page-cache bytes the disk's.
+    /// Makes the page-cache bytes the disk's: copies the pages written since the last sync.
     fn sync(&mut self) {
+        let written = self.written();
         let mut durable = std::mem::take(&mut self.durable);
-        durable.clear();
-        durable.extend_from_slice(self.bytes());
+        durable.resize(self.len, 0);
+        let bytes = self.bytes();
+        for range in written {
+            let range = range.start.min(bytes.len())..range.end.min(bytes.len());
+            durable[range.clone()].copy_from_slice(&bytes[range]);
+        }
+        debug_assert!(durable == bytes, "a write was not recorded as dirty");
         self.durable = durable;
+        self.dirty.clear();
+        self.map_written = self.writable_maps > 0;
     }
 }
 
@@ -461,10 +523,14 @@ impl SimFile {
         if st.next() & 1 == 1 {
             out.resize(current.len(), 0);
         }
-        for start in (0..out.len().min(current.len())).step_by(SECTOR) {
-            let end = (start + SECTOR).min(out.len()).min(current.len());
-            if out[start..end] != current[start..end] && st.next() & 1 == 1 {
-                out[start..end].copy_from_slice(&current[start..end]);
+        let both = out.len().min(current.len());
+        // Only written pages can differ (elsewhere both hold the same bytes, or zeros).
+        for page in data.written() {
+            for start in page.step_by(SECTOR).take_while(|&at| at < both) {
+                let end = (start + SECTOR).min(both);
+                if out[start..end] != current[start..end] && st.next() & 1 == 1 {
+                    out[start..end].copy_from_slice(&current[start..end]);
+                }
             }
         }
         out
@@ -547,6 +613,7 @@ impl VfsFile for SimHandle {
         if end > data.len {
             data.set_len(end)?;
         }
+        data.mark(at, end);
         // SAFETY: `at..end` lies inside the buffer (just grown to hold it).
         unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), data.ptr.as_ptr().add(at), len) };
         if short { Err(eio()) } else { Ok(()) }
@@ -575,9 +642,10 @@ impl VfsFile for SimHandle {
 
     fn punch_hole(&self, from: u64, len: u64, _reserve: bool) -> io::Result<()> {
         self.check_writable()?;
-        let data = self.file.data.lock();
+        let mut data = self.file.data.lock();
         let from = (from as usize).min(data.len);
         let end = from.saturating_add(len as usize).min(data.len);
+        data.mark(from, end);
         // SAFETY: `from..end` lies inside the file's bytes.
         unsafe { std::ptr::write_bytes(data.ptr.as_ptr().add(from), 0, end - from) };
         Ok(())
@@ -595,6 +663,10 @@ impl VfsFile for SimHandle {
         // A map of an empty file still needs an address.
         data.reserve(1)?;
         data.maps += 1;
+        if writable {
+            data.writable_maps += 1;
+            data.map_written = true;
+        }
         Ok(Box::new(SimMap {
             handle: SimHandle {
                 disk: Arc::clone(&self.disk),
@@ -690,6 +762,10 @@ unsafe impl VfsMap for SimMap {
 
 impl Drop for SimMap {
     fn drop(&mut self) {
-        self.handle.file.data.lock().maps -= 1;
+        let mut data = self.handle.file.data.lock();
+        data.maps -= 1;
+        if self.handle.writable {
+            data.writable_maps -= 1;
+        }
     }
 }
