@@ -127,12 +127,8 @@ fn node_of(cache: &Cache, ns: &str, ports: &[u16]) -> u16 {
     panic!("no node holds namespace {ns}")
 }
 
-#[test]
-fn a_node_down_fails_its_keys_only_and_comes_back_empty_never_wrong() {
-    if !tools_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// Starts three masters in `dir` and joins them into a cluster; the cache on it.
+fn start_cluster(dir: &Path) -> (Vec<Node>, Vec<u16>, Cache) {
     let mut nodes: Vec<Node> = (0..3)
         .map(|_| Node {
             port: free_port(),
@@ -140,7 +136,7 @@ fn a_node_down_fails_its_keys_only_and_comes_back_empty_never_wrong() {
         })
         .collect();
     for node in &mut nodes {
-        node.start(dir.path());
+        node.start(dir);
     }
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -168,6 +164,16 @@ fn a_node_down_fails_its_keys_only_and_comes_back_empty_never_wrong() {
         )
         .build()
         .unwrap();
+    (nodes, ports, cache)
+}
+
+#[test]
+fn a_node_down_fails_its_keys_only_and_comes_back_empty_never_wrong() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ports, cache) = start_cluster(dir.path());
     // Enough namespaces that each node holds some; each clears once (so its counter exists)
     // and stores ten values.
     let names: Vec<String> = (0..30).map(|i| format!("ns{i}")).collect();
@@ -223,4 +229,101 @@ fn a_node_down_fails_its_keys_only_and_comes_back_empty_never_wrong() {
         ns.set(&0u32, &"again".to_string()).unwrap();
         assert_eq!(ns.get::<String>(&0u32).unwrap().as_deref(), Some("again"));
     }
+}
+
+/// `ns`'s value for key `k` written in round `round`.
+fn versioned(ns: &str, k: u32, round: u32) -> String {
+    format!("{ns}/{k}/{round}")
+}
+
+#[test]
+fn resharding_under_load_serves_the_latest_value_or_a_typed_error() {
+    if !tools_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, ports, cache) = start_cluster(dir.path());
+    let names: Vec<String> = (0..30).map(|i| format!("ns{i}")).collect();
+    for name in &names {
+        let ns = cache.namespace(name);
+        ns.clear().unwrap();
+        for k in 0..5u32 {
+            ns.set(&k, &versioned(name, k, 0)).unwrap();
+        }
+    }
+    let before: Vec<u16> = names.iter().map(|n| node_of(&cache, n, &ports)).collect();
+    let id = |port: u16| cli(port, &["cluster", "myid"]).trim().to_string();
+    let (from, to) = (id(ports[0]), id(ports[1]));
+
+    // Move the first node's slots (keys and all, by MIGRATE) to the second while this
+    // thread writes and reads every namespace.
+    let reshard = {
+        let at = format!("127.0.0.1:{}", ports[0]);
+        thread::spawn(move || {
+            Command::new("redis-cli")
+                .args(["--cluster", "reshard", &at])
+                .args(["--cluster-from", &from, "--cluster-to", &to])
+                .args(["--cluster-slots", "5461", "--cluster-yes"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+        })
+    };
+    // What each (namespace, key) holds: the round of its last acknowledged write, or
+    // unknown after a failed write (it may or may not have landed).
+    let mut latest = vec![[Some(0u32); 5]; names.len()];
+    let (mut round, mut failed) = (0u32, 0u64);
+    while !reshard.is_finished() || round < 3 {
+        round += 1;
+        for (i, name) in names.iter().enumerate() {
+            let ns = cache.namespace(name);
+            let k = round % 5;
+            latest[i][k as usize] = match ns.set(&k, &versioned(name, k, round)) {
+                Ok(()) => Some(round),
+                Err(Error::Backend { .. }) => {
+                    failed += 1;
+                    None
+                }
+                Err(e) => panic!("{name}: {e}"),
+            };
+            for k in 0..5u32 {
+                match (ns.get::<String>(&k), latest[i][k as usize]) {
+                    (Ok(got), Some(r)) => {
+                        assert_eq!(got, Some(versioned(name, k, r)), "{name}/{k}")
+                    }
+                    // After a failed write: the old value or the new one (or a miss, if the
+                    // write dropped the entry), never another namespace's or key's.
+                    (Ok(Some(got)), None) => {
+                        assert!(got.starts_with(&format!("{name}/{k}/")), "{got}")
+                    }
+                    (Ok(None), None) | (Err(Error::Backend { .. }), _) => failed += 1,
+                    (Err(e), _) => panic!("{name}/{k}: {e}"),
+                }
+            }
+        }
+    }
+    assert!(reshard.join().unwrap().success(), "redis-cli reshard");
+    eventually("the cluster to settle", || {
+        ports.iter().all(|&p| cluster_ok(p))
+    });
+    let after: Vec<u16> = names.iter().map(|n| node_of(&cache, n, &ports)).collect();
+    assert!(
+        before.iter().zip(&after).any(|(b, a)| b != a),
+        "some namespaces moved: {before:?} -> {after:?}"
+    );
+    assert!(
+        !after.contains(&ports[0]),
+        "the first node gave all its slots away"
+    );
+    // Settled: every namespace is served again, with its latest value.
+    for (i, name) in names.iter().enumerate() {
+        let ns = cache.namespace(name);
+        for k in 0..5u32 {
+            let r = latest[i][k as usize].unwrap_or(round);
+            ns.set(&k, &versioned(name, k, r)).unwrap();
+            assert_eq!(ns.get::<String>(&k).unwrap(), Some(versioned(name, k, r)));
+        }
+    }
+    eprintln!("{round} rounds during the reshard, {failed} typed errors");
 }
