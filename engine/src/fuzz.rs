@@ -12,6 +12,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::hint;
 use crate::record;
 use crate::segment::{self, FileKind};
+use crate::simdisk::{SimDisk, SimFaults};
+use crate::vfs::{Open, Vfs};
 use crate::{Durability, Error, Options, Store, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -558,10 +560,10 @@ pub fn index_decode(data: &[u8]) {
 
 /// Arbitrary bytes as the records of a segment file (after a valid header, or as the whole
 /// file): opening must give a typed error or a store whose every read is a value or a typed
-/// error. Never a panic.
+/// error. Never a panic. On a simulated disk, as the decode targets need no real files.
 pub fn record_decode(data: &[u8]) {
     let _ = record::decode(data);
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (disk, dir) = sim_dir();
     let id = segment::WRITER_ID_STRIDE;
     let mut file = if data.first().is_some_and(|b| b & 1 == 0) {
         segment::encode_header(id, FileKind::Data).to_vec()
@@ -569,18 +571,24 @@ pub fn record_decode(data: &[u8]) {
         Vec::new()
     };
     file.extend_from_slice(data.get(1..).unwrap_or_default());
-    fs::write(segment::path(dir.path(), id), &file).expect("write");
-    check_opens_cleanly(dir.path());
+    write_durably(&disk, &segment::path(dir, id), &file);
+    let opts = sim_options(&disk);
+    if let Ok(store) = Store::open(dir, opts) {
+        for k in store.keys() {
+            let _ = store.get(&k);
+        }
+        let _ = store.stats();
+    }
 }
 
 /// Arbitrary bytes as the hint file of a valid segment: the hint is used only if it is
 /// valid, and even a hint that passes validation but lies never makes a read return a wrong
-/// value.
+/// value. On a simulated disk, with the index files removed so that the next open rebuilds
+/// the index from hints and segments.
 pub fn hint_decode(data: &[u8]) {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (disk, dir) = sim_dir();
     let truth: Model = {
-        let store =
-            Store::open(dir.path(), Options::default().auto_compaction(false)).expect("open");
+        let store = Store::open(dir, sim_options(&disk)).expect("open");
         for i in 0..8u8 {
             store
                 .put(&[b'k', i], &vec![i; usize::from(i) * 3])
@@ -591,20 +599,33 @@ pub fn hint_decode(data: &[u8]) {
         store.close().expect("close");
         truth
     };
-    let (path, id, len) = newest_segment(dir.path()).expect("a segment");
-    let _ = hint::load(data, id, segment::FORMAT_VERSION, len, |_| ());
-    fs::write(path.with_extension("hint"), data).expect("write hint");
-    simulate_os_crash(dir.path());
-    let store = match Store::open(dir.path(), Options::default().auto_compaction(false)) {
+    let (path, id, len) = newest_sim_segment(&disk, dir).expect("a segment");
+    // An odd first byte: the rest describes entries of a well-formed hint (valid checksum,
+    // header and footer) that may lie about every record; else the bytes are the hint.
+    let hint = match data.split_first() {
+        Some((mode, rest)) if mode & 1 == 1 => well_formed_hint(rest, id),
+        _ => data.to_vec(),
+    };
+    let _ = hint::load(&hint, id, segment::FORMAT_VERSION, len, |_| ());
+    write_durably(&disk, &path.with_extension("hint"), &hint);
+    forget_index(&disk, dir);
+    let store = match Store::open(dir, sim_options(&disk)) {
         Ok(store) => store,
         Err(e) => panic!("a bad hint must fall back to a scan, not fail the open: {e}"),
     };
+    assert!(
+        store.recovery_report().index_rebuilt.is_some(),
+        "the index was rebuilt after the cut"
+    );
     for k in store.keys() {
         match store.get(&k) {
             Ok(Some(v)) => assert_eq!(Some(&v), truth.get(&k), "a wrong value for {k:?}"),
             Ok(None) | Err(Error::Corrupt { .. }) => {}
             Err(e) => panic!("unexpected error {e}"),
         }
+    }
+    if std::env::var_os("LOGCACHE_FUZZ_STATS").is_some() {
+        eprintln!("hints used: {}", store.recovery_report().hints_used);
     }
     if store.recovery_report().hints_used == 0 {
         assert_eq!(
@@ -615,12 +636,105 @@ pub fn hint_decode(data: &[u8]) {
     }
 }
 
-fn check_opens_cleanly(dir: &Path) {
-    let opts = Options::default().auto_compaction(false);
-    if let Ok(store) = Store::open(dir, opts) {
-        for k in store.keys() {
-            let _ = store.get(&k);
+/// The store directory of a decode target, on a new simulated disk without faults.
+fn sim_dir() -> (std::sync::Arc<SimDisk>, &'static Path) {
+    (
+        SimDisk::new(0, SimFaults::default()),
+        Path::new("/fuzz/store"),
+    )
+}
+
+/// Options of a store on `disk`: small segments (the disk is memory), no background work.
+fn sim_options(disk: &std::sync::Arc<SimDisk>) -> Options {
+    Options::default()
+        .vfs(std::sync::Arc::clone(disk) as std::sync::Arc<dyn Vfs>)
+        .max_segment_size(4096)
+        .auto_compaction(false)
+}
+
+/// Writes `bytes` as the file at `path` on `disk`, synced, its name too.
+fn write_durably(disk: &std::sync::Arc<SimDisk>, path: &Path, bytes: &[u8]) {
+    let parent = path.parent().expect("a file in a directory");
+    disk.create_dir_all(parent).expect("simulated directory");
+    let file = disk.open(path, Open::Create).expect("simulated file");
+    file.write_at(bytes, 0).expect("simulated write");
+    file.sync_all().expect("simulated sync");
+    disk.sync_dir(parent).expect("simulated directory sync");
+}
+
+/// A hint for segment `id` whose entries `data` chooses (flags, expiry, the gap before each
+/// record and its length, its key, the end of records), encoded as the engine encodes one and
+/// laid out in order inside the segment's 4 KiB, so that it passes every check of its form
+/// and reaches the reads that must not believe what it says.
+fn well_formed_hint(data: &[u8], id: u64) -> Vec<u8> {
+    let mut u = Unstructured::new(data);
+    let mut builder = hint::HintBuilder::new(id, segment::FORMAT_VERSION);
+    let mut end = segment::data_start(segment::FORMAT_VERSION) as u64;
+    let mut keys = Vec::new();
+    while !u.is_empty() && keys.len() < 16 {
+        let Ok((flags, expires_at, gap, len, key)) = <(u8, u8, u8, u8, u8)>::arbitrary(&mut u)
+        else {
+            break;
+        };
+        // Where records may start (a multiple of 8), unless flag bit 1 asks for anywhere.
+        let mut offset = end + u64::from(gap % 64);
+        if flags & 2 == 0 {
+            offset = offset.next_multiple_of(8);
         }
-        let _ = store.stats();
+        if offset + u64::from(len) > 4096 {
+            break;
+        }
+        end = offset + u64::from(len);
+        // Mostly the keys the store holds (k0..k7), sometimes another one.
+        keys.push((
+            if key < 200 {
+                vec![b'k', key % 9]
+            } else {
+                vec![key; 3]
+            },
+            flags & 1 == 1,
+            u64::from(expires_at),
+            offset as u32,
+            u32::from(len),
+        ));
     }
+    for (key, tombstone, expires_at, offset, len) in &keys {
+        builder.push(&hint::HintEntry {
+            tombstone: *tombstone,
+            expires_at: *expires_at,
+            offset: *offset,
+            len: *len,
+            key,
+        });
+    }
+    builder.finish(end)
+}
+
+/// Removes every file of `dir` but segments and hints (the index, its pointer, the locks).
+fn forget_index(disk: &std::sync::Arc<SimDisk>, dir: &Path) {
+    for name in disk.list(dir).expect("simulated listing") {
+        if name.to_str().and_then(segment::parse_file_name).is_none() {
+            disk.remove_file(&dir.join(name)).expect("simulated remove");
+        }
+    }
+    disk.sync_dir(dir).expect("simulated directory sync");
+}
+
+/// The newest segment file on `disk` in `dir`: its path, id and length.
+fn newest_sim_segment(
+    disk: &std::sync::Arc<SimDisk>,
+    dir: &Path,
+) -> Option<(std::path::PathBuf, u64, u64)> {
+    let (id, name) = disk
+        .list(dir)
+        .ok()?
+        .into_iter()
+        .filter_map(|name| {
+            let (id, kind, temp) = segment::parse_file_name(name.to_str()?)?;
+            (kind == FileKind::Data && !temp).then_some((id, name))
+        })
+        .max_by_key(|(id, _)| *id)?;
+    let path = dir.join(name);
+    let len = disk.open(&path, Open::Read).ok()?.size().ok()?;
+    Some((path, id, len))
 }

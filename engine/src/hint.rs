@@ -7,8 +7,9 @@
 //! footer  : entry count u64 | end of the segment's records u64 | crc32 of every byte before it
 //! ```
 //! A hint is used only if it is whole, its CRC matches, it has its segment's format version,
-//! every entry lies inside the segment's records, and the records end inside the file (for
-//! format version 1: exactly where the file ends). Otherwise open walks the segment instead.
+//! every entry lies inside the segment's records (at a multiple of 8 from format version 2
+//! on, as records are laid out), and the records end inside the file (for format version 1:
+//! exactly where the file ends). Otherwise open walks the segment instead.
 
 use crate::error::{Error, IoContext, Result};
 use crate::record::{self, FLAG_TOMBSTONE, MAX_KEY_LEN, RECORD_HEADER_LEN};
@@ -195,6 +196,10 @@ pub(crate) fn load<'a>(
         if u64::from(e.offset) < prev_end {
             return Err("hint entries overlap");
         }
+        // Records of version 2 start at multiples of 8, which the index's slots rely on.
+        if version >= 2 && !(e.offset as usize).is_multiple_of(record::ALIGN) {
+            return Err("hint entry not aligned");
+        }
         prev_end = u64::from(e.offset) + u64::from(e.len);
         at = next;
         seen += 1;
@@ -223,21 +228,21 @@ mod tests {
             HintEntry {
                 tombstone: false,
                 expires_at: 0,
-                offset: 20,
-                len: 30,
+                offset: 24,
+                len: 32,
                 key: b"alpha",
             },
             HintEntry {
                 tombstone: true,
                 expires_at: 0,
-                offset: 50,
+                offset: 56,
                 len: 25,
                 key: b"beta",
             },
             HintEntry {
                 tombstone: false,
                 expires_at: 99,
-                offset: 75,
+                offset: 88,
                 len: 40,
                 key: b"",
             },
@@ -246,7 +251,7 @@ mod tests {
         for e in &entries {
             b.push(e);
         }
-        (b.finish(115), entries)
+        (b.finish(128), entries)
     }
 
     fn loaded(bytes: &[u8], segment_len: u64) -> Result<Vec<HintEntry<'_>>, &'static str> {
@@ -257,14 +262,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let (bytes, entries) = sample();
-        assert_eq!(loaded(&bytes, 115).unwrap(), entries);
+        assert_eq!(loaded(&bytes, 128).unwrap(), entries);
     }
 
     #[test]
     fn a_hint_for_another_segment_length_is_refused() {
         let (bytes, _) = sample();
         assert_eq!(
-            loaded(&bytes, 114),
+            loaded(&bytes, 127),
             Err("segment length differs from the hint's"),
             "records that would end past the file"
         );
@@ -273,9 +278,22 @@ mod tests {
             "a version 2 file is longer than its records"
         );
         assert_eq!(
-            load(&bytes, 3, 1, 115, |_| {}),
+            load(&bytes, 3, 1, 128, |_| {}),
             Err("hint of another format version than its segment")
         );
+    }
+
+    #[test]
+    fn an_entry_off_the_record_grid_is_refused() {
+        let mut b = HintBuilder::new(3, 2);
+        b.push(&HintEntry {
+            tombstone: false,
+            expires_at: 0,
+            offset: 28,
+            len: 32,
+            key: b"alpha",
+        });
+        assert_eq!(loaded(&b.finish(64), 64), Err("hint entry not aligned"));
     }
 
     #[test]
@@ -284,7 +302,7 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut visited = 0;
             assert!(
-                load(&bytes[..cut], 3, 2, 115, |_| visited += 1).is_err(),
+                load(&bytes[..cut], 3, 2, 128, |_| visited += 1).is_err(),
                 "cut {cut}"
             );
             assert_eq!(visited, 0);
@@ -294,7 +312,7 @@ mod tests {
             bad[at] ^= 0x04;
             let mut visited = 0;
             assert!(
-                load(&bad, 3, 2, 115, |_| visited += 1).is_err(),
+                load(&bad, 3, 2, 128, |_| visited += 1).is_err(),
                 "flip at {at}"
             );
             assert_eq!(visited, 0);
@@ -311,7 +329,7 @@ mod tests {
             len: 30,
             key: b"k",
         });
-        assert_eq!(loaded(&b.finish(115), 115), Err("malformed hint entry"));
+        assert_eq!(loaded(&b.finish(128), 128), Err("malformed hint entry"));
         let mut b = HintBuilder::new(3, 2);
         b.push(&HintEntry {
             tombstone: false,
@@ -320,6 +338,6 @@ mod tests {
             len: 5,
             key: b"k",
         });
-        assert_eq!(loaded(&b.finish(115), 115), Err("malformed hint entry"));
+        assert_eq!(loaded(&b.finish(128), 128), Err("malformed hint entry"));
     }
 }

@@ -183,6 +183,7 @@ impl Shared {
                     found.record.key.len(),
                     found.record.value.len(),
                     found.record.expires_at,
+                    found.record.is_tombstone(),
                 )
             });
             if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
@@ -196,9 +197,23 @@ impl Shared {
                 }
                 other => other?,
             };
-            let Some((segment, at, key_len, value_len, expires_at)) = found else {
+            let Some((segment, at, key_len, value_len, expires_at, tombstone)) = found else {
                 return Ok(None);
             };
+            if tombstone {
+                // No slot points at a tombstone (a delete empties the key's slot); only a
+                // damaged index or a lying hint makes one. The key's newest record says it
+                // is deleted: it reads as absent, and the damage is counted.
+                if self.options.strict {
+                    return Err(Error::Corrupt {
+                        segment: segment.id(),
+                        offset: at.offset,
+                        reason: "the index points at a tombstone",
+                    });
+                }
+                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
             if expires_at != 0 && expires_at <= now_ms_for(expires_at) {
                 return Ok(None);
             }

@@ -269,6 +269,7 @@ impl Store {
             let at = slot::location_of(value);
             if let Ok(seg) = index.segment(at.number)
                 && let Ok(rec) = record::decode(seg.tail(at.offset))
+                && !rec.is_tombstone()
                 && (rec.expires_at == 0 || rec.expires_at > now)
             {
                 f(rec.key);
