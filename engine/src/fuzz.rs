@@ -4,8 +4,8 @@
 //! invariant and on nothing else.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -13,7 +13,7 @@ use crate::hint;
 use crate::record;
 use crate::segment::{self, FileKind};
 use crate::simdisk::{SimDisk, SimFaults};
-use crate::vfs::{Open, Vfs};
+use crate::vfs::{Dir, Open, Vfs};
 use crate::{Durability, Error, Options, Store, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -85,7 +85,8 @@ pub fn ops_model(data: &[u8]) {
     else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = SimDir::new();
+    let opts = dir.options(opts);
     let mut store = Store::open(dir.path(), opts.clone()).expect("open");
     let mut model = Model::new();
     for op in ops {
@@ -178,9 +179,13 @@ pub fn simulate_os_crash(dir: &Path) {
 /// [`simulate_os_crash`], with the index knowing that the newest segment was durable up to
 /// `synced` bytes (an fdatasync covered them and the index page saying so reached the disk).
 pub fn simulate_os_crash_after_sync(dir: &Path, synced: u64) {
+    os_crash_in(&Dir::real(dir), synced);
+}
+
+/// [`simulate_os_crash_after_sync`] on any file system.
+fn os_crash_in(dir: &Dir, synced: u64) {
     use crate::index::file::{PointerFile, TableFile, row};
     use std::sync::atomic::Ordering;
-    let dir = &crate::vfs::Dir::real(dir);
     let Some(pointer) = PointerFile::open(dir, true).expect("open INDEX") else {
         return;
     };
@@ -198,21 +203,6 @@ pub fn simulate_os_crash_after_sync(dir: &Path, synced: u64) {
     }
     pointer.mark_dirty([u64::MAX, u64::MAX]);
     pointer.sync().expect("sync INDEX");
-}
-
-fn newest_segment(dir: &Path) -> Option<(std::path::PathBuf, u64, u64)> {
-    let mut files: Vec<_> = fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|p| {
-            let (id, kind, temp) = segment::parse_file_name(p.file_name()?.to_str()?)?;
-            (kind == FileKind::Data && !temp).then_some((p, id))
-        })
-        .collect();
-    files.sort_by_key(|(_, id)| *id);
-    let (path, id) = files.pop()?;
-    let len = fs::metadata(&path).ok()?.len();
-    Some((path, id, len))
 }
 
 /// The writes of a crash test: up to 48.
@@ -243,8 +233,8 @@ pub fn crash_recovery(data: &[u8]) {
         return;
     }
     let synced = u.int_in_range(0..=writes.len()).unwrap_or(0);
-    let opts = crash_options(&mut u);
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = SimDir::new();
+    let opts = dir.options(crash_options(&mut u));
     // Where each write's records end: (segment id, end offset).
     let mut ends: Vec<(u64, u64)> = Vec::new();
     let mut synced_end = (0u64, 0u64);
@@ -273,8 +263,8 @@ pub fn crash_recovery(data: &[u8]) {
         // power cut just before the drop could have left them.
         drop(store);
     }
-    simulate_os_crash(dir.path());
-    let Some((path, newest, len)) = newest_segment(dir.path()) else {
+    dir.os_crash_after_sync(0);
+    let Some((path, newest, len)) = dir.newest_segment() else {
         return;
     };
     // Only bytes after the last sync of the newest segment may be lost or damaged.
@@ -284,7 +274,7 @@ pub fn crash_recovery(data: &[u8]) {
         segment::data_start(segment::FORMAT_VERSION) as u64
     };
     let cut = u.int_in_range(floor..=len).unwrap_or(len);
-    let original = fs::read(&path).expect("read segment");
+    let original = dir.read(&path);
     let mut bytes = original[..cut as usize].to_vec();
     for _ in 0..u.int_in_range(0..=3u8).unwrap_or(0) {
         if cut <= floor {
@@ -300,7 +290,7 @@ pub fn crash_recovery(data: &[u8]) {
         .zip(&original)
         .position(|(a, b)| a != b)
         .map_or(cut, |at| at as u64);
-    fs::write(&path, &bytes).expect("write segment");
+    dir.write(&path, &bytes);
 
     let store = Store::open(dir.path(), opts).expect("a crashed store opens");
     // The writes that lie wholly before the first damaged byte survive, and no more.
@@ -343,8 +333,8 @@ pub fn damage_skip(data: &[u8]) {
     let Some(writes) = crash_writes(&mut u) else {
         return;
     };
-    let opts = crash_options(&mut u);
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = SimDir::new();
+    let opts = dir.options(crash_options(&mut u));
     let start = segment::data_start(segment::FORMAT_VERSION) as u64;
     let mut spans: Vec<Vec<RecordSpan>> = Vec::new();
     {
@@ -397,7 +387,7 @@ pub fn damage_skip(data: &[u8]) {
         }
         store.close().expect("close");
     }
-    let Some((_, newest, _)) = newest_segment(dir.path()) else {
+    let Some((_, newest, _)) = dir.newest_segment() else {
         return;
     };
     let newest_end = spans
@@ -407,24 +397,17 @@ pub fn damage_skip(data: &[u8]) {
         .map(|r| r.end)
         .max()
         .unwrap_or(start);
-    simulate_os_crash_after_sync(dir.path(), newest_end);
-    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir.path()).expect("list") {
-        let path = entry.expect("entry").path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        match segment::parse_file_name(name) {
+    dir.os_crash_after_sync(newest_end);
+    let mut files: Vec<(u64, PathBuf)> = Vec::new();
+    for (name, path) in dir.files() {
+        match segment::parse_file_name(&name) {
             Some((id, FileKind::Data, false)) => files.push((id, path)),
-            Some((_, FileKind::Hint, false)) => fs::remove_file(&path).expect("remove hint"),
+            Some((_, FileKind::Hint, false)) => dir.remove(&path),
             _ => {}
         }
     }
     files.sort();
-    let originals: Vec<Vec<u8>> = files
-        .iter()
-        .map(|(_, p)| fs::read(p).expect("read"))
-        .collect();
+    let originals: Vec<Vec<u8>> = files.iter().map(|(_, p)| dir.read(p)).collect();
     let mut damaged = originals.clone();
     for _ in 0..u.int_in_range(1..=4u8).unwrap_or(1) {
         let Ok(f) = u.choose_index(files.len()) else {
@@ -441,7 +424,7 @@ pub fn damage_skip(data: &[u8]) {
     // the next write with records in the same segment.
     let mut lost = vec![false; writes.len()];
     for (f, (id, path)) in files.iter().enumerate() {
-        fs::write(path, &damaged[f]).expect("write");
+        dir.write(path, &damaged[f]);
         let in_segment: Vec<usize> = (0..writes.len())
             .filter(|&i| spans[i].first().is_some_and(|r| r.segment == *id))
             .collect();
@@ -480,10 +463,8 @@ thread_local! {
 /// open trusts it): every open, read, write and compaction afterwards returns a value that was
 /// stored under that key, nothing, or a typed error. Never a wrong value, never a panic.
 pub fn index_decode(data: &[u8]) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let opts = Options::default()
-        .auto_compaction(false)
-        .max_segment_size(4096);
+    let dir = SimDir::new();
+    let opts = dir.options(Options::default().max_segment_size(4096));
     let truth: Model = {
         let store = Store::open(dir.path(), opts.clone()).expect("open");
         for i in 0..40u8 {
@@ -496,17 +477,12 @@ pub fn index_decode(data: &[u8]) {
         store.close().expect("close");
         truth
     };
-    let table = fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(crate::index::file::parse_table_name)
-                .is_some()
-        })
+    let (_, table) = dir
+        .files()
+        .into_iter()
+        .find(|(name, _)| crate::index::file::parse_table_name(name).is_some())
         .expect("a table file");
-    let mut bytes = fs::read(&table).expect("read table");
+    let mut bytes = dir.read(&table);
     // Patches of 12 bytes each: an offset after the static header (u32) and the 8-byte word
     // written there. Offsets below the slots are made more likely: that is where the header
     // words, the segment table and the op log live.
@@ -520,7 +496,7 @@ pub fn index_decode(data: &[u8]) {
         let at = 64 + (at / 2 % span.min(bytes.len() - 64)) / 8 * 8;
         bytes[at..at + 8].copy_from_slice(&patch[4..]);
     }
-    fs::write(&table, &bytes).expect("write table");
+    dir.write(&table, &bytes);
     DAMAGED_INDEX.with(|d| d.set(true));
     struct Reset;
     impl Drop for Reset {
@@ -563,7 +539,7 @@ pub fn index_decode(data: &[u8]) {
 /// error. Never a panic. On a simulated disk, as the decode targets need no real files.
 pub fn record_decode(data: &[u8]) {
     let _ = record::decode(data);
-    let (disk, dir) = sim_dir();
+    let dir = SimDir::new();
     let id = segment::WRITER_ID_STRIDE;
     let mut file = if data.first().is_some_and(|b| b & 1 == 0) {
         segment::encode_header(id, FileKind::Data).to_vec()
@@ -571,9 +547,9 @@ pub fn record_decode(data: &[u8]) {
         Vec::new()
     };
     file.extend_from_slice(data.get(1..).unwrap_or_default());
-    write_durably(&disk, &segment::path(dir, id), &file);
-    let opts = sim_options(&disk);
-    if let Ok(store) = Store::open(dir, opts) {
+    dir.write(&segment::path(dir.path(), id), &file);
+    let opts = dir.options(Options::default().max_segment_size(4096));
+    if let Ok(store) = Store::open(dir.path(), opts) {
         for k in store.keys() {
             let _ = store.get(&k);
         }
@@ -586,9 +562,10 @@ pub fn record_decode(data: &[u8]) {
 /// value. On a simulated disk, with the index files removed so that the next open rebuilds
 /// the index from hints and segments.
 pub fn hint_decode(data: &[u8]) {
-    let (disk, dir) = sim_dir();
+    let dir = SimDir::new();
+    let opts = dir.options(Options::default().max_segment_size(4096));
     let truth: Model = {
-        let store = Store::open(dir, sim_options(&disk)).expect("open");
+        let store = Store::open(dir.path(), opts.clone()).expect("open");
         for i in 0..8u8 {
             store
                 .put(&[b'k', i], &vec![i; usize::from(i) * 3])
@@ -599,7 +576,7 @@ pub fn hint_decode(data: &[u8]) {
         store.close().expect("close");
         truth
     };
-    let (path, id, len) = newest_sim_segment(&disk, dir).expect("a segment");
+    let (path, id, len) = dir.newest_segment().expect("a segment");
     // An odd first byte: the rest describes entries of a well-formed hint (valid checksum,
     // header and footer) that may lie about every record; else the bytes are the hint.
     let hint = match data.split_first() {
@@ -607,9 +584,9 @@ pub fn hint_decode(data: &[u8]) {
         _ => data.to_vec(),
     };
     let _ = hint::load(&hint, id, segment::FORMAT_VERSION, len, |_| ());
-    write_durably(&disk, &path.with_extension("hint"), &hint);
-    forget_index(&disk, dir);
-    let store = match Store::open(dir, sim_options(&disk)) {
+    dir.write(&path.with_extension("hint"), &hint);
+    dir.forget_index();
+    let store = match Store::open(dir.path(), opts) {
         Ok(store) => store,
         Err(e) => panic!("a bad hint must fall back to a scan, not fail the open: {e}"),
     };
@@ -634,32 +611,6 @@ pub fn hint_decode(data: &[u8]) {
             "a rejected hint falls back to the scan"
         );
     }
-}
-
-/// The store directory of a decode target, on a new simulated disk without faults.
-fn sim_dir() -> (std::sync::Arc<SimDisk>, &'static Path) {
-    (
-        SimDisk::new(0, SimFaults::default()),
-        Path::new("/fuzz/store"),
-    )
-}
-
-/// Options of a store on `disk`: small segments (the disk is memory), no background work.
-fn sim_options(disk: &std::sync::Arc<SimDisk>) -> Options {
-    Options::default()
-        .vfs(std::sync::Arc::clone(disk) as std::sync::Arc<dyn Vfs>)
-        .max_segment_size(4096)
-        .auto_compaction(false)
-}
-
-/// Writes `bytes` as the file at `path` on `disk`, synced, its name too.
-fn write_durably(disk: &std::sync::Arc<SimDisk>, path: &Path, bytes: &[u8]) {
-    let parent = path.parent().expect("a file in a directory");
-    disk.create_dir_all(parent).expect("simulated directory");
-    let file = disk.open(path, Open::Create).expect("simulated file");
-    file.write_at(bytes, 0).expect("simulated write");
-    file.sync_all().expect("simulated sync");
-    disk.sync_dir(parent).expect("simulated directory sync");
 }
 
 /// A hint for segment `id` whose entries `data` chooses (flags, expiry, the gap before each
@@ -710,31 +661,98 @@ fn well_formed_hint(data: &[u8], id: u64) -> Vec<u8> {
     builder.finish(end)
 }
 
-/// Removes every file of `dir` but segments and hints (the index, its pointer, the locks).
-fn forget_index(disk: &std::sync::Arc<SimDisk>, dir: &Path) {
-    for name in disk.list(dir).expect("simulated listing") {
-        if name.to_str().and_then(segment::parse_file_name).is_none() {
-            disk.remove_file(&dir.join(name)).expect("simulated remove");
-        }
-    }
-    disk.sync_dir(dir).expect("simulated directory sync");
+/// A store directory on a new simulated disk without faults: the fuzz cases need no real
+/// files, which makes them tens of times faster (docs/fuzzing.md). Real files are the tests'.
+struct SimDir {
+    disk: Arc<SimDisk>,
+    dir: Dir,
 }
 
-/// The newest segment file on `disk` in `dir`: its path, id and length.
-fn newest_sim_segment(
-    disk: &std::sync::Arc<SimDisk>,
-    dir: &Path,
-) -> Option<(std::path::PathBuf, u64, u64)> {
-    let (id, name) = disk
-        .list(dir)
-        .ok()?
-        .into_iter()
-        .filter_map(|name| {
-            let (id, kind, temp) = segment::parse_file_name(name.to_str()?)?;
-            (kind == FileKind::Data && !temp).then_some((id, name))
-        })
-        .max_by_key(|(id, _)| *id)?;
-    let path = dir.join(name);
-    let len = disk.open(&path, Open::Read).ok()?.size().ok()?;
-    Some((path, id, len))
+impl SimDir {
+    fn new() -> SimDir {
+        let disk = SimDisk::new(0, SimFaults::default());
+        let dir = Dir::new(Arc::clone(&disk) as Arc<dyn Vfs>, "/fuzz/store".into());
+        SimDir { disk, dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `base` for a store in this directory: its files on the simulated disk, no background
+    /// work (the simulated disk serves one thread).
+    fn options(&self, base: Options) -> Options {
+        base.vfs(Arc::clone(&self.disk) as Arc<dyn Vfs>)
+            .auto_compaction(false)
+    }
+
+    /// The files of the directory, by name, in name order.
+    fn files(&self) -> Vec<(String, PathBuf)> {
+        let mut names: Vec<String> = self
+            .disk
+            .list(self.path())
+            .expect("simulated listing")
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let path = self.path().join(&n);
+                (n, path)
+            })
+            .collect()
+    }
+
+    fn read(&self, path: &Path) -> Vec<u8> {
+        self.dir.read(path).expect("simulated read")
+    }
+
+    /// Writes `bytes` as the whole file at `path`, durably, its name too.
+    fn write(&self, path: &Path, bytes: &[u8]) {
+        self.disk
+            .create_dir_all(self.path())
+            .expect("simulated directory");
+        self.dir.write_synced(path, bytes).expect("simulated write");
+        self.disk
+            .sync_dir(self.path())
+            .expect("simulated directory sync");
+    }
+
+    fn remove(&self, path: &Path) {
+        self.disk.remove_file(path).expect("simulated remove");
+        self.disk
+            .sync_dir(self.path())
+            .expect("simulated directory sync");
+    }
+
+    /// Removes every file but segments and hints (the index, its pointer, the locks), so
+    /// that the next open rebuilds the index.
+    fn forget_index(&self) {
+        for (name, path) in self.files() {
+            if segment::parse_file_name(&name).is_none() {
+                self.remove(&path);
+            }
+        }
+    }
+
+    /// The newest segment file: its path, id and length.
+    fn newest_segment(&self) -> Option<(PathBuf, u64, u64)> {
+        let (id, path) = self
+            .files()
+            .into_iter()
+            .filter_map(|(name, path)| {
+                let (id, kind, temp) = segment::parse_file_name(&name)?;
+                (kind == FileKind::Data && !temp).then_some((id, path))
+            })
+            .max_by_key(|(id, _)| *id)?;
+        let len = self.disk.open(&path, Open::Read).ok()?.size().ok()?;
+        Some((path, id, len))
+    }
+
+    /// [`simulate_os_crash_after_sync`] on this directory.
+    fn os_crash_after_sync(&self, synced: u64) {
+        os_crash_in(&self.dir, synced);
+    }
 }
