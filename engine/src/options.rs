@@ -42,6 +42,12 @@ pub struct Options {
     /// Compact automatically in a background thread (and write hint files for sealed
     /// segments). [`Store::compact`](crate::Store::compact) works either way.
     pub auto_compaction: bool,
+    /// Run maintenance on a background thread: automatic compaction (if on), hint files for
+    /// sealed segments, and eviction to [`Options::max_disk_bytes`]. Off, nothing runs
+    /// behind the caller's back: the size limit is enforced by
+    /// [`Store::compact`](crate::Store::compact) only (a deterministic simulation needs
+    /// that). On by default.
+    pub background: bool,
     /// A sealed segment is compacted once this share of its bytes is dead (overwritten,
     /// deleted or expired). In `(0, 1]`.
     pub compaction_dead_ratio: f64,
@@ -91,6 +97,7 @@ impl Default for Options {
             max_value_size: 64 << 20,
             durability: Durability::default(),
             auto_compaction: true,
+            background: true,
             compaction_dead_ratio: 0.5,
             compaction_dead_bytes: 256 << 20,
             compaction_interval: Duration::from_secs(1),
@@ -162,6 +169,12 @@ impl Options {
     /// Sets [`Options::auto_compaction`].
     pub fn auto_compaction(mut self, on: bool) -> Self {
         self.auto_compaction = on;
+        self
+    }
+
+    /// Sets [`Options::background`].
+    pub fn background(mut self, on: bool) -> Self {
+        self.background = on;
         self
     }
 

@@ -10,8 +10,8 @@
 //! writes. Everything is decided by the disk's own seeded generator, so a run replays exactly.
 //!
 //! The disk is for one thread: a store on it must not run background work
-//! (`auto_compaction(false)`, no size limit), as its maps are plain memory the disk copies
-//! when it syncs.
+//! (`Options::background(false)`, or `auto_compaction(false)` without a size limit), as its
+//! maps are plain memory the disk copies when it syncs.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::BTreeSet;

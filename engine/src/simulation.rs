@@ -104,6 +104,8 @@ pub struct SimReport {
     pub checked_cuts: u64,
     /// Operations that failed with an injected fault (each a typed error).
     pub failed_ops: u64,
+    /// Keys evicted to the size limit by compactions.
+    pub evictions: u64,
     /// What the disk counted.
     pub disk: SimStats,
 }
@@ -111,15 +113,23 @@ pub struct SimReport {
 /// The store directory on the simulated disk.
 const DIR: &str = "/sim/store";
 
-/// The options of a run: everything on the simulated disk, no background work.
+/// The options of a run: everything on the simulated disk, no background work; in a quarter
+/// of the runs a size limit, which each compaction then enforces by eviction.
 fn options(rng: &mut Rng, disk: &Arc<SimDisk>) -> Options {
     let durability = [Durability::Flush, Durability::Sync][rng.below(2) as usize];
     let segment = [256u64, 1024, 4096, 32 << 10][rng.below(4) as usize];
+    // Counted with the index file (about 100 KB at its smallest): from "evict every sealed
+    // segment" to a few segments' worth.
+    let limit = rng
+        .one_in(4)
+        .then(|| [100u64 << 10, 128 << 10, 192 << 10, 512 << 10][rng.below(4) as usize]);
     Options::default()
         .vfs(Arc::clone(disk) as Arc<dyn crate::vfs::Vfs>)
         .auto_compaction(false)
+        .background(false)
         .durability(durability)
         .max_segment_size(segment)
+        .max_disk_bytes(limit)
 }
 
 fn key(rng: &mut Rng) -> Vec<u8> {
@@ -164,6 +174,8 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
     };
     let disk = SimDisk::new(rng.next(), SimFaults::default());
     let opts = options(&mut rng, &disk);
+    // Eviction drops keys the model still holds: reads then check what they find only.
+    let evicting = opts.max_disk_bytes.is_some();
     let dir = Path::new(DIR);
     let mut writes: Vec<Write> = Vec::new();
     let mut durable = 0usize;
@@ -176,7 +188,7 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
         if trace() {
             eprintln!("opened: {:?}", first.recovery_report());
         }
-        check(&first, &mut writes, &mut durable, seed, epoch);
+        check(&first, &mut writes, &mut durable, seed, epoch, evicting);
         if epoch > 0 {
             report.checked_cuts += 1;
         }
@@ -228,7 +240,12 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
                     }
                     (synced, None)
                 }
-                81..=86 => (store.compact().map(|_| ()), None),
+                81..=86 => {
+                    let before = store.stats().evictions;
+                    let compacted = store.compact();
+                    report.evictions += store.stats().evictions.saturating_sub(before);
+                    (compacted.map(|_| ()), None)
+                }
                 87..=92 => {
                     let k = key(&mut rng);
                     let mut model = Model::new();
@@ -236,7 +253,9 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
                         w.apply(&mut model);
                     }
                     let got = store.get(&k);
-                    if let Ok(got) = &got {
+                    if let Ok(got) = &got
+                        && !(evicting && got.is_none())
+                    {
                         assert_eq!(
                             got.as_ref(),
                             model.get(&k),
@@ -326,7 +345,7 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
     }
     let store = Store::open(dir, opts)
         .unwrap_or_else(|e| panic!("seed {seed:#x}: open after the last cut: {e}"));
-    check(&store, &mut writes, &mut durable, seed, epochs);
+    check(&store, &mut writes, &mut durable, seed, epochs, evicting);
     report.checked_cuts += u64::from(epochs);
     store.simulate_crash();
     report.disk = disk.stats();
@@ -354,20 +373,39 @@ fn dump(disk: &SimDisk) {
 
 /// Checks that `store` holds the state after a prefix of `writes` that keeps every durable
 /// one, and cuts `writes` to the longest such prefix (all of it durable now: it survived).
-fn check(store: &Store, writes: &mut Vec<Write>, durable: &mut usize, seed: u64, epoch: u32) {
+///
+/// Under a size limit (`evicting`) the store may lack keys: it must hold a part of such a
+/// state, every value it holds the one that state says (an evicted key never comes back
+/// with an older value). The keys it lacks count as deleted from then on, so that a later
+/// return of any value of theirs is caught.
+fn check(
+    store: &Store,
+    writes: &mut Vec<Write>,
+    durable: &mut usize,
+    seed: u64,
+    epoch: u32,
+    evicting: bool,
+) {
     let found = contents(store)
         .unwrap_or_else(|e| panic!("seed {seed:#x}, epoch {epoch}: reading the store: {e}"));
+    let fits = |model: &Model| {
+        if evicting {
+            found.iter().all(|(k, v)| model.get(k) == Some(v))
+        } else {
+            *model == found
+        }
+    };
     let mut model = Model::new();
     for w in &writes[..*durable] {
         w.apply(&mut model);
     }
     let mut kept = None;
-    if model == found {
+    if fits(&model) {
         kept = Some(*durable);
     }
     for (i, w) in writes.iter().enumerate().skip(*durable) {
         w.apply(&mut model);
-        if model == found {
+        if fits(&model) {
             kept = Some(i + 1);
         }
     }
@@ -393,7 +431,18 @@ fn check(store: &Store, writes: &mut Vec<Write>, durable: &mut usize, seed: u64,
         );
     };
     writes.truncate(kept);
-    *durable = kept;
+    if evicting {
+        let mut model = Model::new();
+        for w in writes.iter() {
+            w.apply(&mut model);
+        }
+        let evicted: Vec<Vec<u8>> = model
+            .into_keys()
+            .filter(|k| !found.contains_key(k))
+            .collect();
+        writes.extend(evicted.into_iter().map(Write::Delete));
+    }
+    *durable = writes.len();
 }
 
 /// The fuzz target's body: a simulation whose seed and fault switch come from `data`.

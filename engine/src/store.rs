@@ -158,7 +158,8 @@ impl Store {
             closed: AtomicBool::new(false),
             counters: Default::default(),
         });
-        let background = shared.options.auto_compaction || shared.options.max_disk_bytes.is_some();
+        let background = shared.options.background
+            && (shared.options.auto_compaction || shared.options.max_disk_bytes.is_some());
         let worker = if background && !read_only {
             let worker = Worker::spawn(Arc::clone(&shared))
                 .context("starting the compaction thread for", &shared.dir)?;

@@ -17,6 +17,7 @@ fn run_for(first: u64, budget: Duration, faults: bool) -> (u64, SimReport) {
         total.writes += r.writes;
         total.checked_cuts += r.checked_cuts;
         total.failed_ops += r.failed_ops;
+        total.evictions += r.evictions;
         total.disk.power_cuts += r.disk.power_cuts;
         total.disk.faults += r.disk.faults;
         seed += 1;
@@ -31,6 +32,7 @@ fn power_cuts_keep_a_prefix_with_every_synced_write() {
     assert!(runs >= 10, "only {runs} runs");
     assert!(total.checked_cuts >= 3 * runs, "every cut was checked");
     assert!(total.writes > runs, "the workloads wrote");
+    assert!(total.evictions > 0, "size limits evicted keys");
 }
 
 #[test]
