@@ -479,13 +479,18 @@ impl FileData {
 
     /// Makes the page-cache bytes the disk's: copies the pages written since the last sync.
     fn sync(&mut self) {
-        let written = self.written();
         let mut durable = std::mem::take(&mut self.durable);
-        durable.resize(self.len, 0);
         let bytes = self.bytes();
-        for range in written {
-            let range = range.start.min(bytes.len())..range.end.min(bytes.len());
-            durable[range.clone()].copy_from_slice(&bytes[range]);
+        if self.map_written {
+            // Every page may have changed: one copy of the whole.
+            durable.clear();
+            durable.extend_from_slice(bytes);
+        } else {
+            durable.resize(bytes.len(), 0);
+            for range in self.written() {
+                let range = range.start.min(bytes.len())..range.end.min(bytes.len());
+                durable[range.clone()].copy_from_slice(&bytes[range]);
+            }
         }
         debug_assert!(durable == bytes, "a write was not recorded as dirty");
         self.durable = durable;
