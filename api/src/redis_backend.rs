@@ -51,8 +51,37 @@ pub struct RedisBackend {
 /// Where the entries are.
 enum Servers {
     One(Box<Client>),
-    /// The URLs of some of the cluster's nodes (the client finds the others).
-    Cluster(Vec<String>),
+    Cluster(ClusterNodes),
+}
+
+/// How to reach a Redis Cluster: some of its nodes (the client finds the others), and the
+/// certificate authority its TLS certificates come from, if not one the system trusts.
+struct ClusterNodes {
+    urls: Vec<String>,
+    /// Set only by `cluster_tls` (feature `tls`).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    root_cert: Option<Vec<u8>>,
+}
+
+impl ClusterNodes {
+    /// A client with one `timeout` for connecting and for each response, and few retries: a
+    /// node that is down makes the keys it holds fail soon (each retry waits a timeout), not
+    /// after the client's default sixteen.
+    fn client(&self, timeout: Duration) -> redis::RedisResult<ClusterClient> {
+        let builder = ClusterClient::builder(self.urls.clone())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2);
+        #[cfg(feature = "tls")]
+        let builder = match &self.root_cert {
+            Some(root_cert) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert.clone()),
+            }),
+            None => builder,
+        };
+        builder.build()
+    }
 }
 
 /// A connection kept for reuse.
@@ -112,10 +141,28 @@ impl RedisBackend {
     /// whose node is unreachable (a node down, slots moving) is [`Error::Backend`] until the
     /// cluster serves them again.
     pub fn cluster<S: AsRef<str>>(urls: &[S]) -> Result<RedisBackend> {
-        let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_string()).collect();
-        // Checks the URLs now; connects later.
-        ClusterClient::new(urls.clone()).map_err(backend_error)?;
-        Ok(RedisBackend::on(Servers::Cluster(urls)))
+        RedisBackend::on_cluster(urls, None)
+    }
+
+    /// [`cluster`](RedisBackend::cluster) over TLS (`rediss://` node URLs), trusting the
+    /// certificate authority `root_cert` (PEM) besides the system's (feature `tls`). Every
+    /// node must serve TLS; [`cluster`](RedisBackend::cluster) also takes `rediss://` URLs,
+    /// trusting the system's authorities only.
+    #[cfg(feature = "tls")]
+    pub fn cluster_tls<S: AsRef<str>>(urls: &[S], root_cert: &[u8]) -> Result<RedisBackend> {
+        RedisBackend::on_cluster(urls, Some(root_cert.to_vec()))
+    }
+
+    fn on_cluster<S: AsRef<str>>(urls: &[S], root_cert: Option<Vec<u8>>) -> Result<RedisBackend> {
+        let nodes = ClusterNodes {
+            urls: urls.iter().map(|u| u.as_ref().to_string()).collect(),
+            root_cert,
+        };
+        // Checks the URLs (and the certificate) now; connects later.
+        nodes
+            .client(Duration::from_secs(2))
+            .map_err(backend_error)?;
+        Ok(RedisBackend::on(Servers::Cluster(nodes)))
     }
 
     fn on(servers: Servers) -> RedisBackend {
@@ -285,14 +332,9 @@ impl RedisBackend {
                     .map_err(backend_error)?;
                 Ok(Pooled::One(con))
             }
-            Servers::Cluster(urls) => {
-                // Few retries: a node that is down makes the keys it holds fail soon (each
-                // retry waits a timeout), not after the client's default sixteen.
-                let con = ClusterClient::builder(urls.clone())
-                    .connection_timeout(self.timeout)
-                    .response_timeout(self.timeout)
-                    .retries(2)
-                    .build()
+            Servers::Cluster(nodes) => {
+                let con = nodes
+                    .client(self.timeout)
                     .and_then(|client| client.get_connection())
                     .map_err(backend_error)?;
                 Ok(Pooled::Cluster(Box::new(con)))
@@ -748,7 +790,6 @@ mod tests {
 mod aio {
     use std::time::Duration;
 
-    use redis::cluster::ClusterClient;
     use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
 
     use super::Servers;
@@ -781,12 +822,8 @@ mod aio {
                     .await?;
                 Ok(Shared::One(con))
             }
-            Servers::Cluster(urls) => {
-                let client = ClusterClient::builder(urls.clone())
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .retries(2)
-                    .build()?;
+            Servers::Cluster(nodes) => {
+                let client = nodes.client(timeout)?;
                 Ok(Shared::Cluster(client.get_async_connection().await?))
             }
         }

@@ -182,3 +182,135 @@ fn tls_with_a_user_and_password_in_the_url() {
     let plain = format!("redis://alice:wonderland@127.0.0.1:{port}/0");
     assert!(fails(RedisBackend::open(&plain).unwrap()));
 }
+
+/// A free port whose cluster bus port (10,000 higher) is free too, so below 55,536.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_536 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn a_cluster_over_tls_with_a_user_and_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if !make_certificates(d) {
+        return skip("openssl is not installed: TLS to a Redis Cluster is NOT tested");
+    }
+    std::fs::write(
+        d.join("users.acl"),
+        "user alice on >wonderland ~* &* +@all\nuser default on nopass ~* &* +@all\n",
+    )
+    .unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+    let mut nodes = Vec::new();
+    for port in &ports {
+        let node_dir = d.join(port.to_string());
+        std::fs::create_dir(&node_dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--tls-cluster", "yes"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--tls-cert-file", d.join("server.crt").to_str().unwrap()])
+            .args(["--tls-key-file", d.join("server.key").to_str().unwrap()])
+            .args(["--tls-ca-cert-file", d.join("ca.crt").to_str().unwrap()])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--aclfile", d.join("users.acl").to_str().unwrap()])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(&node_dir)
+            .stdout(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            return skip("redis-server is not installed: TLS to a Redis Cluster is NOT tested");
+        };
+        nodes.push(Server(child));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ports
+        .iter()
+        .any(|&p| std::net::TcpStream::connect(("127.0.0.1", p)).is_err())
+    {
+        if Instant::now() > deadline {
+            return skip("redis-server did not open a TLS port (built without TLS?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cli = |args: &[&str]| {
+        Command::new("redis-cli")
+            .args(["--tls", "--cacert", d.join("ca.crt").to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+    };
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addresses.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    match cli(&create) {
+        Ok(out) if out.status.success() => {}
+        Ok(_) => panic!("redis-cli could not create a TLS cluster"),
+        Err(_) => return skip("redis-cli is not installed: TLS to a Redis Cluster is NOT tested"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ports.iter().all(|p| {
+        cli(&["-p", &p.to_string(), "cluster", "info"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    }) {
+        assert!(Instant::now() < deadline, "the TLS cluster did not form");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("rediss://alice:wonderland@127.0.0.1:{p}"))
+        .collect();
+    let cache = CacheBuilder::new()
+        .backend(RedisBackend::cluster_tls(&urls, &ca).unwrap())
+        .build()
+        .unwrap();
+    // Namespaces spread over the three nodes: each one's entries are found over TLS.
+    for i in 0..12u32 {
+        let ns = cache.namespace(&format!("tls{i}"));
+        ns.set(&i, &format!("value {i}")).unwrap();
+        assert_eq!(
+            ns.get::<String>(&i).unwrap().as_deref(),
+            Some(format!("value {i}").as_str())
+        );
+    }
+    let spec = MemoSpec::new("redis_tls::cluster_square");
+    assert_eq!(memo::memoize(&cache, &spec, &(7u32,), || 49u32), 49);
+    let again: u32 = memo::memoize(&cache, &spec, &(7u32,), || unreachable!());
+    assert_eq!(again, 49);
+
+    let fails = |backend: RedisBackend| {
+        let cache = CacheBuilder::new()
+            .backend(backend.with_timeout(Duration::from_secs(2)))
+            .build()
+            .unwrap();
+        matches!(
+            cache.namespace("tls0").get::<String>(&0u32),
+            Err(Error::Backend { .. })
+        )
+    };
+    let wrong: Vec<String> = ports
+        .iter()
+        .map(|p| format!("rediss://alice:rabbit@127.0.0.1:{p}"))
+        .collect();
+    assert!(fails(RedisBackend::cluster_tls(&wrong, &ca).unwrap()));
+    // The nodes' certificate is signed by no authority the system trusts.
+    assert!(fails(RedisBackend::cluster(&urls).unwrap()));
+}
