@@ -18,9 +18,7 @@ use crate::index::plan::{Entry, Planner};
 use crate::index::slot::{self, Location};
 use crate::lock::{StoreLocks, WriterHeld};
 use crate::options::{Durability, Options};
-use crate::record::RECORD_HEADER_LEN;
 use crate::recovery::RecoveryReport;
-use crate::segment::Segment;
 use crate::vfs::Dir;
 use crate::writer::{Appended, Change, Writer, grow};
 
@@ -58,24 +56,6 @@ impl Signal {
         }
         state.kicked = false;
         !state.stop
-    }
-}
-
-/// A record found for a key: the segment holding it and where its parts lie, so the caller
-/// can look at it once the read is known to be consistent.
-pub(crate) struct Located {
-    segment: Arc<Segment>,
-    offset: usize,
-    key_len: usize,
-    value_len: usize,
-    pub expires_at: u64,
-}
-
-impl Located {
-    /// The value, where it lies in the segment's map.
-    pub fn value(&self) -> &[u8] {
-        let start = self.offset + RECORD_HEADER_LEN + self.key_len;
-        &self.segment.tail(start as u64)[..self.value_len]
     }
 }
 
@@ -157,9 +137,20 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Looks `key` up, consistently with every write: a write of several records (a batch) is
-    /// seen whole or not at all. `None` if absent or expired.
-    pub fn locate(&self, key: &[u8]) -> Result<Option<Located>> {
+    /// Looks `key` up, consistently with every write (a write of several records, a batch, is
+    /// seen whole or not at all), and hands its value, where it lies in the segment's map,
+    /// and its expiry time to `f`. `None` if absent or expired.
+    pub fn locate_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8], u64) -> R) -> Result<Option<R>> {
+        /// What the record a slot led to says.
+        enum Look<R> {
+            Value(R),
+            Expired,
+            /// A tombstone: its segment's id and offset.
+            Tombstone(u64, u64),
+            /// A batch was applied meanwhile: look again.
+            Again,
+        }
+        let mut f = Some(f);
         let mut waits = 0u32;
         loop {
             let table = self.index.current_table()?;
@@ -177,16 +168,28 @@ impl Shared {
             }
             let h = slot::hash(table.seed(), key);
             let found = self.index.find(&table, key, h, |found| {
-                (
-                    Arc::clone(found.segment),
-                    found.at,
-                    found.record.key.len(),
-                    found.record.value.len(),
-                    found.record.expires_at,
-                    found.record.is_tombstone(),
-                )
+                let rec = &found.record;
+                // The slot and record read are consistent if no batch began meanwhile: then
+                // (and only then) `f` sees the value, while the segment is held mapped.
+                if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
+                    Look::Again
+                } else if rec.is_tombstone() {
+                    Look::Tombstone(found.segment.id(), found.at.offset)
+                } else if rec.expires_at != 0 && rec.expires_at <= now_ms_for(rec.expires_at) {
+                    Look::Expired
+                } else {
+                    let f = f.take().expect("a value is handed over once");
+                    Look::Value(f(rec.value, rec.expires_at))
+                }
             });
-            if table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) != sequence {
+            let consistent = match &found {
+                Ok(Some(Look::Again)) => false,
+                // Checked in the closure, after the slot and the record were read.
+                Ok(Some(_)) => true,
+                // A miss or an error: consistent if no batch began while the slots were read.
+                _ => table.word(header::BATCH_SEQUENCE).load(Ordering::Acquire) == sequence,
+            };
+            if !consistent {
                 continue;
             }
             let found = match found {
@@ -197,33 +200,24 @@ impl Shared {
                 }
                 other => other?,
             };
-            let Some((segment, at, key_len, value_len, expires_at, tombstone)) = found else {
-                return Ok(None);
-            };
-            if tombstone {
+            return match found {
+                None | Some(Look::Expired | Look::Again) => Ok(None),
+                Some(Look::Value(value)) => Ok(Some(value)),
                 // No slot points at a tombstone (a delete empties the key's slot); only a
                 // damaged index or a lying hint makes one. The key's newest record says it
                 // is deleted: it reads as absent, and the damage is counted.
-                if self.options.strict {
-                    return Err(Error::Corrupt {
-                        segment: segment.id(),
-                        offset: at.offset,
+                Some(Look::Tombstone(segment, offset)) if self.options.strict => {
+                    Err(Error::Corrupt {
+                        segment,
+                        offset,
                         reason: "the index points at a tombstone",
-                    });
+                    })
                 }
-                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
-                return Ok(None);
-            }
-            if expires_at != 0 && expires_at <= now_ms_for(expires_at) {
-                return Ok(None);
-            }
-            return Ok(Some(Located {
-                segment,
-                offset: at.offset as usize,
-                key_len,
-                value_len,
-                expires_at,
-            }));
+                Some(Look::Tombstone(..)) => {
+                    self.damaged_reads.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+            };
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::batch::WriteBatch;
-use crate::clock::{expiry_after, now_ms, now_ms_for};
+use crate::clock::{expiry_after, now_ms};
 use crate::compaction::CompactionStats;
 use crate::error::{Error, IoContext, Result};
 use crate::eviction;
@@ -223,16 +223,13 @@ impl Store {
     /// # Ok::<(), logcache_engine::Error>(())
     /// ```
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8], u64) -> R) -> Result<Option<R>> {
-        Ok(self
-            .shared
-            .locate(key)?
-            .map(|found| f(found.value(), found.expires_at)))
+        self.shared.locate_with(key, f)
     }
 
     /// Whether `key` holds an unexpired value. Reads the record's header to check the key
     /// (the index keeps only a hash of it).
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.shared.locate(key)?.is_some())
+        Ok(self.shared.locate_with(key, |_, _| ())?.is_some())
     }
 
     /// Number of live (unexpired) keys. Without expiring entries it is a counter; with them,
@@ -303,9 +300,7 @@ impl Store {
     /// Deletes `key`. Returns whether it held an unexpired value.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         self.check_key(key)?;
-        let held = self.shared.locate(key)?.is_some_and(|found| {
-            found.expires_at == 0 || found.expires_at > now_ms_for(found.expires_at)
-        });
+        let held = self.shared.locate_with(key, |_, _| ())?.is_some();
         let appended = self.shared.write(&[Change::Delete { key }])?;
         Ok(held && appended.is_some())
     }

@@ -133,6 +133,18 @@ impl Index {
 
     /// [`Index::segment`], its row read from `table` (the current one, or one just replaced).
     pub fn segment_in(&self, table: &TableFile, number: u32) -> Result<Arc<Segment>> {
+        self.with_segment(table, number, Arc::clone)
+    }
+
+    /// Runs `f` on segment `number` ([`Index::segment_in`]) without taking a reference of its
+    /// own when this process has it mapped already (the read path: no reference count to
+    /// raise and lower). Segments are neither mapped nor dropped meanwhile.
+    pub fn with_segment<T>(
+        &self,
+        table: &TableFile,
+        number: u32,
+        f: impl FnOnce(&Arc<Segment>) -> T,
+    ) -> Result<T> {
         if number == 0 || number > table.shape().segments {
             return Err(bad_slot(number));
         }
@@ -142,12 +154,15 @@ impl Index {
         if state == row::FREE {
             return Err(bad_slot(number));
         }
-        if let Some(Some(seg)) = self.segments.read().get(number as usize)
-            && seg.id() == id
         {
-            // Another process may have appended to it.
-            seg.raise_end(end.min(seg.capacity()));
-            return Ok(Arc::clone(seg));
+            let segments = self.segments.read();
+            if let Some(Some(seg)) = segments.get(number as usize)
+                && seg.id() == id
+            {
+                // Another process may have appended to it.
+                seg.raise_end(end.min(seg.capacity()));
+                return Ok(f(seg));
+            }
         }
         let writable = state == row::ACTIVE && self.writable;
         // The row knows the format version: a damaged file header costs nothing here, since
@@ -170,7 +185,7 @@ impl Index {
             seg.seal_in_memory();
         }
         self.register(number, Arc::clone(&seg));
-        Ok(seg)
+        Ok(f(&seg))
     }
 
     /// Whether the active segment (if any) is durable as far as its records reach.
@@ -243,29 +258,29 @@ impl Index {
                     passed[n_passed] = (i, value);
                     n_passed += 1;
                     let at = slot::location_of(value);
-                    let seg = match self.segment_in(table, at.number) {
-                        Ok(seg) => seg,
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                            continue;
-                        }
-                    };
-                    match record::decode(seg.tail(at.offset)) {
-                        Ok(rec) if rec.key == key => {
-                            let f = f.take().expect("called once");
-                            return Ok(Some(f(Found {
-                                record: rec,
-                                at,
-                                segment: &seg,
-                            })));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            failure.get_or_insert(Error::Corrupt {
+                    let probed = self.with_segment(table, at.number, |seg| {
+                        match record::decode(seg.tail(at.offset)) {
+                            Ok(rec) if rec.key == key => {
+                                let f = f.take().expect("called once");
+                                Ok(Some(f(Found {
+                                    record: rec,
+                                    at,
+                                    segment: seg,
+                                })))
+                            }
+                            Ok(_) => Ok(None),
+                            Err(e) => Err(Error::Corrupt {
                                 segment: seg.id(),
                                 offset: at.offset,
                                 reason: e.reason(),
-                            });
+                            }),
+                        }
+                    });
+                    match probed {
+                        Ok(Ok(Some(hit))) => return Ok(Some(hit)),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) | Err(e) => {
+                            failure.get_or_insert(e);
                         }
                     }
                 }
