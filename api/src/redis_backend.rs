@@ -210,11 +210,69 @@ impl RedisBackend {
         current: &CurrentKey<'_>,
         args: &[&[u8]],
     ) -> Result<T> {
-        let (evalsha, eval) = self.script_commands(script, current, args);
+        self.run_script(self.script_commands(script, current, args))
+    }
+
+    /// Runs `script` on entry `key`: in its namespace's current generation if the key says
+    /// so, else on the key as named (one that carries its generation: a memory tier in
+    /// front of this backend writes such keys).
+    fn on_entry<T: redis::FromRedisValue>(
+        &self,
+        script: &EntryScript,
+        key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        self.run_script(self.entry_commands(script, key, args))
+    }
+
+    /// [`on_entry`](RedisBackend::on_entry), async.
+    #[cfg(feature = "tokio")]
+    async fn on_entry_async<T: redis::FromRedisValue>(
+        &self,
+        script: &EntryScript,
+        key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        self.run_script_async(self.entry_commands(script, key, args))
+            .await
+    }
+
+    /// Sends `EVALSHA`, then on `NOSCRIPT` the `EVAL`: one round trip, or two the first time
+    /// a node sees the script.
+    fn run_script<T: redis::FromRedisValue>(
+        &self,
+        (evalsha, eval): (redis::Cmd, redis::Cmd),
+    ) -> Result<T> {
         self.with_connection(|c| match evalsha.query(c.con()) {
             Err(e) if is_noscript(&e) => eval.query(c.con()),
             other => other,
         })
+    }
+
+    /// [`run_script`](RedisBackend::run_script), async.
+    #[cfg(feature = "tokio")]
+    async fn run_script_async<T: redis::FromRedisValue>(
+        &self,
+        (evalsha, eval): (redis::Cmd, redis::Cmd),
+    ) -> Result<T> {
+        match self.run_async(&evalsha).await {
+            Err(e) if is_noscript(&e) => self.run_async(&eval).await,
+            other => other,
+        }
+        .map_err(backend_error)
+    }
+
+    /// The commands of [`on_entry`](RedisBackend::on_entry).
+    fn entry_commands(
+        &self,
+        script: &EntryScript,
+        key: &[u8],
+        args: &[&[u8]],
+    ) -> (redis::Cmd, redis::Cmd) {
+        match redis_keys::current_key(&self.prefix, key) {
+            Some(current) => self.script_commands(&script.current, &current, args),
+            None => script_calls(&script.named, &self.key(key), b"", b"", args),
+        }
     }
 
     /// [`in_current_generation`](RedisBackend::in_current_generation), async.
@@ -225,12 +283,8 @@ impl RedisBackend {
         current: &CurrentKey<'_>,
         args: &[&[u8]],
     ) -> Result<T> {
-        let (evalsha, eval) = self.script_commands(script, current, args);
-        match self.run_async(&evalsha).await {
-            Err(e) if is_noscript(&e) => self.run_async(&eval).await,
-            other => other,
-        }
-        .map_err(backend_error)
+        self.run_script_async(self.script_commands(script, current, args))
+            .await
     }
 
     /// The `EVALSHA` of `script` on `current` with `args`, and the `EVAL` to send instead on
@@ -243,16 +297,7 @@ impl RedisBackend {
         args: &[&[u8]],
     ) -> (redis::Cmd, redis::Cmd) {
         let counter = self.counter_key(&Namespace::counter_name(current.namespace));
-        let call = |name: &str, script: &str| {
-            let mut cmd = redis::cmd(name);
-            cmd.arg(script).arg(1).arg(&counter);
-            cmd.arg(&current.head).arg(current.tail);
-            for arg in args {
-                cmd.arg(*arg);
-            }
-            cmd
-        };
-        (call("EVALSHA", &script.sha1), call("EVAL", &script.code))
+        script_calls(script, &counter, &current.head, current.tail, args)
     }
 
     /// Runs `cmd` on the shared async connection (made on first use), within one timeout
@@ -416,9 +461,47 @@ struct Script {
 }
 
 fn current_script(body: &str) -> Script {
-    let code = format!("{CURRENT_KEY}{body}");
+    script(format!("{CURRENT_KEY}{body}"))
+}
+
+fn script(code: String) -> Script {
     let sha1 = redis::Script::new(&code).get_hash().to_string();
     Script { code, sha1 }
+}
+
+/// A script on one entry, in two forms: on a key in its namespace's current generation
+/// ([`CURRENT_KEY`] finds it: `KEYS[1]` the counter, `ARGV[1]` and `ARGV[2]` the key's parts),
+/// and on a key named in full (`KEYS[1]`; `ARGV[1]` and `ARGV[2]` unused). The body names
+/// the entry `key`, and takes its own arguments from `ARGV[3]` on.
+struct EntryScript {
+    current: Script,
+    named: Script,
+}
+
+fn entry_script(body: &str) -> EntryScript {
+    EntryScript {
+        current: current_script(body),
+        named: script(format!("local key = KEYS[1]\n{body}")),
+    }
+}
+
+/// `EVALSHA` of `script` with one key and `argv1`, `argv2`, then `args`, and the same `EVAL`.
+fn script_calls(
+    script: &Script,
+    key: &[u8],
+    argv1: &[u8],
+    argv2: &[u8],
+    args: &[&[u8]],
+) -> (redis::Cmd, redis::Cmd) {
+    let call = |name: &str, script: &str| {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(1).arg(key).arg(argv1).arg(argv2);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
+    };
+    (call("EVALSHA", &script.sha1), call("EVAL", &script.code))
 }
 
 static GET: LazyLock<Script> = LazyLock::new(|| current_script("return redis.call('GET', key)"));
@@ -438,8 +521,8 @@ static EXISTS: LazyLock<Script> =
 /// values). `ARGV[3]`: the caller's token; `ARGV[4]`: the lease in milliseconds. Returns
 /// `{1, value}` if the entry holds one, `{2, nil}` if the lease was free and is now the
 /// caller's, `{3, nil}` if another caller holds it.
-static READ_OR_LEASE: LazyLock<Script> = LazyLock::new(|| {
-    current_script(
+static READ_OR_LEASE: LazyLock<EntryScript> = LazyLock::new(|| {
+    entry_script(
         "local value = redis.call('GET', key)
          if value then return {1, value} end
          if redis.call('SET', key .. '\\0lease', ARGV[3], 'NX', 'PX', ARGV[4]) then return {2, false} end
@@ -447,8 +530,8 @@ static READ_OR_LEASE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 /// As [`SET`], then deletes the lease if token `ARGV[5]` holds it.
-static SET_AND_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    current_script(
+static SET_AND_RELEASE: LazyLock<EntryScript> = LazyLock::new(|| {
+    entry_script(
         "if ARGV[4] == '' then redis.call('SET', key, ARGV[3])
          else redis.call('SET', key, ARGV[3], 'PX', ARGV[4]) end
          local lease = key .. '\\0lease'
@@ -457,8 +540,8 @@ static SET_AND_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 /// Deletes the lease if token `ARGV[3]` holds it.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    current_script(
+static RELEASE: LazyLock<EntryScript> = LazyLock::new(|| {
+    entry_script(
         "local lease = key .. '\\0lease'
          if redis.call('GET', lease) == ARGV[3] then return redis.call('DEL', lease) end
          return 0",
@@ -616,15 +699,9 @@ impl Backend for RedisBackend {
     }
 
     fn read_or_lease(&self, key: &[u8], token: u64, lease: Duration) -> Result<Leased> {
-        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
-            return Ok(self.get(key)?.map_or(Leased::Taken, Leased::Found));
-        };
         let (token, ms) = (token.to_string(), ttl_ms(lease).to_string());
-        let reply: (u8, Option<Vec<u8>>) = self.in_current_generation(
-            &READ_OR_LEASE,
-            &current,
-            &[token.as_bytes(), ms.as_bytes()],
-        )?;
+        let reply: (u8, Option<Vec<u8>>) =
+            self.on_entry(&READ_OR_LEASE, key, &[token.as_bytes(), ms.as_bytes()])?;
         Ok(leased(reply))
     }
 
@@ -635,25 +712,19 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         token: u64,
     ) -> Result<()> {
-        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
-            return self.set(key, value, ttl);
-        };
         let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
         let token = token.to_string();
-        self.in_current_generation::<u8>(
+        self.on_entry::<u8>(
             &SET_AND_RELEASE,
-            &current,
+            key,
             &[value, ttl.as_bytes(), token.as_bytes()],
         )
         .map(drop)
     }
 
     fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
-        let Some(current) = redis_keys::current_key(&self.prefix, key) else {
-            return Ok(());
-        };
         let token = token.to_string();
-        self.in_current_generation::<u8>(&RELEASE, &current, &[token.as_bytes()])
+        self.on_entry::<u8>(&RELEASE, key, &[token.as_bytes()])
             .map(drop)
     }
 
@@ -706,17 +777,9 @@ impl Backend for RedisBackend {
         lease: Duration,
     ) -> BackendFuture<'a, Leased> {
         Box::pin(async move {
-            let Some(current) = redis_keys::current_key(&self.prefix, key) else {
-                let found = self.get_async(key).await?;
-                return Ok(found.map_or(Leased::Taken, Leased::Found));
-            };
             let (token, ms) = (token.to_string(), ttl_ms(lease).to_string());
             let reply: (u8, Option<Vec<u8>>) = self
-                .in_current_generation_async(
-                    &READ_OR_LEASE,
-                    &current,
-                    &[token.as_bytes(), ms.as_bytes()],
-                )
+                .on_entry_async(&READ_OR_LEASE, key, &[token.as_bytes(), ms.as_bytes()])
                 .await?;
             Ok(leased(reply))
         })
@@ -731,14 +794,11 @@ impl Backend for RedisBackend {
         token: u64,
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            let Some(current) = redis_keys::current_key(&self.prefix, key) else {
-                return self.set_async(key, value, ttl).await;
-            };
             let ttl = ttl.map(|t| ttl_ms(t).to_string()).unwrap_or_default();
             let token = token.to_string();
-            self.in_current_generation_async::<u8>(
+            self.on_entry_async::<u8>(
                 &SET_AND_RELEASE,
-                &current,
+                key,
                 &[value, ttl.as_bytes(), token.as_bytes()],
             )
             .await

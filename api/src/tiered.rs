@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::backend::{Backend, Stored};
+use crate::backend::{Backend, Leased, Stored};
 use crate::error::{Error, Result};
 use crate::fingerprint::stable_hash;
 use crate::memory::MemoryBackend;
@@ -18,7 +18,7 @@ use crate::stats::TierStats;
 ///
 /// A copy into memory and a write of the same key exclude each other (by stripe of the key's
 /// hash), so a read that found the old value can never put it back in memory after a write
-/// replaced or deleted it.
+/// replaced or deleted it. Compute leases (stampede protection) are the slower tier's.
 pub struct TieredBackend {
     front: MemoryBackend,
     back: Box<dyn Backend>,
@@ -110,6 +110,39 @@ impl Backend for TieredBackend {
         let _no_fill_meanwhile: Vec<_> = self.stripes.iter().map(|s| s.write()).collect();
         self.front.delete_prefix(prefix)?;
         self.back.delete_prefix(prefix)
+    }
+
+    /// Leases are the slower tier's: it is the one other processes and machines share.
+    fn supports_leases(&self) -> bool {
+        self.back.supports_leases()
+    }
+
+    fn read_or_lease(&self, key: &[u8], token: u64, lease: Duration) -> Result<Leased> {
+        if let Some(stored) = self.front.get_stored(key)? {
+            return Ok(Leased::Found(stored.bytes().to_vec()));
+        }
+        let _no_write_meanwhile = self.stripe(key).read();
+        let read = self.back.read_or_lease(key, token, lease)?;
+        if let Leased::Found(value) = &read {
+            self.fill(key, value, None)?;
+        }
+        Ok(read)
+    }
+
+    fn set_and_release(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> Result<()> {
+        let _no_fill_meanwhile = self.stripe(key).write();
+        self.back.set_and_release(key, value, ttl, token)?;
+        self.fill(key, value, ttl).map(drop)
+    }
+
+    fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
+        self.back.release_lease(key, token)
     }
 
     fn counter(&self, name: &str) -> Result<u64> {

@@ -37,7 +37,11 @@ fn child_process_role() {
     let body_ms: u64 = std::env::var("BODY_MS").unwrap().parse().unwrap();
     let lease = Duration::from_millis(std::env::var("LEASE_MS").unwrap().parse().unwrap());
     let count_file = std::env::var("COUNT_FILE").unwrap();
-    let builder = CacheBuilder::new().lease(Some(lease));
+    let mut builder = CacheBuilder::new().lease(Some(lease));
+    if std::env::var("TIERED").is_ok() {
+        // A memory tier in front: leases go to the tier behind it.
+        builder = builder.memory_tier(logcache::MemoryLimit::Entries(1000));
+    }
     let cache = match place.as_str() {
         #[cfg(feature = "redis")]
         "redis" => builder.backend(
@@ -66,7 +70,14 @@ fn child_process_role() {
 }
 
 fn spawn(place: &Place, count_file: &Path, body_ms: u64, lease_ms: u64) -> Child {
+    spawn_on(place, false, count_file, body_ms, lease_ms)
+}
+
+fn spawn_on(place: &Place, tiered: bool, count_file: &Path, body_ms: u64, lease_ms: u64) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
+    if tiered {
+        command.env("TIERED", "1");
+    }
     command
         .args(["--exact", "child_process_role", "--nocapture", "--quiet"])
         .env("COUNT_FILE", count_file)
@@ -100,7 +111,7 @@ fn bodies(count_file: &Path) -> u64 {
 
 /// Each test's places: a disk store, and a Redis prefix if a server is configured.
 fn places(test: &str, dir: &Path) -> Vec<Place> {
-    let mut places = vec![Place::Disk(dir.join("store"))];
+    let mut places = vec![Place::Disk(dir.join(format!("store-{test}")))];
     #[cfg(feature = "redis")]
     if let Some(url) = common::redis_url() {
         places.push(Place::Redis {
@@ -123,9 +134,17 @@ fn name(place: &Place) -> &'static str {
 #[test]
 fn four_processes_that_miss_at_once_run_the_body_once() {
     let dir = tempfile::tempdir().unwrap();
-    for place in places("four", dir.path()) {
-        let count = dir.path().join(format!("bodies-four-{}", name(&place)));
-        let children: Vec<Child> = (0..4).map(|_| spawn(&place, &count, 500, 10_000)).collect();
+    let plain = places("four", dir.path()).into_iter().map(|p| (p, false));
+    let tiered = places("four-tiered", dir.path())
+        .into_iter()
+        .map(|p| (p, true));
+    for (place, tiered) in plain.chain(tiered) {
+        let count = dir
+            .path()
+            .join(format!("bodies-four-{}-{tiered}", name(&place)));
+        let children: Vec<Child> = (0..4)
+            .map(|_| spawn_on(&place, tiered, &count, 500, 10_000))
+            .collect();
         for child in children {
             let lines = printed(child);
             assert_eq!(
@@ -137,7 +156,7 @@ fn four_processes_that_miss_at_once_run_the_body_once() {
         assert_eq!(
             bodies(&count),
             1,
-            "{}: the body ran once for 4 processes",
+            "{} (memory tier in front: {tiered}): the body ran once for 4 processes",
             name(&place)
         );
     }
