@@ -1,10 +1,11 @@
 //! Memory in front of another backend: reads that miss in memory fill it from behind.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 
-use crate::backend::{Backend, Leased, Stored};
+use crate::backend::{Backend, BackendFuture, Leased, Stored};
 use crate::error::{Error, Result};
 use crate::fingerprint::stable_hash;
 use crate::memory::MemoryBackend;
@@ -18,11 +19,41 @@ use crate::stats::TierStats;
 ///
 /// A copy into memory and a write of the same key exclude each other (by stripe of the key's
 /// hash), so a read that found the old value can never put it back in memory after a write
-/// replaced or deleted it. Compute leases (stampede protection) are the slower tier's.
+/// replaced or deleted it. An async read cannot hold the stripe while it waits: it fills
+/// memory only if no write of its stripe ended meanwhile. Compute leases (stampede protection)
+/// and async I/O are the slower tier's.
 pub struct TieredBackend {
     front: MemoryBackend,
     back: Box<dyn Backend>,
-    stripes: Box<[RwLock<()>]>,
+    stripes: Box<[Stripe]>,
+}
+
+/// Keys whose fills and writes exclude each other: a lock, and how many writes ended.
+#[derive(Default)]
+struct Stripe {
+    lock: RwLock<()>,
+    writes: AtomicU64,
+}
+
+/// A stripe held for a write; counts the write when dropped, before letting others in.
+struct Writing<'a> {
+    _lock: RwLockWriteGuard<'a, ()>,
+    writes: &'a AtomicU64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Stripe {
+    fn write(&self) -> Writing<'_> {
+        Writing {
+            _lock: self.lock.write(),
+            writes: &self.writes,
+        }
+    }
 }
 
 /// Stripes of keys whose fills and writes exclude each other.
@@ -34,7 +65,7 @@ impl TieredBackend {
         TieredBackend {
             front,
             back: Box::new(back),
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
         }
     }
 
@@ -48,8 +79,33 @@ impl TieredBackend {
         &*self.back
     }
 
-    fn stripe(&self, key: &[u8]) -> &RwLock<()> {
+    fn stripe(&self, key: &[u8]) -> &Stripe {
         &self.stripes[stable_hash(key) as usize % STRIPES]
+    }
+
+    /// Copies `value`, read from the slower tier after the stripe had counted `writes`, into
+    /// memory, unless a write of the stripe ended since (the value may be the one it
+    /// replaced).
+    fn fill_unless_written(&self, key: &[u8], value: &[u8], writes: u64) -> Result<()> {
+        let stripe = self.stripe(key);
+        let _no_write_meanwhile = stripe.lock.read();
+        if stripe.writes.load(Ordering::Acquire) == writes {
+            self.fill(key, value, None)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the memory copy of `key` before an async write (which cannot hold the stripe
+    /// while it waits), and counts it, so that reads under way do not fill the old value.
+    fn forget(&self, key: &[u8]) -> Result<()> {
+        let _writing = self.stripe(key).write();
+        self.front.delete(key).map(drop)
+    }
+
+    /// Copies a value just written behind into memory, counting the write.
+    fn fill_written(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let _writing = self.stripe(key).write();
+        self.fill(key, value, ttl).map(drop)
     }
 
     /// Copies `value` into the memory tier; an entry too large for it stays behind only.
@@ -80,7 +136,7 @@ impl Backend for TieredBackend {
         if let Some(stored) = self.front.get_stored(key)? {
             return Ok(Some(stored));
         }
-        let _no_write_meanwhile = self.stripe(key).read();
+        let _no_write_meanwhile = self.stripe(key).lock.read();
         let Some(value) = self.back.get(key)? else {
             return Ok(None);
         };
@@ -107,7 +163,7 @@ impl Backend for TieredBackend {
     }
 
     fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        let _no_fill_meanwhile: Vec<_> = self.stripes.iter().map(|s| s.write()).collect();
+        let _no_fill_meanwhile: Vec<_> = self.stripes.iter().map(Stripe::write).collect();
         self.front.delete_prefix(prefix)?;
         self.back.delete_prefix(prefix)
     }
@@ -121,7 +177,7 @@ impl Backend for TieredBackend {
         if let Some(stored) = self.front.get_stored(key)? {
             return Ok(Leased::Found(stored.bytes().to_vec()));
         }
-        let _no_write_meanwhile = self.stripe(key).read();
+        let _no_write_meanwhile = self.stripe(key).lock.read();
         let read = self.back.read_or_lease(key, token, lease)?;
         if let Leased::Found(value) = &read {
             self.fill(key, value, None)?;
@@ -143,6 +199,72 @@ impl Backend for TieredBackend {
 
     fn release_lease(&self, key: &[u8], token: u64) -> Result<()> {
         self.back.release_lease(key, token)
+    }
+
+    fn is_async(&self) -> bool {
+        self.back.is_async()
+    }
+
+    fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(stored) = self.front.get_stored(key)? {
+                return Ok(Some(stored.bytes().to_vec()));
+            }
+            let writes = self.stripe(key).writes.load(Ordering::Acquire);
+            let value = self.back.get_async(key).await?;
+            if let Some(value) = &value {
+                self.fill_unless_written(key, value, writes)?;
+            }
+            Ok(value)
+        })
+    }
+
+    fn set_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            self.forget(key)?;
+            self.back.set_async(key, value, ttl).await?;
+            self.fill_written(key, value, ttl)
+        })
+    }
+
+    fn read_or_lease_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        token: u64,
+        lease: Duration,
+    ) -> BackendFuture<'a, Leased> {
+        Box::pin(async move {
+            if let Some(stored) = self.front.get_stored(key)? {
+                return Ok(Leased::Found(stored.bytes().to_vec()));
+            }
+            let writes = self.stripe(key).writes.load(Ordering::Acquire);
+            let read = self.back.read_or_lease_async(key, token, lease).await?;
+            if let Leased::Found(value) = &read {
+                self.fill_unless_written(key, value, writes)?;
+            }
+            Ok(read)
+        })
+    }
+
+    fn set_and_release_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        token: u64,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            self.forget(key)?;
+            self.back
+                .set_and_release_async(key, value, ttl, token)
+                .await?;
+            self.fill_written(key, value, ttl)
+        })
     }
 
     fn counter(&self, name: &str) -> Result<u64> {
@@ -230,6 +352,118 @@ mod tests {
         for r in readers {
             r.join().unwrap();
         }
+        assert_eq!(stale, 0, "reads that saw a value replaced before them");
+    }
+
+    /// A slower tier whose async calls let other tasks run between reading and answering
+    /// (as a network round trip does).
+    #[cfg(feature = "tokio")]
+    struct Yielding(MemoryBackend);
+
+    #[cfg(feature = "tokio")]
+    impl Backend for Yielding {
+        fn name(&self) -> &'static str {
+            "yielding"
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.0.get(key)
+        }
+        fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+            self.0.set(key, value, ttl)
+        }
+        fn delete(&self, key: &[u8]) -> Result<bool> {
+            self.0.delete(key)
+        }
+        fn contains(&self, key: &[u8]) -> Result<bool> {
+            self.0.contains(key)
+        }
+        fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+            self.0.delete_prefix(prefix)
+        }
+        fn counter(&self, name: &str) -> Result<u64> {
+            self.0.counter(name)
+        }
+        fn increment(&self, name: &str) -> Result<u64> {
+            self.0.increment(name)
+        }
+        fn evictions(&self) -> u64 {
+            0
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn is_async(&self) -> bool {
+            true
+        }
+        fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+            Box::pin(async move {
+                let value = self.0.get(key);
+                tokio::task::yield_now().await;
+                value
+            })
+        }
+        fn set_async<'a>(
+            &'a self,
+            key: &'a [u8],
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> BackendFuture<'a, ()> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                self.0.set(key, value, ttl)
+            })
+        }
+    }
+
+    /// As `a_fill_never_brings_back_an_overwritten_or_deleted_value`, with async reads and
+    /// writes that cannot hold the stripe while they wait, on one thread.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_fill_never_brings_back_an_overwritten_or_deleted_value() {
+        let tiered = Arc::new(TieredBackend::new(
+            MemoryBackend::new(MemoryLimit::Entries(100)),
+            Yielding(MemoryBackend::new(MemoryLimit::Entries(100))),
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let stale = runtime.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (tiered, stop) = (Arc::clone(&tiered), Arc::clone(&stop));
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = tiered.get_async(b"k").await.unwrap();
+                            // A memory hit does not wait: let the writer run.
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            let mut stale = 0;
+            for round in 0..5_000u32 {
+                tiered
+                    .set_async(b"k", &round.to_le_bytes(), None)
+                    .await
+                    .unwrap();
+                if round % 2 == 0 {
+                    tiered.delete(b"k").unwrap();
+                    tokio::task::yield_now().await;
+                    stale += usize::from(tiered.get_async(b"k").await.unwrap().is_some());
+                } else {
+                    tiered.set_async(b"k", b"last", None).await.unwrap();
+                    tokio::task::yield_now().await;
+                    let got = tiered.get_async(b"k").await.unwrap();
+                    stale += usize::from(got.as_deref() != Some(&b"last"[..]));
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in readers {
+                r.await.unwrap();
+            }
+            stale
+        });
         assert_eq!(stale, 0, "reads that saw a value replaced before them");
     }
 }

@@ -123,6 +123,28 @@ async fn one_thread_serves_concurrent_calls_over_one_multiplexed_connection() {
     }
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_memory_tier_in_front_waits_on_redis_without_holding_the_thread() {
+    let port = server_answering_gets_in_a_batch(8);
+    let backend = std::sync::Arc::new(logcache::TieredBackend::new(
+        logcache::MemoryBackend::new(logcache::MemoryLimit::Entries(100)),
+        RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
+            .unwrap()
+            .with_timeout(Duration::from_secs(5)),
+    ));
+    use logcache::Backend;
+    assert!(backend.is_async());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let backend = std::sync::Arc::clone(&backend);
+            tokio::spawn(async move { backend.get_async(format!("raw-{i}").as_bytes()).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), None);
+    }
+}
+
 static CURRENT_THREAD_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 #[tokio::test(flavor = "current_thread")]
