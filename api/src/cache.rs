@@ -432,6 +432,10 @@ impl Shared {
                 });
             }
         };
+        if let Some(v) = self.memory_tier_hit::<T>(ns, &key, user_at) {
+            ns.counts.hit();
+            return Ok(Lookup::Hit(v));
+        }
         let token = lease::new_token();
         let (read, held) = match self.lease.filter(|_| lease) {
             Some(duration) => (
@@ -519,9 +523,21 @@ impl Shared {
                 Err(e) => Self::lenient(ns, on_failure, e, (None, LeaseState::Failed)),
             };
         };
+        if let Some(found) = self.memory_tier_hit::<T>(ns, skey, user_at) {
+            return Ok((Some(found), LeaseState::Unused));
+        }
         let token = lease::new_token();
         let read = self.backend.read_or_lease(skey, token, duration);
         self.interpret_read(ns, skey, user_at, on_failure, read, LeaseState::Held(token))
+    }
+
+    /// A live value in the memory tier in front of a slower one, decoded once and kept there
+    /// (a lease or an async read of the slower tier hands over bytes only). Anything else,
+    /// failures included, is left to the read of the whole backend.
+    fn memory_tier_hit<T: Value>(&self, ns: &Namespace, skey: &[u8], user_at: usize) -> Option<T> {
+        let memory = self.backend.memory_tier()?;
+        let stored = memory.get_stored(skey).ok()??;
+        self.read_stored::<T>(ns, &stored, skey, user_at).ok()?
     }
 
     /// The whole of a memory hit, counted: the value kept decoded in memory under the key
