@@ -213,7 +213,8 @@ impl Store {
 
     /// Reads `key` and hands its value and expiry time (unix ms; 0: never) to `f`, without
     /// copying the value out: `f` sees it where it lies in the segment's map. The checks are
-    /// those of [`Store::get`].
+    /// those of [`Store::get`]. Keep `f` short: while it runs, no other thread of this process
+    /// can map a new segment (`f` may read the store itself).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();

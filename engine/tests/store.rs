@@ -665,3 +665,33 @@ fn an_open_that_may_not_rebuild_refuses_and_changes_nothing() {
     assert!(store.recovery_report().index_rebuilt.is_some());
     assert_eq!(store.len(), 6);
 }
+
+/// `get_with`'s closure runs while the value's segment is held mapped; it may read the store
+/// again even while another thread maps new segments (a plain read lock there would wait
+/// behind the queued mapping, forever).
+#[test]
+fn a_get_with_closure_may_read_the_store_while_segments_are_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        Store::open(dir.path(), Options::default().max_segment_size(4096)).unwrap(),
+    );
+    store.put(b"a", b"one").unwrap();
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 0..3000u32 {
+                store.put(&i.to_le_bytes(), &[7u8; 100]).unwrap();
+            }
+        })
+    };
+    while !writer.is_finished() {
+        let got = store.get_with(b"a", |value, _| {
+            // Another thread may open the newest segment right now.
+            std::thread::yield_now();
+            let again = store.get(&0u32.to_le_bytes()).unwrap();
+            (value.to_vec(), again.is_some())
+        });
+        assert_eq!(got.unwrap().map(|(v, _)| v), Some(b"one".to_vec()));
+    }
+    writer.join().unwrap();
+}

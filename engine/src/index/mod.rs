@@ -138,7 +138,7 @@ impl Index {
 
     /// Runs `f` on segment `number` ([`Index::segment_in`]) without taking a reference of its
     /// own when this process has it mapped already (the read path: no reference count to
-    /// raise and lower). Segments are neither mapped nor dropped meanwhile.
+    /// raise and lower). No segment is mapped or dropped by this process meanwhile.
     pub fn with_segment<T>(
         &self,
         table: &TableFile,
@@ -155,7 +155,10 @@ impl Index {
             return Err(bad_slot(number));
         }
         {
-            let segments = self.segments.read();
+            // Recursive: `f` may be a caller's closure that reads the store again, which must
+            // not wait behind a writer queued meanwhile (a plain read lock would, and never
+            // get it). Writers (mapping a segment) are rare and wait for a gap.
+            let segments = self.segments.read_recursive();
             if let Some(Some(seg)) = segments.get(number as usize)
                 && seg.id() == id
             {
