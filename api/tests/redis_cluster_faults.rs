@@ -5,7 +5,8 @@
 //! PATH; without them the test says so and skips, except under CI, where it fails.
 #![cfg(feature = "redis")]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -29,20 +30,6 @@ fn tools_available() -> bool {
         let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
     }
     found
-}
-
-/// A free port whose cluster bus port (10,000 higher) is free too, so below 55,536.
-fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 55_536 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// One node: its port and its directory (which keeps `nodes.conf`, so a restarted node
@@ -131,7 +118,7 @@ fn node_of(cache: &Cache, ns: &str, ports: &[u16]) -> u16 {
 fn start_cluster(dir: &Path) -> (Vec<Node>, Vec<u16>, Cache) {
     let mut nodes: Vec<Node> = (0..3)
         .map(|_| Node {
-            port: free_port(),
+            port: common::free_cluster_port(),
             child: None,
         })
         .collect();

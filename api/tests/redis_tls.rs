@@ -4,6 +4,8 @@
 //! `openssl`; without them the test says so and skips, except under CI, where it fails.
 #![cfg(feature = "tls")]
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -183,20 +185,6 @@ fn tls_with_a_user_and_password_in_the_url() {
     assert!(fails(RedisBackend::open(&plain).unwrap()));
 }
 
-/// A free port whose cluster bus port (10,000 higher) is free too, so below 55,536.
-fn free_cluster_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 55_536 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[test]
 fn a_cluster_over_tls_with_a_user_and_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +197,7 @@ fn a_cluster_over_tls_with_a_user_and_password() {
         "user alice on >wonderland ~* &* +@all\nuser default on nopass ~* &* +@all\n",
     )
     .unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_cluster_port()).collect();
     let mut nodes = Vec::new();
     for port in &ports {
         let node_dir = d.join(port.to_string());

@@ -100,15 +100,11 @@ fn server_answering_gets_in_a_batch(gets: usize) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn one_thread_serves_concurrent_calls_over_one_multiplexed_connection() {
-    let port = server_answering_gets_in_a_batch(8);
-    let backend = std::sync::Arc::new(
-        RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
-            .unwrap()
-            .with_timeout(Duration::from_secs(5)),
-    );
-    use logcache::Backend;
+/// Eight gets of raw keys at once on `backend`, which talks to a server that answers none
+/// until all eight are in: they must all be waiting at once, on this one thread (a blocking
+/// call would hold it, and time out).
+async fn eight_gets_wait_at_once(backend: impl logcache::Backend + 'static) {
+    let backend = std::sync::Arc::new(backend);
     assert!(backend.is_async());
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -116,33 +112,30 @@ async fn one_thread_serves_concurrent_calls_over_one_multiplexed_connection() {
             tokio::spawn(async move { backend.get_async(format!("raw-{i}").as_bytes()).await })
         })
         .collect();
-    // The server answers none until all eight are in: they were all waiting at once, on one
-    // thread (a blocking call would hold it, and time out).
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), None);
     }
 }
 
+fn batch_answering_backend() -> RedisBackend {
+    let port = server_answering_gets_in_a_batch(8);
+    RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(5))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_thread_serves_concurrent_calls_over_one_multiplexed_connection() {
+    eight_gets_wait_at_once(batch_answering_backend()).await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_memory_tier_in_front_waits_on_redis_without_holding_the_thread() {
-    let port = server_answering_gets_in_a_batch(8);
-    let backend = std::sync::Arc::new(logcache::TieredBackend::new(
+    eight_gets_wait_at_once(logcache::TieredBackend::new(
         logcache::MemoryBackend::new(logcache::MemoryLimit::Entries(100)),
-        RedisBackend::open(&format!("redis://127.0.0.1:{port}/0"))
-            .unwrap()
-            .with_timeout(Duration::from_secs(5)),
-    ));
-    use logcache::Backend;
-    assert!(backend.is_async());
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let backend = std::sync::Arc::clone(&backend);
-            tokio::spawn(async move { backend.get_async(format!("raw-{i}").as_bytes()).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), None);
-    }
+        batch_answering_backend(),
+    ))
+    .await;
 }
 
 static CURRENT_THREAD_CALLS: AtomicUsize = AtomicUsize::new(0);

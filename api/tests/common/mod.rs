@@ -191,3 +191,17 @@ macro_rules! per_backend {
         )*
     };
 }
+
+/// A free loopback port whose cluster bus port (10,000 higher) is free too, so below 55,536.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_536 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
