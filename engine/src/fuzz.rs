@@ -454,9 +454,26 @@ pub fn damage_skip(data: &[u8]) {
 }
 
 thread_local! {
-    /// Set while `index_decode` works on an index it damaged on purpose: slots that point
-    /// nowhere are expected then, and a bug otherwise.
+    /// Set while `index_decode` works on an index it damaged on purpose, or `hint_decode` on
+    /// an index rebuilt from a hint forged to pass its checks: slots that point nowhere, and
+    /// live-byte counts that differ from a recount, are expected then, and a bug otherwise.
     pub(crate) static DAMAGED_INDEX: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sets [`DAMAGED_INDEX`] until dropped.
+struct DamagedOnPurpose;
+
+impl DamagedOnPurpose {
+    fn new() -> DamagedOnPurpose {
+        DAMAGED_INDEX.with(|d| d.set(true));
+        DamagedOnPurpose
+    }
+}
+
+impl Drop for DamagedOnPurpose {
+    fn drop(&mut self) {
+        DAMAGED_INDEX.with(|d| d.set(false));
+    }
 }
 
 /// Arbitrary patches to the index table file of a store closed cleanly (so that the next
@@ -497,14 +514,7 @@ pub fn index_decode(data: &[u8]) {
         bytes[at..at + 8].copy_from_slice(&patch[4..]);
     }
     dir.write(&table, &bytes);
-    DAMAGED_INDEX.with(|d| d.set(true));
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            DAMAGED_INDEX.with(|d| d.set(false));
-        }
-    }
-    let _reset = Reset;
+    let _damaged = DamagedOnPurpose::new();
     let Ok(store) = Store::open(dir.path(), opts) else {
         return;
     };
@@ -580,9 +590,11 @@ pub fn hint_decode(data: &[u8]) {
     let (path, id, len) = dir.newest_segment().expect("a segment");
     // An odd first byte: the rest describes entries of a well-formed hint (valid checksum,
     // header and footer) that may lie about every record; else the bytes are the hint.
-    let hint = match data.split_first() {
-        Some((mode, rest)) if mode & 1 == 1 => well_formed_hint(rest, id),
-        _ => data.to_vec(),
+    let (hint, _forged) = match data.split_first() {
+        Some((mode, rest)) if mode & 1 == 1 => {
+            (well_formed_hint(rest, id), Some(DamagedOnPurpose::new()))
+        }
+        _ => (data.to_vec(), None),
     };
     let _ = hint::load(&hint, id, segment::FORMAT_VERSION, len, |_| ());
     dir.write(&path.with_extension("hint"), &hint);
