@@ -56,6 +56,14 @@ impl Stripe {
     }
 }
 
+/// The value a lease read found, if it found one.
+fn found_value(read: &Leased) -> Option<&[u8]> {
+    match read {
+        Leased::Found(value) => Some(value),
+        _ => None,
+    }
+}
+
 /// Stripes of keys whose fills and writes exclude each other.
 const STRIPES: usize = 64;
 
@@ -83,27 +91,47 @@ impl TieredBackend {
         &self.stripes[stable_hash(key) as usize % STRIPES]
     }
 
-    /// Copies `value`, read from the slower tier after the stripe had counted `writes`, into
-    /// memory, unless a write of the stripe ended since (the value may be the one it
-    /// replaced).
-    fn fill_unless_written(&self, key: &[u8], value: &[u8], writes: u64) -> Result<()> {
-        let stripe = self.stripe(key);
-        let _no_write_meanwhile = stripe.lock.read();
-        if stripe.writes.load(Ordering::Acquire) == writes {
-            self.fill(key, value, None)?;
+    /// An async read, memory first: a hit answers `hit(bytes)`; else `read()` reads the
+    /// slower tier, and the value `found` in its answer is copied into memory unless a write
+    /// of the key's stripe ended while it waited (the value may be the one that write
+    /// replaced: an async read cannot hold the stripe across its wait).
+    async fn read_async<'a, R>(
+        &'a self,
+        key: &'a [u8],
+        hit: fn(Vec<u8>) -> R,
+        read: impl FnOnce() -> BackendFuture<'a, R>,
+        found: fn(&R) -> Option<&[u8]>,
+    ) -> Result<R> {
+        if let Some(stored) = self.front.get_stored(key)? {
+            return Ok(hit(stored.bytes().to_vec()));
         }
-        Ok(())
+        let stripe = self.stripe(key);
+        let writes = stripe.writes.load(Ordering::Acquire);
+        let answer = read().await?;
+        if let Some(value) = found(&answer) {
+            let _no_write_meanwhile = stripe.lock.read();
+            if stripe.writes.load(Ordering::Acquire) == writes {
+                self.fill(key, value, None)?;
+            }
+        }
+        Ok(answer)
     }
 
-    /// Drops the memory copy of `key` before an async write (which cannot hold the stripe
-    /// while it waits), and counts it, so that reads under way do not fill the old value.
-    fn forget(&self, key: &[u8]) -> Result<()> {
-        let _writing = self.stripe(key).write();
-        self.front.delete(key).map(drop)
-    }
-
-    /// Copies a value just written behind into memory, counting the write.
-    fn fill_written(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+    /// An async write of `value` by `write()`: the memory copy is dropped first (and the
+    /// drop counted, so that reads under way do not fill the old value), then filled with
+    /// `value` once the slower tier has it.
+    async fn write_async<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+        write: impl FnOnce() -> BackendFuture<'a, ()>,
+    ) -> Result<()> {
+        {
+            let _writing = self.stripe(key).write();
+            self.front.delete(key)?;
+        }
+        write().await?;
         let _writing = self.stripe(key).write();
         self.fill(key, value, ttl).map(drop)
     }
@@ -179,7 +207,7 @@ impl Backend for TieredBackend {
         }
         let _no_write_meanwhile = self.stripe(key).lock.read();
         let read = self.back.read_or_lease(key, token, lease)?;
-        if let Leased::Found(value) = &read {
+        if let Some(value) = found_value(&read) {
             self.fill(key, value, None)?;
         }
         Ok(read)
@@ -206,17 +234,12 @@ impl Backend for TieredBackend {
     }
 
     fn get_async<'a>(&'a self, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            if let Some(stored) = self.front.get_stored(key)? {
-                return Ok(Some(stored.bytes().to_vec()));
-            }
-            let writes = self.stripe(key).writes.load(Ordering::Acquire);
-            let value = self.back.get_async(key).await?;
-            if let Some(value) = &value {
-                self.fill_unless_written(key, value, writes)?;
-            }
-            Ok(value)
-        })
+        Box::pin(self.read_async(
+            key,
+            Some,
+            move || self.back.get_async(key),
+            Option::as_deref,
+        ))
     }
 
     fn set_async<'a>(
@@ -225,11 +248,9 @@ impl Backend for TieredBackend {
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            self.forget(key)?;
-            self.back.set_async(key, value, ttl).await?;
-            self.fill_written(key, value, ttl)
-        })
+        Box::pin(self.write_async(key, value, ttl, move || {
+            self.back.set_async(key, value, ttl)
+        }))
     }
 
     fn read_or_lease_async<'a>(
@@ -238,17 +259,12 @@ impl Backend for TieredBackend {
         token: u64,
         lease: Duration,
     ) -> BackendFuture<'a, Leased> {
-        Box::pin(async move {
-            if let Some(stored) = self.front.get_stored(key)? {
-                return Ok(Leased::Found(stored.bytes().to_vec()));
-            }
-            let writes = self.stripe(key).writes.load(Ordering::Acquire);
-            let read = self.back.read_or_lease_async(key, token, lease).await?;
-            if let Leased::Found(value) = &read {
-                self.fill_unless_written(key, value, writes)?;
-            }
-            Ok(read)
-        })
+        Box::pin(self.read_async(
+            key,
+            Leased::Found,
+            move || self.back.read_or_lease_async(key, token, lease),
+            found_value,
+        ))
     }
 
     fn set_and_release_async<'a>(
@@ -258,13 +274,9 @@ impl Backend for TieredBackend {
         ttl: Option<Duration>,
         token: u64,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            self.forget(key)?;
-            self.back
-                .set_and_release_async(key, value, ttl, token)
-                .await?;
-            self.fill_written(key, value, ttl)
-        })
+        Box::pin(self.write_async(key, value, ttl, move || {
+            self.back.set_and_release_async(key, value, ttl, token)
+        }))
     }
 
     fn counter(&self, name: &str) -> Result<u64> {
