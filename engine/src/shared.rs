@@ -370,20 +370,6 @@ impl Shared {
                 "segment row {number}: {recorded} live bytes recorded, {counted} recounted"
             );
         }
-        // A key has at most one slot (docs/format.md, invariants).
-        let mut keys = std::collections::HashSet::new();
-        self.index.for_each_slot(table, |value| {
-            let at = slot::location_of(value);
-            if let Ok(seg) = self.index.segment_in(table, at.number)
-                && let Ok(rec) = crate::record::decode(seg.tail(at.offset))
-            {
-                debug_assert!(
-                    keys.insert(rec.key.to_vec()),
-                    "key {:?} has two slots",
-                    rec.key
-                );
-            }
-        });
     }
 
     /// Whether the index has a slot for `key` (expired or not); false where it cannot tell.

@@ -312,24 +312,34 @@ impl Index {
     /// The live bytes of each segment row, recounted from the slots: the bytes (padding
     /// included) of every record a slot points at. `None` if a record cannot be read (damage:
     /// the counts then cannot be checked). Debug builds check the rows' live bytes against
-    /// it (redb keeps a debug-only shadow of its allocations for the same reason).
+    /// it (redb keeps a debug-only shadow of its allocations for the same reason); the same
+    /// walk asserts that no key has two slots (docs/format.md, invariants).
     #[cfg(debug_assertions)]
     pub fn recount_live(&self, table: &TableFile) -> Option<std::collections::BTreeMap<u32, u64>> {
         let mut live = std::collections::BTreeMap::new();
+        let mut keys = std::collections::HashSet::new();
+        let mut twice = None;
         let mut readable = true;
         self.for_each_slot(table, |value| {
             let at = slot::location_of(value);
             let len = self.segment_in(table, at.number).ok().and_then(|seg| {
-                record::decode(seg.tail(at.offset))
-                    .ok()
-                    .map(|rec| record::span(rec.encoded_len(), seg.version()) as u64)
+                record::decode(seg.tail(at.offset)).ok().map(|rec| {
+                    if !keys.insert(rec.key.to_vec()) {
+                        twice.get_or_insert_with(|| rec.key.to_vec());
+                    }
+                    record::span(rec.encoded_len(), seg.version()) as u64
+                })
             });
             match len {
                 Some(len) => *live.entry(at.number).or_insert(0) += len,
                 None => readable = false,
             }
         });
-        readable.then_some(live)
+        if !readable {
+            return None;
+        }
+        debug_assert!(twice.is_none(), "key {twice:?} has two slots");
+        Some(live)
     }
 
     /// Visits every slot in use: `f(slot value)`.
