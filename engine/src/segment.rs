@@ -180,13 +180,18 @@ pub(crate) fn check_header(buf: &[u8], id: u64, kind: FileKind) -> Result<u16> {
 /// else happens), then its hint file if it has one.
 pub(crate) fn remove(dir: &Dir, id: u64) -> Result<()> {
     let data = path(dir, id);
-    dir.vfs().remove_file(&data).context("removing", &data)?;
+    // Gone already: a process that retired or evicted the segment was killed after removing
+    // the file and before freeing its row, and this is the next one to retire it.
+    remove_if_present(dir, &data)?;
     sync_dir(dir)?;
-    let hint = dir.join(file_name(id, FileKind::Hint));
-    match dir.vfs().remove_file(&hint) {
+    remove_if_present(dir, &dir.join(file_name(id, FileKind::Hint)))
+}
+
+fn remove_if_present(dir: &Dir, file: &Path) -> Result<()> {
+    match dir.vfs().remove_file(file) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing", &hint, e)),
+        Err(e) => Err(Error::io("removing", file, e)),
     }
 }
 
@@ -664,6 +669,18 @@ mod tests {
         ] {
             assert_eq!(parse_file_name(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn removing_a_segment_whose_file_is_gone_is_done() {
+        // A process killed after removing the file, before freeing its row: the next one to
+        // retire the segment finds nothing to remove.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &Dir::real(tmp.path());
+        drop(Segment::create(dir, 7, 4096).unwrap());
+        remove(dir, 7).unwrap();
+        assert!(!dir.exists(&path(dir, 7)));
+        remove(dir, 7).unwrap();
     }
 
     #[test]
