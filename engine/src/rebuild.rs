@@ -2,8 +2,6 @@
 //! or a power cut) or is missing: replay every segment in id order, from its hint file where
 //! one is valid, cutting a torn tail off the newest writer segment.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,13 +21,6 @@ use crate::writer::grow;
 
 /// Plans this many records before carrying them out as one op.
 const CHUNK: usize = 256;
-
-/// A random seed for the key hash of a new index.
-fn random_seed() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id().into());
-    hasher.finish()
-}
 
 /// Applies records to a new index in chunks, growing it as needed.
 struct Replay<'a> {
@@ -163,7 +154,7 @@ fn rebuild_index(
     // failure meanwhile leaves the old index as it was.
     let pointer = PointerFile::create_pending(dir, 0)?;
     let shape = Index::shape_for(0, ids.len() as u32 + 8, 256);
-    let table = TableFile::create(dir, generation, random_seed(), shape)?;
+    let table = TableFile::create(dir, generation, dir.vfs().hash_seed(), shape)?;
     let mut index = Index::new(dir, pointer, table);
     let mut replay = Replay::new(&index, now_ms);
     for (i, &id) in ids.iter().enumerate() {

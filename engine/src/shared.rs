@@ -286,12 +286,11 @@ impl Shared {
     pub fn clear_slots_into(&self, numbers: &[u32]) -> Result<()> {
         let table = self.index.table();
         let mut left = Vec::new();
-        for pos in 0..table.shape().slots() {
-            let value = table.slot(pos).load(Ordering::Acquire);
-            if value != 0 && numbers.contains(&slot::location_of(value).number) {
+        Index::for_each_slot_at(&table, |pos, value| {
+            if numbers.contains(&slot::location_of(value).number) {
                 left.push((pos, value));
             }
-        }
+        });
         drop(table);
         #[cfg(feature = "fuzzing")]
         let damage_expected = crate::fuzz::DAMAGED_INDEX.with(|d| d.get());

@@ -13,7 +13,7 @@
 //! (`Options::background(false)`, or `auto_compaction(false)` without a size limit), as its
 //! maps are plain memory the disk copies when it syncs.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
@@ -65,12 +65,12 @@ pub struct SimDisk {
 #[derive(Debug)]
 struct State {
     /// The namespace as processes see it.
-    files: HashMap<PathBuf, Arc<SimFile>>,
-    dirs: HashSet<PathBuf>,
+    files: HashMap<OsString, Arc<SimFile>>,
+    dirs: HashSet<OsString>,
     /// The namespace as the disk holds it.
-    durable: HashMap<PathBuf, Arc<SimFile>>,
+    durable: HashMap<OsString, Arc<SimFile>>,
     /// Namespace changes not durable yet, in order: a path bound to a file, or unbound.
-    pending: Vec<(PathBuf, Option<Arc<SimFile>>)>,
+    pending: Vec<(OsString, Option<Arc<SimFile>>)>,
     boot: u64,
     rng: u64,
     faults: SimFaults,
@@ -100,10 +100,12 @@ impl State {
 
     fn bind(&mut self, path: &Path, file: Option<Arc<SimFile>>) {
         match &file {
-            Some(f) => self.files.insert(path.to_path_buf(), Arc::clone(f)),
-            None => self.files.remove(path),
+            Some(f) => self
+                .files
+                .insert(path.as_os_str().to_owned(), Arc::clone(f)),
+            None => self.files.remove(path.as_os_str()),
         };
-        self.pending.push((path.to_path_buf(), file));
+        self.pending.push((path.as_os_str().to_owned(), file));
     }
 }
 
@@ -186,7 +188,9 @@ impl SimDisk {
     /// The bytes of the file at `path` as processes see them now.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.state.lock();
-        st.files.get(path).map(|f| f.data.lock().current())
+        st.files
+            .get(path.as_os_str())
+            .map(|f| f.data.lock().current())
     }
 
     /// Every file: its path, its length, how many bytes differ from what the disk holds,
@@ -206,7 +210,7 @@ impl SimDisk {
                     .filter(|(a, b)| a != b)
                     .count();
                 let named = st.durable.get(path).is_some_and(|d| Arc::ptr_eq(d, f));
-                (path.clone(), data.len, differ, named)
+                (PathBuf::from(path), data.len, differ, named)
             })
             .collect()
     }
@@ -216,10 +220,10 @@ impl Vfs for SimDisk {
     fn open(&self, path: &Path, how: Open) -> io::Result<Box<dyn VfsFile>> {
         let mut st = self.state.lock();
         let parent = path.parent().unwrap_or(Path::new(""));
-        if !st.dirs.contains(parent) {
+        if !st.dirs.contains(parent.as_os_str()) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
-        let existing = st.files.get(path).cloned();
+        let existing = st.files.get(path.as_os_str()).cloned();
         let file = match (how, existing) {
             (Open::Read | Open::Write, None) => {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
@@ -249,7 +253,7 @@ impl Vfs for SimDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        if !st.files.contains_key(path) {
+        if !st.files.contains_key(path.as_os_str()) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
         st.bind(path, None);
@@ -260,7 +264,7 @@ impl Vfs for SimDisk {
         let mut st = self.state.lock();
         let file = st
             .files
-            .get(from)
+            .get(from.as_os_str())
             .cloned()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         st.bind(to, Some(file));
@@ -289,12 +293,13 @@ impl Vfs for SimDisk {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
         let st = self.state.lock();
-        if !st.dirs.contains(dir) {
+        if !st.dirs.contains(dir.as_os_str()) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
         let mut names: Vec<OsString> = st
             .files
             .keys()
+            .map(Path::new)
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
             .collect();
@@ -305,19 +310,19 @@ impl Vfs for SimDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         for d in dir.ancestors() {
-            st.dirs.insert(d.to_path_buf());
+            st.dirs.insert(d.as_os_str().to_owned());
         }
         Ok(())
     }
 
     fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
         let st = self.state.lock();
-        if st.dirs.contains(path) {
+        if st.dirs.contains(path.as_os_str()) {
             return Ok(Some(EntryKind::Dir));
         }
         Ok(st
             .files
-            .get(path)
+            .get(path.as_os_str())
             .map(|f| EntryKind::File(f.data.lock().len as u64)))
     }
 
@@ -327,6 +332,10 @@ impl Vfs for SimDisk {
 
     fn boot_id(&self) -> [u64; 2] {
         [0x5157_4449_534b, self.state.lock().boot]
+    }
+
+    fn hash_seed(&self) -> u64 {
+        self.state.lock().next()
     }
 }
 
@@ -382,6 +391,13 @@ impl FileData {
 
     /// Grows the buffer to hold `len` bytes (zeros after the old end).
     fn reserve(&mut self, len: usize) -> io::Result<()> {
+        self.reserve_with(len, &[])
+    }
+
+    /// Grows the buffer to hold `len` bytes, `first` at its start (an empty buffer only)
+    /// and zeros after: the bytes a power cut left are copied once, never zeroed first.
+    fn reserve_with(&mut self, len: usize, first: &[u8]) -> io::Result<()> {
+        debug_assert!(first.is_empty() || (self.cap == 0 && first.len() <= len));
         if len <= self.cap {
             return Ok(());
         }
@@ -391,8 +407,20 @@ impl FileData {
         }
         let cap = len.next_multiple_of(4096);
         let layout = Layout::from_size_align(cap, 4096).map_err(io::Error::other)?;
-        // SAFETY: `cap` is not zero (`len > self.cap >= 0`), the layout is valid.
-        let new = unsafe { alloc_zeroed(layout) };
+        let new = if first.is_empty() {
+            // SAFETY: `cap` is not zero (`len > self.cap >= 0`), the layout is valid.
+            unsafe { alloc_zeroed(layout) }
+        } else {
+            // SAFETY: as above; every byte is then written before anything reads it.
+            unsafe {
+                let new = alloc(layout);
+                if !new.is_null() {
+                    std::ptr::copy_nonoverlapping(first.as_ptr(), new, first.len());
+                    std::ptr::write_bytes(new.add(first.len()), 0, cap - first.len());
+                }
+                new
+            }
+        };
         let new = NonNull::new(new).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         if self.cap > 0 {
             // SAFETY: both buffers are live, at least `self.len` long, and distinct.
@@ -481,14 +509,12 @@ impl FileData {
     fn sync(&mut self) {
         let mut durable = std::mem::take(&mut self.durable);
         let bytes = self.bytes();
-        if self.map_written {
-            // Every page may have changed: one copy of the whole.
-            durable.clear();
-            durable.extend_from_slice(bytes);
-        } else {
-            durable.resize(bytes.len(), 0);
-            for range in self.written() {
-                let range = range.start.min(bytes.len())..range.end.min(bytes.len());
+        durable.resize(bytes.len(), 0);
+        for range in self.written() {
+            let range = range.start.min(bytes.len())..range.end.min(bytes.len());
+            // A map may have written any page: those it left as they were need no copy
+            // (comparing only reads, and most pages of a big mapped file are unchanged).
+            if !self.map_written || durable[range.clone()] != bytes[range.clone()] {
                 durable[range.clone()].copy_from_slice(&bytes[range]);
             }
         }
@@ -508,10 +534,10 @@ impl Drop for FileData {
 impl SimFile {
     fn with(bytes: Vec<u8>) -> SimFile {
         let mut data = FileData::empty();
-        data.set_len(bytes.len())
+        data.reserve_with(bytes.len(), &bytes)
             .expect("memory for a simulated file");
-        // SAFETY: the buffer holds at least `bytes.len()` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.ptr.as_ptr(), bytes.len()) };
+        // Page cache and disk hold the same bytes: nothing is dirty.
+        data.len = bytes.len();
         data.durable = bytes;
         SimFile {
             data: Mutex::new(data),

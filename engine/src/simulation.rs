@@ -73,25 +73,52 @@ impl Write {
     }
 }
 
-/// The generator of a run's choices.
-struct Rng(u64);
+/// The source of a run's choices: a seeded generator, or a script (the fuzz input's bytes),
+/// which libFuzzer mutates one decision at a time. A scripted run ends its workload when
+/// the script runs out.
+struct Rng<'a> {
+    state: u64,
+    script: Option<&'a [u8]>,
+}
 
-impl Rng {
+impl Rng<'_> {
+    fn seeded(seed: u64) -> Rng<'static> {
+        Rng {
+            state: seed,
+            script: None,
+        }
+    }
+
     fn next(&mut self) -> u64 {
         // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        let n = n.max(1);
+        match &mut self.script {
+            None => self.next() % n,
+            Some(script) => {
+                // One byte per choice, two for a choice among more than 256.
+                let take = if n > 256 { 2 } else { 1 };
+                let (now, rest) = script.split_at(take.min(script.len()));
+                *script = rest;
+                now.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)) % n
+            }
+        }
     }
 
     fn one_in(&mut self, n: u64) -> bool {
         self.below(n) == 0
+    }
+
+    /// Whether a scripted run has used its whole script.
+    fn exhausted(&self) -> bool {
+        self.script.is_some_and(<[u8]>::is_empty)
     }
 }
 
@@ -115,7 +142,7 @@ const DIR: &str = "/sim/store";
 
 /// The options of a run: everything on the simulated disk, no background work; in a quarter
 /// of the runs a size limit, which each compaction then enforces by eviction.
-fn options(rng: &mut Rng, disk: &Arc<SimDisk>) -> Options {
+fn options(rng: &mut Rng<'_>, disk: &Arc<SimDisk>) -> Options {
     let durability = [Durability::Flush, Durability::Sync][rng.below(2) as usize];
     let segment = [256u64, 1024, 4096, 32 << 10][rng.below(4) as usize];
     // Counted with the index file (about 100 KB at its smallest): from "evict every sealed
@@ -132,18 +159,23 @@ fn options(rng: &mut Rng, disk: &Arc<SimDisk>) -> Options {
         .max_disk_bytes(limit)
 }
 
-fn key(rng: &mut Rng) -> Vec<u8> {
+fn key(rng: &mut Rng<'_>) -> Vec<u8> {
     vec![b'k', rng.below(24) as u8]
 }
 
 /// A value no other write has: the write's number, repeated.
-fn value(rng: &mut Rng, n: u64) -> Vec<u8> {
+fn value(rng: &mut Rng<'_>, n: u64) -> Vec<u8> {
     let len = if rng.one_in(16) {
         rng.below(3000)
     } else {
         rng.below(120)
     } as usize;
-    n.to_le_bytes().iter().copied().cycle().take(len).collect()
+    let word = n.to_le_bytes();
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        v.extend_from_slice(&word[..(len - v.len()).min(8)]);
+    }
+    v
 }
 
 /// Everything `store` holds.
@@ -160,9 +192,23 @@ fn contents(store: &Store) -> crate::Result<Model> {
 /// Runs the simulation of `seed` for `epochs` power cuts; panics (with the seed in the
 /// message) if the store breaks a guarantee.
 pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
-    let mut rng = Rng(seed);
+    simulate(Rng::seeded(seed), seed, epochs, faults)
+}
+
+/// Runs a simulation whose workload follows `script` (one byte per choice) until it runs
+/// out, within at most `epochs` power cuts; the disk's own choices (what a cut keeps, where
+/// a fault strikes) come from `seed`.
+pub fn run_script(seed: u64, epochs: u32, faults: bool, script: &[u8]) -> SimReport {
+    let rng = Rng {
+        state: seed,
+        script: Some(script),
+    };
+    simulate(rng, seed, epochs, faults)
+}
+
+fn simulate(mut rng: Rng<'_>, seed: u64, epochs: u32, faults: bool) -> SimReport {
     let fault_rates = if faults {
-        let rate = |rng: &mut Rng| [0u16, 0, 300, 2000][rng.below(4) as usize];
+        let rate = |rng: &mut Rng<'_>| [0u16, 0, 300, 2000][rng.below(4) as usize];
         SimFaults {
             enospc: rate(&mut rng),
             sync_eio: rate(&mut rng),
@@ -172,7 +218,7 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
     } else {
         SimFaults::default()
     };
-    let disk = SimDisk::new(rng.next(), SimFaults::default());
+    let disk = SimDisk::new(seed ^ 0x5EED_D15C, SimFaults::default());
     let opts = options(&mut rng, &disk);
     // Eviction drops keys the model still holds: reads then check what they find only.
     let evicting = opts.max_disk_bytes.is_some();
@@ -181,6 +227,9 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
     let mut durable = 0usize;
     let mut report = SimReport::default();
     for epoch in 0..epochs {
+        if rng.exhausted() {
+            break;
+        }
         // Recovery runs on a sound disk: what it must find is what the cut left.
         disk.set_faults(SimFaults::default());
         let first = Store::open(dir, opts.clone())
@@ -189,13 +238,14 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
             eprintln!("opened: {:?}", first.recovery_report());
         }
         check(&first, &mut writes, &mut durable, seed, epoch, evicting);
-        if epoch > 0 {
-            report.checked_cuts += 1;
-        }
+        report.checked_cuts += u64::from(epoch > 0);
         disk.set_faults(fault_rates);
         let mut stores = vec![first];
         let steps = 1 + rng.below(60);
         for _ in 0..steps {
+            if rng.exhausted() {
+                break;
+            }
             let at = rng.below(stores.len() as u64) as usize;
             let store = &stores[at];
             let n = writes.len() as u64;
@@ -241,9 +291,11 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
                     (synced, None)
                 }
                 81..=86 => {
-                    let before = store.stats().evictions;
+                    // Statistics walk the index: only a size limit needs them.
+                    let evictions = || if evicting { store.stats().evictions } else { 0 };
+                    let before = evictions();
                     let compacted = store.compact();
-                    report.evictions += store.stats().evictions.saturating_sub(before);
+                    report.evictions += evictions().saturating_sub(before);
                     (compacted.map(|_| ()), None)
                 }
                 87..=92 => {
@@ -346,7 +398,8 @@ pub fn run(seed: u64, epochs: u32, faults: bool) -> SimReport {
     let store = Store::open(dir, opts)
         .unwrap_or_else(|e| panic!("seed {seed:#x}: open after the last cut: {e}"));
     check(&store, &mut writes, &mut durable, seed, epochs, evicting);
-    report.checked_cuts += u64::from(epochs);
+    // The last cut, if there was one (a script may run out before the first epoch).
+    report.checked_cuts += u64::from(disk.stats().power_cuts > 0);
     store.simulate_crash();
     report.disk = disk.stats();
     report
@@ -445,7 +498,10 @@ fn check(
     *durable = writes.len();
 }
 
-/// The fuzz target's body: a simulation whose seed and fault switch come from `data`.
+/// The fuzz target's body. `data` is the disk's seed (8 bytes), a byte whose low bit turns
+/// faults on and whose other bits give the epochs (1 to 3), then the workload's script, one
+/// byte per choice (see [`run_script`]). Without a script, the workload comes from the seed
+/// ([`run`]): the committed corpus of seeds runs so.
 pub fn simulation(data: &[u8]) {
     if data.len() < 9 {
         return;
@@ -453,5 +509,8 @@ pub fn simulation(data: &[u8]) {
     let seed = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
     let faults = data[8] & 1 == 1;
     let epochs = 1 + u32::from(data[8] >> 1) % 3;
-    run(seed, epochs, faults);
+    match &data[9..] {
+        [] => run(seed, epochs, faults),
+        script => run_script(seed, epochs, faults, script),
+    };
 }

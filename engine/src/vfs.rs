@@ -6,9 +6,11 @@
 //! chosen operations fail, as a failing disk would, for one store only (tests run in
 //! parallel). A simulated disk for crash tests implements the same trait.
 
+use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,14 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// killed process left. `[0, 0]` where there is none, which no index records, so that
     /// only a clean close makes an index trusted there.
     fn boot_id(&self) -> [u64; 2];
+    /// A seed for the key hash of a new index: random by default, so that no one can choose
+    /// keys that pile into one bucket; a simulated disk draws it from its own generator, so
+    /// that a run replays exactly.
+    fn hash_seed(&self) -> u64 {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(std::process::id().into());
+        hasher.finish()
+    }
 }
 
 /// What a directory entry is.
@@ -472,6 +482,10 @@ impl Vfs for Faulty {
 
     fn boot_id(&self) -> [u64; 2] {
         self.inner.boot_id()
+    }
+
+    fn hash_seed(&self) -> u64 {
+        self.inner.hash_seed()
     }
 }
 

@@ -344,10 +344,22 @@ impl Index {
 
     /// Visits every slot in use: `f(slot value)`.
     pub fn for_each_slot(&self, table: &TableFile, mut f: impl FnMut(u64)) {
-        for i in 0..table.shape().slots() {
-            let value = table.slot(i).load(Ordering::Acquire);
-            if value != 0 {
-                f(value);
+        Self::for_each_slot_at(table, |_, value| f(value));
+    }
+
+    /// Visits every slot in use: `f(position, slot value)`. A bucket is one cache line, and
+    /// most are empty in a table with room: one test skips an empty bucket.
+    pub fn for_each_slot_at(table: &TableFile, mut f: impl FnMut(usize, u64)) {
+        for base in (0..table.shape().slots()).step_by(BUCKET_SLOTS) {
+            let bucket: [u64; BUCKET_SLOTS] =
+                std::array::from_fn(|i| table.slot(base + i).load(Ordering::Acquire));
+            if bucket.iter().fold(0, |any, &v| any | v) == 0 {
+                continue;
+            }
+            for (i, value) in bucket.into_iter().enumerate() {
+                if value != 0 {
+                    f(base + i, value);
+                }
             }
         }
     }
