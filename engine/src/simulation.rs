@@ -9,7 +9,6 @@
 //! and no value that was never written. A write that returned an error may be kept or not;
 //! the epoch ends at it (the disk state is then uncertain, as the engine says).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,60 @@ use std::time::Duration;
 use crate::simdisk::{SimDisk, SimFaults, SimStats};
 use crate::{Durability, Options, Store, WriteBatch};
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Keys of a run: `k` and a byte below this.
+const KEYS: u8 = 24;
+
+/// What a store holds: the value of each of the run's keys, and any other key found (which
+/// no write made, so a check fails on it). An array, not a map: the checks compare and
+/// rebuild models after every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Model {
+    values: Vec<Option<Vec<u8>>>,
+    strays: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            values: vec![None; usize::from(KEYS)],
+            strays: Vec::new(),
+        }
+    }
+
+    fn slot(key: &[u8]) -> Option<usize> {
+        match key {
+            [b'k', i] if *i < KEYS => Some(usize::from(*i)),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        match Model::slot(&key) {
+            Some(i) => self.values[i] = Some(value),
+            None => self.strays.push((key, value)),
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(i) = Model::slot(key) {
+            self.values[i] = None;
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        match Model::slot(key) {
+            Some(i) => self.values[i].as_ref(),
+            None => self.strays.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+        }
+    }
+
+    /// Every key held, with its value.
+    fn iter(&self) -> impl Iterator<Item = (Vec<u8>, &Vec<u8>)> {
+        let keys =
+            (0..KEYS).filter_map(|i| Some((vec![b'k', i], self.values[usize::from(i)].as_ref()?)));
+        keys.chain(self.strays.iter().map(|(k, v)| (k.clone(), v)))
+    }
+}
 
 /// One acknowledged (or uncertain) write.
 #[derive(Debug, Clone)]
@@ -30,12 +82,8 @@ enum Write {
 impl Write {
     fn apply(&self, model: &mut Model) {
         let mut one = |key: &Vec<u8>, value: Option<&Vec<u8>>| match value {
-            Some(v) => {
-                model.insert(key.clone(), v.clone());
-            }
-            None => {
-                model.remove(key);
-            }
+            Some(v) => model.insert(key.clone(), v.clone()),
+            None => model.remove(key),
         };
         match self {
             Write::Put(k, v) => one(k, Some(v)),
@@ -47,6 +95,23 @@ impl Write {
             }
         }
     }
+}
+
+/// The value the last of `writes` to change `key` left, if any.
+fn latest<'a>(writes: &'a [Write], key: &[u8]) -> Option<&'a Vec<u8>> {
+    for w in writes.iter().rev() {
+        match w {
+            Write::Put(k, v) if k == key => return Some(v),
+            Write::Delete(k) if k == key => return None,
+            Write::Batch(ops) => {
+                if let Some((_, v)) = ops.iter().rev().find(|(k, _)| k == key) {
+                    return v.as_ref();
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether to print every step (`LOGCACHE_SIM_TRACE` set), to follow a failing seed.
@@ -160,7 +225,7 @@ fn options(rng: &mut Rng<'_>, disk: &Arc<SimDisk>) -> Options {
 }
 
 fn key(rng: &mut Rng<'_>) -> Vec<u8> {
-    vec![b'k', rng.below(24) as u8]
+    vec![b'k', rng.below(u64::from(KEYS)) as u8]
 }
 
 /// A value no other write has: the write's number, repeated.
@@ -300,17 +365,13 @@ fn simulate(mut rng: Rng<'_>, seed: u64, epochs: u32, faults: bool) -> SimReport
                 }
                 87..=92 => {
                     let k = key(&mut rng);
-                    let mut model = Model::new();
-                    for w in &writes {
-                        w.apply(&mut model);
-                    }
                     let got = store.get(&k);
                     if let Ok(got) = &got
                         && !(evicting && got.is_none())
                     {
                         assert_eq!(
                             got.as_ref(),
-                            model.get(&k),
+                            latest(&writes, &k),
                             "seed {seed:#x}, epoch {epoch}: a get disagrees with the model"
                         );
                     }
@@ -443,7 +504,7 @@ fn check(
         .unwrap_or_else(|e| panic!("seed {seed:#x}, epoch {epoch}: reading the store: {e}"));
     let fits = |model: &Model| {
         if evicting {
-            found.iter().all(|(k, v)| model.get(k) == Some(v))
+            found.iter().all(|(k, v)| model.get(&k) == Some(v))
         } else {
             *model == found
         }
@@ -469,12 +530,13 @@ fn check(
         }
         let show = |v: Option<&Vec<u8>>| v.map(|v| (v.len(), v.first().copied()));
         let differ: Vec<_> = all
-            .keys()
-            .chain(found.keys())
+            .iter()
+            .chain(found.iter())
+            .map(|(k, _)| k)
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .filter(|k| all.get(*k) != found.get(*k))
-            .map(|k| (k.clone(), show(all.get(k)), show(found.get(k))))
+            .filter(|k| all.get(k) != found.get(k))
+            .map(|k| (k.clone(), show(all.get(&k)), show(found.get(&k))))
             .collect();
         panic!(
             "seed {seed:#x}, epoch {epoch}: the store holds no prefix of the writes that keeps \
@@ -490,8 +552,9 @@ fn check(
             w.apply(&mut model);
         }
         let evicted: Vec<Vec<u8>> = model
-            .into_keys()
-            .filter(|k| !found.contains_key(k))
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| found.get(k).is_none())
             .collect();
         writes.extend(evicted.into_iter().map(Write::Delete));
     }
