@@ -24,6 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::{HashMap, HashSet};
+
+/// Maps by name, with a hash of fixed keys: their order (of a listing, of the files a power
+/// cut visits) then depends on the run only, so a run replays without sorting names, which
+/// compares them with `memcmp`, whose libFuzzer hook is costly.
+type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 use parking_lot::Mutex;
 
 use crate::vfs::{Advice, EntryKind, LockKind, Open, Vfs, VfsFile, VfsMap};
@@ -66,10 +71,10 @@ pub struct SimDisk {
 #[derive(Debug)]
 struct State {
     /// The namespace as processes see it.
-    files: HashMap<OsString, Arc<SimFile>>,
-    dirs: HashSet<OsString>,
+    files: HashMap<OsString, Arc<SimFile>, Fixed>,
+    dirs: HashSet<OsString, Fixed>,
     /// The namespace as the disk holds it.
-    durable: HashMap<OsString, Arc<SimFile>>,
+    durable: HashMap<OsString, Arc<SimFile>, Fixed>,
     /// Namespace changes not durable yet, in order: a path bound to a file, or unbound.
     pending: Vec<(OsString, Option<Arc<SimFile>>)>,
     boot: u64,
@@ -119,9 +124,9 @@ impl SimDisk {
     pub fn new(seed: u64, faults: SimFaults) -> Arc<SimDisk> {
         Arc::new(SimDisk {
             state: Arc::new(Mutex::new(State {
-                files: HashMap::new(),
-                dirs: HashSet::new(),
-                durable: HashMap::new(),
+                files: HashMap::default(),
+                dirs: HashSet::default(),
+                durable: HashMap::default(),
                 pending: Vec::new(),
                 boot: 1,
                 rng: seed | 1,
@@ -162,10 +167,8 @@ impl SimDisk {
         // One new file per old one (hard links do not exist here, but a rename of a file
         // that is also under its old name until the cut can leave it under both).
         let mut fresh: HashMap<*const SimFile, Arc<SimFile>> = HashMap::new();
-        let mut files = HashMap::new();
-        // In name order: what the generator picks for each file must not depend on a hash.
-        let mut names: Vec<_> = names.into_iter().collect();
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut files = HashMap::default();
+        // In the map's order, which the run alone decides (`Fixed`).
         for (path, old) in names {
             let key = Arc::as_ptr(&old);
             let new = match fresh.get(&key) {
@@ -300,7 +303,7 @@ impl Vfs for SimDisk {
         // Names are compared as bytes: the engine builds every path by joining a name to
         // its directory's.
         let dir = dir.as_os_str().as_bytes();
-        let mut names: Vec<OsString> = st
+        let names: Vec<OsString> = st
             .files
             .keys()
             .filter_map(|p| {
@@ -309,7 +312,7 @@ impl Vfs for SimDisk {
                     .then(|| std::ffi::OsStr::from_bytes(name).to_os_string())
             })
             .collect();
-        names.sort_unstable();
+        // Unsorted, as a real directory lists: the engine must not rely on an order.
         Ok(names)
     }
 
@@ -515,15 +518,17 @@ impl FileData {
     fn sync(&mut self) {
         let mut durable = std::mem::take(&mut self.durable);
         let bytes = self.bytes();
-        let both = durable.len().min(bytes.len());
+        // A map may have written any page: then one copy of the whole (libc's memcpy beats
+        // comparing the pages first, above all in an instrumented fuzz build).
+        let both = if self.map_written {
+            0
+        } else {
+            durable.len().min(bytes.len())
+        };
         durable.truncate(both);
         for range in self.written() {
             let range = range.start.min(both)..range.end.min(both);
-            // A map may have written any page: those it left as they were need no copy
-            // (comparing only reads, and most pages of a big mapped file are unchanged).
-            if !self.map_written || !same(&durable[range.clone()], &bytes[range.clone()]) {
-                durable[range.clone()].copy_from_slice(&bytes[range]);
-            }
+            durable[range.clone()].copy_from_slice(&bytes[range]);
         }
         durable.extend_from_slice(&bytes[both..]);
         debug_assert!(durable == bytes, "a write was not recorded as dirty");
@@ -531,15 +536,6 @@ impl FileData {
         self.dirty.clear();
         self.map_written = self.writable_maps > 0;
     }
-}
-
-/// Whether `a` and `b` hold the same bytes. Not `memcmp`: under libFuzzer, its hook would
-/// record every pair of differing pages the disk compares, for nothing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.chunks(64)
-            .zip(b.chunks(64))
-            .all(|(x, y)| x.iter().zip(y).fold(0, |differ, (p, q)| differ | (p ^ q)) == 0)
 }
 
 impl Drop for FileData {
@@ -572,11 +568,12 @@ impl SimFile {
             out.resize(current.len(), 0);
         }
         let both = out.len().min(current.len());
-        // Only written pages can differ (elsewhere both hold the same bytes, or zeros).
+        // Only written pages can differ (elsewhere both hold the same bytes, or zeros). A
+        // sector kept that did not change changes nothing: no need to compare first.
         for page in data.written() {
             for start in page.step_by(SECTOR).take_while(|&at| at < both) {
-                let end = (start + SECTOR).min(both);
-                if !same(&out[start..end], &current[start..end]) && st.next() & 1 == 1 {
+                if st.next() & 1 == 1 {
+                    let end = (start + SECTOR).min(both);
                     out[start..end].copy_from_slice(&current[start..end]);
                 }
             }
