@@ -13,7 +13,6 @@
 //! (`Options::background(false)`, or `auto_compaction(false)` without a size limit), as its
 //! maps are plain memory the disk copies when it syncs.
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
@@ -415,22 +414,12 @@ impl FileData {
             return Err(io::Error::other("a mapped simulated file cannot grow"));
         }
         let cap = len.next_multiple_of(4096);
-        let layout = Layout::from_size_align(cap, 4096).map_err(io::Error::other)?;
-        let new = if first.is_empty() {
-            // SAFETY: `cap` is not zero (`len > self.cap >= 0`), the layout is valid.
-            unsafe { alloc_zeroed(layout) }
-        } else {
-            // SAFETY: as above; every byte is then written before anything reads it.
-            unsafe {
-                let new = alloc(layout);
-                if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(first.as_ptr(), new, first.len());
-                    std::ptr::write_bytes(new.add(first.len()), 0, cap - first.len());
-                }
-                new
-            }
-        };
-        let new = NonNull::new(new).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let new = spare::take(cap)?;
+        // SAFETY: `new` is `cap` bytes long (`first.len() <= len <= cap`) and ours alone.
+        unsafe {
+            std::ptr::copy_nonoverlapping(first.as_ptr(), new.as_ptr(), first.len());
+            std::ptr::write_bytes(new.as_ptr().add(first.len()), 0, cap - first.len());
+        }
         if self.cap > 0 {
             // SAFETY: both buffers are live, at least `self.len` long, and distinct.
             unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
@@ -443,9 +432,9 @@ impl FileData {
 
     fn free(&mut self) {
         if self.cap > 0 {
-            let layout = Layout::from_size_align(self.cap, 4096).expect("checked when made");
-            // SAFETY: allocated with this layout in `reserve`, not freed since.
-            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+            // SAFETY: made by `spare::take(self.cap)` in `reserve_with`, not given back since;
+            // nothing points at it any more (no map is open when a file's buffer goes).
+            unsafe { spare::give(self.ptr, self.cap) };
             self.cap = 0;
         }
     }
@@ -561,9 +550,11 @@ impl SimFile {
     /// What a power cut leaves of this file: its durable bytes, plus each sector written
     /// since with an even chance, and the length of either.
     fn after_cut(&self, st: &mut State) -> Vec<u8> {
-        let data = self.data.lock();
+        let mut data = self.data.lock();
+        // The file is gone after the cut (the new boot gets new files): its durable bytes
+        // become the new file's.
+        let mut out = std::mem::take(&mut data.durable);
         let current = data.bytes();
-        let mut out = data.durable.clone();
         if st.next() & 1 == 1 {
             out.resize(current.len(), 0);
         }
@@ -812,5 +803,190 @@ impl Drop for SimMap {
         if self.handle.writable {
             data.writable_maps -= 1;
         }
+    }
+}
+
+/// Buffers of dropped files, kept for the next files of the same size: a simulation makes
+/// and drops the same few files (index tables, segments) on every run, and glibc's `free` of
+/// a block this large consolidates the heap each time.
+mod spare {
+    use std::alloc::{Layout, alloc, dealloc};
+    use std::cell::RefCell;
+    use std::io;
+    use std::ptr::NonNull;
+
+    /// Buffers kept per thread, at most.
+    const KEPT: usize = 32;
+
+    struct Spares(Vec<(NonNull<u8>, usize)>);
+
+    impl Drop for Spares {
+        fn drop(&mut self) {
+            for (ptr, cap) in self.0.drain(..) {
+                // SAFETY: each was allocated by `take` with this layout and is unused.
+                unsafe { dealloc(ptr.as_ptr(), layout(cap)) };
+            }
+        }
+    }
+
+    thread_local! {
+        static SPARES: RefCell<Spares> = const { RefCell::new(Spares(Vec::new())) };
+    }
+
+    fn layout(cap: usize) -> Layout {
+        Layout::from_size_align(cap, 4096).expect("a page multiple")
+    }
+
+    /// A buffer of `cap` bytes (a non-zero multiple of 4 KiB), aligned to 4 KiB, its bytes
+    /// unspecified.
+    pub(super) fn take(cap: usize) -> io::Result<NonNull<u8>> {
+        debug_assert!(cap > 0 && cap.is_multiple_of(4096));
+        let kept = SPARES.with_borrow_mut(|s| {
+            let at = s.0.iter().position(|&(_, c)| c == cap)?;
+            Some(s.0.swap_remove(at).0)
+        });
+        if let Some(ptr) = kept {
+            return Ok(ptr);
+        }
+        // SAFETY: the layout is valid and not zero-sized.
+        let ptr = unsafe { alloc(layout(cap)) };
+        NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
+    }
+
+    /// Gives back a buffer from [`take`].
+    ///
+    /// # Safety
+    /// `ptr` came from `take(cap)`, is not given back yet, and nothing uses it any more.
+    pub(super) unsafe fn give(ptr: NonNull<u8>, cap: usize) {
+        let full = SPARES.with_borrow_mut(|s| {
+            if s.0.len() < KEPT {
+                s.0.push((ptr, cap));
+                false
+            } else {
+                true
+            }
+        });
+        if full {
+            // SAFETY: the caller's promise: allocated by `take(cap)` and unused.
+            unsafe { dealloc(ptr.as_ptr(), layout(cap)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(seed: u64) -> Arc<SimDisk> {
+        let disk = SimDisk::new(seed, SimFaults::default());
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        disk
+    }
+
+    #[test]
+    fn a_cut_keeps_synced_bytes_and_any_part_of_the_rest() {
+        let (mut kept_all, mut lost_all) = (false, false);
+        for seed in 1..200 {
+            let disk = disk(seed);
+            let path = Path::new("/d/f");
+            let f = disk.open(path, Open::CreateNew).unwrap();
+            f.write_at(&[1; 1024], 0).unwrap();
+            f.sync_data().unwrap();
+            disk.sync_dir(Path::new("/d")).unwrap();
+            f.write_at(&[2; 1024], 1024).unwrap();
+            drop(f);
+            disk.power_cut();
+            let after = disk.contents(path).expect("a synced name survives");
+            assert_eq!(
+                &after[..1024],
+                &[1; 1024][..],
+                "seed {seed}: synced bytes kept"
+            );
+            let rest = &after[1024..];
+            // Unsynced sectors are kept or lost whole (torn at sector bounds), as zeros or 2s.
+            for sector in rest.chunks(SECTOR) {
+                assert!(sector.iter().all(|&b| b == 2) || sector.iter().all(|&b| b == 0));
+            }
+            kept_all |= rest == [2; 1024];
+            lost_all |= rest.is_empty() || rest.iter().all(|&b| b == 0);
+        }
+        assert!(
+            kept_all && lost_all,
+            "some cuts keep the unsynced write, some lose it"
+        );
+    }
+
+    #[test]
+    fn a_name_is_durable_once_its_directory_is_synced() {
+        let mut vanished = false;
+        for seed in 1..100 {
+            let disk = disk(seed);
+            let f = disk.open(Path::new("/d/new"), Open::CreateNew).unwrap();
+            f.sync_data().unwrap();
+            drop(f);
+            disk.power_cut();
+            vanished |= disk.contents(Path::new("/d/new")).is_none();
+
+            let f = disk.open(Path::new("/d/kept"), Open::CreateNew).unwrap();
+            f.sync_data().unwrap();
+            disk.sync_dir(Path::new("/d")).unwrap();
+            drop(f);
+            disk.power_cut();
+            assert!(disk.contents(Path::new("/d/kept")).is_some(), "seed {seed}");
+        }
+        assert!(vanished, "an unsynced creation can be lost");
+    }
+
+    #[test]
+    fn a_sync_makes_what_a_map_wrote_durable() {
+        let disk = disk(7);
+        let f = disk.open(Path::new("/d/m"), Open::CreateNew).unwrap();
+        f.allocate(3 * PAGE as u64).unwrap();
+        f.sync_all().unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        let map = f.map(true).unwrap();
+        // SAFETY: the map is 3 pages long and this test's alone.
+        unsafe { map.as_ptr().add(PAGE + 5).write(9) };
+        map.flush().unwrap();
+        drop((map, f));
+        disk.power_cut();
+        let after = disk.contents(Path::new("/d/m")).unwrap();
+        assert_eq!(after.len(), 3 * PAGE);
+        assert_eq!(after[PAGE + 5], 9);
+        assert_eq!(after.iter().filter(|&&b| b != 0).count(), 1);
+    }
+
+    #[test]
+    fn a_new_file_starts_zeroed_even_in_a_reused_buffer() {
+        let disk = disk(3);
+        for round in 0..4u8 {
+            let path = PathBuf::from(format!("/d/{round}"));
+            let f = disk.open(&path, Open::CreateNew).unwrap();
+            f.allocate(2 * PAGE as u64).unwrap();
+            let mut buf = vec![0xAA; 2 * PAGE];
+            f.read_at(&mut buf, 0).unwrap();
+            assert!(
+                buf.iter().all(|&b| b == 0),
+                "round {round}: a new file reads zeros"
+            );
+            f.write_at(&[round + 1; 2 * PAGE], 0).unwrap();
+            drop(f);
+            // Dropping the name drops the file: its buffer goes back for the next round.
+            disk.remove_file(&path).unwrap();
+            disk.sync_dir(Path::new("/d")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_listing_names_the_directory_s_own_files_only() {
+        let disk = disk(1);
+        disk.create_dir_all(Path::new("/d/sub")).unwrap();
+        for p in ["/d/a", "/d/b", "/d/sub/c", "/dd"] {
+            disk.open(Path::new(p), Open::CreateNew).unwrap();
+        }
+        let mut names = disk.list(Path::new("/d")).unwrap();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert!(disk.list(Path::new("/nowhere")).is_err());
     }
 }
