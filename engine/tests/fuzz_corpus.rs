@@ -67,3 +67,20 @@ fn hint_decode() {
 fn index_decode() {
     run("index_decode", fuzz::index_decode, 1500, 200);
 }
+
+#[test]
+fn simulation_scripts() {
+    // The scripted inputs of the corpus (a 9-byte input is a seeded run, which
+    // engine/tests/simulation.rs covers), then random scripts.
+    let scripted: Vec<Vec<u8>> = corpus("simulation")
+        .into_iter()
+        .filter(|input| input.len() > 9)
+        .collect();
+    assert!(scripted.len() > 100, "the corpus holds scripted inputs");
+    for input in scripted {
+        logcache_engine::simulation::simulation(&input);
+    }
+    for input in random_inputs("simulation", 300, 200) {
+        logcache_engine::simulation::simulation(&input);
+    }
+}
