@@ -93,13 +93,10 @@ pub(crate) struct Listing {
 /// Lists the files of ours in `dir`.
 pub(crate) fn list(dir: &Dir) -> Result<Listing> {
     let mut listing = Listing::default();
-    let temps = [
-        format!("{}.tmp", file::POINTER_FILE),
-        format!("{}.tmp", crate::counters::COUNTERS_FILE),
-    ];
     for name in dir.vfs().list(dir.path()).context("listing", dir.path())? {
         let Some(name) = name.to_str() else { continue };
-        if temps.iter().any(|t| t == name) {
+        let temp_of = |file: &str| name.strip_suffix(".tmp") == Some(file);
+        if temp_of(file::POINTER_FILE) || temp_of(crate::counters::COUNTERS_FILE) {
             listing.temps.push(dir.join(name));
             continue;
         }

@@ -107,16 +107,23 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind, bool)> {
     };
     [FileKind::Data, FileKind::Hint]
         .into_iter()
-        .find_map(|kind| {
-            let digits = name.strip_suffix(kind.suffix())?;
-            let hex = digits.len() == 16
-                && digits
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            hex.then(|| u64::from_str_radix(digits, 16).ok())
-                .flatten()
-                .map(|id| (id, kind, temp))
-        })
+        .find_map(|kind| Some((parse_id(name.strip_suffix(kind.suffix())?)?, kind, temp)))
+}
+
+/// The id a file name spells: exactly 16 lowercase hex digits, as [`file_name`] and the
+/// index's table names write them.
+pub(crate) fn parse_id(digits: &str) -> Option<u64> {
+    if digits.len() != 16 {
+        return None;
+    }
+    digits.bytes().try_fold(0u64, |id, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(id << 4 | u64::from(digit))
+    })
 }
 
 /// The header that starts segment `id`'s file of `kind`, in the current format version.
@@ -647,7 +654,7 @@ mod tests {
         );
         assert_eq!(file_name(7, FileKind::Hint), "0000000000000007.hint");
         for kind in [FileKind::Data, FileKind::Hint] {
-            for id in [7, u64::MAX] {
+            for id in [7, u64::MAX, 0x0123_4567_89ab_cdef] {
                 assert_eq!(
                     parse_file_name(&file_name(id, kind)),
                     Some((id, kind, false))
@@ -666,6 +673,10 @@ mod tests {
             "0000000000000007.data.bak",
             "0000000000000007.datax",
             "-000000000000007.data",
+            "+000000000000007.data",
+            "00000000000000007.data",
+            "0x00000000000007.data",
+            "000000000000000g.data",
         ] {
             assert_eq!(parse_file_name(name), None, "{name}");
         }

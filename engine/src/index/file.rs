@@ -33,9 +33,7 @@ pub(crate) fn table_name(generation: u64) -> String {
 
 /// The generation a file name belongs to, if it is a table file's.
 pub(crate) fn parse_table_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(POINTER_FILE)?.strip_prefix('.')?;
-    let valid = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    valid.then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+    crate::segment::parse_id(name.strip_prefix(POINTER_FILE)?.strip_prefix('.')?)
 }
 
 /// An aligned `u64` inside a map, as an atomic.
