@@ -509,17 +509,19 @@ impl FileData {
         let bytes = self.bytes();
         // A map may have written any page: then one copy of the whole (libc's memcpy beats
         // comparing the pages first, above all in an instrumented fuzz build).
-        let both = if self.map_written {
-            0
+        if self.map_written {
+            durable.clear();
         } else {
-            durable.len().min(bytes.len())
-        };
-        durable.truncate(both);
-        for range in self.written() {
-            let range = range.start.min(both)..range.end.min(both);
-            durable[range.clone()].copy_from_slice(&bytes[range]);
+            let both = durable.len().min(bytes.len());
+            durable.truncate(both);
+            for range in self.written() {
+                let range = range.start.min(both)..range.end.min(both);
+                durable[range.clone()].copy_from_slice(&bytes[range]);
+            }
         }
-        durable.extend_from_slice(&bytes[both..]);
+        // Past the old durable length (all of it after a map): what the page cache holds.
+        let from = durable.len();
+        durable.extend_from_slice(&bytes[from..]);
         debug_assert!(durable == bytes, "a write was not recorded as dirty");
         self.durable = durable;
         self.dirty.clear();
