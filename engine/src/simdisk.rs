@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::{HashMap, HashSet};
 
-/// Maps by name, with a hash of fixed keys: their order (of a listing, of the files a power
-/// cut visits) then depends on the run only, so a run replays without sorting names, which
-/// compares them with `memcmp`, whose libFuzzer hook is costly.
-type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+/// Maps by name, with a fast hash of a fixed seed: their order (of a listing, of the files a
+/// power cut visits) then depends on the run only, so a run replays without sorting names,
+/// which compares them with `memcmp`, whose libFuzzer hook is costly.
+type Fixed = foldhash::fast::FixedState;
 use parking_lot::Mutex;
 
 use crate::vfs::{Advice, EntryKind, LockKind, Open, Vfs, VfsFile, VfsMap};
@@ -165,7 +165,7 @@ impl SimDisk {
         }
         // One new file per old one (hard links do not exist here, but a rename of a file
         // that is also under its old name until the cut can leave it under both).
-        let mut fresh: HashMap<*const SimFile, Arc<SimFile>> = HashMap::new();
+        let mut fresh: HashMap<*const SimFile, Arc<SimFile>, Fixed> = HashMap::default();
         let mut files = HashMap::default();
         // In the map's order, which the run alone decides (`Fixed`).
         for (path, old) in names {
@@ -173,8 +173,7 @@ impl SimDisk {
             let new = match fresh.get(&key) {
                 Some(f) => Arc::clone(f),
                 None => {
-                    let bytes = old.after_cut(&mut st);
-                    let f = Arc::new(SimFile::with(bytes));
+                    let f = Arc::new(SimFile::from_data(old.after_cut(&mut st)));
                     fresh.insert(key, Arc::clone(&f));
                     f
                 }
@@ -240,7 +239,7 @@ impl Vfs for SimDisk {
             }
             (_, Some(f)) => f,
             (_, None) => {
-                let f = Arc::new(SimFile::with(Vec::new()));
+                let f = Arc::new(SimFile::from_data(FileData::empty()));
                 st.bind(path, Some(Arc::clone(&f)));
                 f
             }
@@ -399,13 +398,6 @@ impl FileData {
 
     /// Grows the buffer to hold `len` bytes (zeros after the old end).
     fn reserve(&mut self, len: usize) -> io::Result<()> {
-        self.reserve_with(len, &[])
-    }
-
-    /// Grows the buffer to hold `len` bytes, `first` at its start (an empty buffer only)
-    /// and zeros after: the bytes a power cut left are copied once, never zeroed first.
-    fn reserve_with(&mut self, len: usize, first: &[u8]) -> io::Result<()> {
-        debug_assert!(first.is_empty() || (self.cap == 0 && first.len() <= len));
         if len <= self.cap {
             return Ok(());
         }
@@ -415,24 +407,34 @@ impl FileData {
         }
         let cap = len.next_multiple_of(4096);
         let new = spare::take(cap)?;
-        // SAFETY: `new` is `cap` bytes long (`first.len() <= len <= cap`) and ours alone.
+        // SAFETY: `new` is `cap` bytes long and ours alone; the old buffer (dangling if none,
+        // with `len` 0) is live, at least `self.len` long, and distinct.
         unsafe {
-            std::ptr::copy_nonoverlapping(first.as_ptr(), new.as_ptr(), first.len());
-            std::ptr::write_bytes(new.as_ptr().add(first.len()), 0, cap - first.len());
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len);
+            std::ptr::write_bytes(new.as_ptr().add(self.len), 0, cap - self.len);
         }
-        if self.cap > 0 {
-            // SAFETY: both buffers are live, at least `self.len` long, and distinct.
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
-            self.free();
-        }
+        self.free();
         self.ptr = new;
         self.cap = cap;
         Ok(())
     }
 
+    /// Copies `bytes` into the buffer at `at`.
+    ///
+    /// # Safety
+    /// `at..at + bytes.len()` lies inside the buffer, and no map is open.
+    unsafe fn write(&mut self, at: usize, bytes: &[u8]) {
+        debug_assert!(at + bytes.len() <= self.cap && self.maps == 0);
+        // SAFETY: the caller's promise; `bytes` is not the buffer (no reference into it
+        // outlives a borrow of `self`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(at), bytes.len())
+        };
+    }
+
     fn free(&mut self) {
         if self.cap > 0 {
-            // SAFETY: made by `spare::take(self.cap)` in `reserve_with`, not given back since;
+            // SAFETY: made by `spare::take(self.cap)` in `reserve`, not given back since;
             // nothing points at it any more (no map is open when a file's buffer goes).
             unsafe { spare::give(self.ptr, self.cap) };
             self.cap = 0;
@@ -536,13 +538,7 @@ impl Drop for FileData {
 }
 
 impl SimFile {
-    fn with(bytes: Vec<u8>) -> SimFile {
-        let mut data = FileData::empty();
-        data.reserve_with(bytes.len(), &bytes)
-            .expect("memory for a simulated file");
-        // Page cache and disk hold the same bytes: nothing is dirty.
-        data.len = bytes.len();
-        data.durable = bytes;
+    fn from_data(data: FileData) -> SimFile {
         SimFile {
             data: Mutex::new(data),
             locks: Mutex::new((BTreeSet::new(), None)),
@@ -550,28 +546,56 @@ impl SimFile {
     }
 
     /// What a power cut leaves of this file: its durable bytes, plus each sector written
-    /// since with an even chance, and the length of either.
-    fn after_cut(&self, st: &mut State) -> Vec<u8> {
+    /// since with an even chance, and the length of either. The new file takes over this
+    /// one's buffer (no map is open after a cut), which then holds those bytes: only the
+    /// sectors the cut lost are copied back.
+    fn after_cut(&self, st: &mut State) -> FileData {
         let mut data = self.data.lock();
+        debug_assert_eq!(data.maps, 0, "a map outlived the stores of a power cut");
         // The file is gone after the cut (the new boot gets new files): its durable bytes
         // become the new file's.
         let mut out = std::mem::take(&mut data.durable);
-        let current = data.bytes();
+        let len = data.len;
         if st.next() & 1 == 1 {
-            out.resize(current.len(), 0);
+            out.resize(len, 0);
         }
-        let both = out.len().min(current.len());
-        // Only written pages can differ (elsewhere both hold the same bytes, or zeros). A
-        // sector kept that did not change changes nothing: no need to compare first.
+        let both = out.len().min(len);
+        // Only written pages can differ (elsewhere both hold the same bytes, or zeros); a
+        // page that holds its durable bytes again loses nothing either way.
         for page in data.written() {
-            for start in page.step_by(SECTOR).take_while(|&at| at < both) {
+            let page = page.start..page.end.min(both);
+            if page.is_empty() || out[page.clone()] == data.bytes()[page.clone()] {
+                continue;
+            }
+            for start in page.clone().step_by(SECTOR) {
+                let sector = start..(start + SECTOR).min(page.end);
                 if st.next() & 1 == 1 {
-                    let end = (start + SECTOR).min(both);
-                    out[start..end].copy_from_slice(&current[start..end]);
+                    out[sector.clone()].copy_from_slice(&data.bytes()[sector]);
+                } else {
+                    // SAFETY: `sector` lies within the first `len` bytes of the buffer, and
+                    // no map is open.
+                    unsafe { data.write(sector.start, &out[sector]) };
                 }
             }
         }
-        out
+        if out.len() > len {
+            // Cut back after its last sync, the file gets its old end back.
+            data.reserve(out.len())
+                .expect("memory for a simulated file");
+            // SAFETY: the buffer now holds `out.len()` bytes; no map is open.
+            unsafe { data.write(len, &out[len..]) };
+        } else {
+            // SAFETY: `out.len()..len` lies inside the buffer; past `len` it is zero already.
+            unsafe { std::ptr::write_bytes(data.ptr.as_ptr().add(out.len()), 0, len - out.len()) };
+        }
+        let mut fresh = FileData::empty();
+        (fresh.ptr, fresh.cap, fresh.len) = (data.ptr, data.cap, out.len());
+        // The buffer is the new file's now.
+        (data.cap, data.len) = (0, 0);
+        debug_assert!(fresh.bytes() == out, "the buffer holds what the cut left");
+        // Page cache and disk hold the same bytes: nothing is dirty.
+        fresh.durable = out;
+        fresh
     }
 }
 
@@ -916,6 +940,38 @@ mod tests {
             kept_all && lost_all,
             "some cuts keep the unsynced write, some lose it"
         );
+    }
+
+    #[test]
+    fn a_cut_after_a_truncation_keeps_either_length_and_then_holds_still() {
+        let (mut short, mut long) = (false, false);
+        for seed in 1..200 {
+            let disk = disk(seed);
+            let path = Path::new("/d/f");
+            let f = disk.open(path, Open::CreateNew).unwrap();
+            f.write_at(&[1; 2048], 0).unwrap();
+            f.sync_data().unwrap();
+            disk.sync_dir(Path::new("/d")).unwrap();
+            drop(f);
+            let f = disk.open(path, Open::Truncate).unwrap();
+            f.write_at(&[3; 1024], 0).unwrap();
+            drop(f);
+            disk.power_cut();
+            let after = disk.contents(path).expect("a synced name survives");
+            assert!(after.len() == 1024 || after.len() == 2048, "seed {seed}");
+            for (i, sector) in after.chunks(SECTOR).enumerate() {
+                let first = sector[0];
+                assert!(sector.iter().all(|&b| b == first), "seed {seed}: torn sector");
+                // Before the old end: the old bytes or the new; after it, the old ones.
+                assert!(first == 1 || (first == 3 && i < 2), "seed {seed}: sector {i}");
+            }
+            short |= after.len() == 1024;
+            long |= after.len() == 2048;
+            // What a cut left is on the disk: the next cut keeps it as it is.
+            disk.power_cut();
+            assert_eq!(disk.contents(path).unwrap(), after, "seed {seed}");
+        }
+        assert!(short && long, "a cut keeps either length");
     }
 
     #[test]
