@@ -171,10 +171,12 @@ pub(crate) fn open_index(
     let temps: Vec<PathBuf> = temps.into_iter().filter(|p| dir.exists(p)).collect();
     remove_files(dir, &temps)?;
     report.temp_files_removed = temps.len();
+    // Every table file but the current one: a rebuild made only the current one.
     let current = index.table().generation();
-    let stale: Vec<PathBuf> = list(dir)?
+    let stale: Vec<PathBuf> = listing
         .tables
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&g| g != current)
         .map(|g| dir.join(file::table_name(g)))
         .collect();

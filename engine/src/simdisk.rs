@@ -961,9 +961,15 @@ mod tests {
             assert!(after.len() == 1024 || after.len() == 2048, "seed {seed}");
             for (i, sector) in after.chunks(SECTOR).enumerate() {
                 let first = sector[0];
-                assert!(sector.iter().all(|&b| b == first), "seed {seed}: torn sector");
+                assert!(
+                    sector.iter().all(|&b| b == first),
+                    "seed {seed}: torn sector"
+                );
                 // Before the old end: the old bytes or the new; after it, the old ones.
-                assert!(first == 1 || (first == 3 && i < 2), "seed {seed}: sector {i}");
+                assert!(
+                    first == 1 || (first == 3 && i < 2),
+                    "seed {seed}: sector {i}"
+                );
             }
             short |= after.len() == 1024;
             long |= after.len() == 2048;

@@ -695,3 +695,40 @@ fn a_get_with_closure_may_read_the_store_while_segments_are_mapped() {
     }
     writer.join().unwrap();
 }
+
+/// The names of the index table files in `dir`, sorted.
+fn table_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("INDEX.") && !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_open_removes_index_tables_of_other_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.put(b"k", b"v").unwrap();
+    store.close().unwrap();
+    let current = table_files(dir.path());
+    assert_eq!(current.len(), 1, "{current:?}");
+    // A table a grow could not remove, newer than the current one by its name.
+    let leftover = dir.path().join("INDEX.00000000000000a0");
+    fs::write(&leftover, b"left over").unwrap();
+    let store = open(dir.path());
+    assert!(store.recovery_report().index_rebuilt.is_none());
+    assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(table_files(dir.path()), current, "the leftover is gone");
+    store.close().unwrap();
+
+    // Without `INDEX`, the open rebuilds into a new generation and removes every other.
+    fs::write(&leftover, b"left over").unwrap();
+    fs::remove_file(dir.path().join("INDEX")).unwrap();
+    let store = open(dir.path());
+    assert!(store.recovery_report().index_rebuilt.is_some());
+    assert_eq!(store.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(table_files(dir.path()), ["INDEX.00000000000000a1"]);
+}
