@@ -150,7 +150,8 @@ impl SimDisk {
     /// written since its last sync; the namespace keeps a prefix of its changes since the
     /// last directory sync; locks are gone, and the next boot begins (so an index in use now
     /// is not trusted). Every store on the disk must have been dropped or crashed
-    /// ([`crate::Store::simulate_crash`]) first: the files it held belong to the old boot.
+    /// ([`crate::Store::simulate_crash`]) first: the files it held belong to the old boot (a map
+    /// still open panics).
     pub fn power_cut(&self) {
         let mut st = self.state.lock();
         st.stats.power_cuts += 1;
@@ -551,7 +552,8 @@ impl SimFile {
     /// sectors the cut lost are copied back.
     fn after_cut(&self, st: &mut State) -> FileData {
         let mut data = self.data.lock();
-        debug_assert_eq!(data.maps, 0, "a map outlived the stores of a power cut");
+        // The new file takes the buffer: a map left open would point into it.
+        assert_eq!(data.maps, 0, "a map outlived the stores of a power cut");
         // The file is gone after the cut (the new boot gets new files): its durable bytes
         // become the new file's.
         let mut out = std::mem::take(&mut data.durable);
