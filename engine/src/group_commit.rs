@@ -71,6 +71,10 @@ impl GroupCommit {
     /// unsynced).
     pub fn sync_all(&self, lsn: u64, writer: &Mutex<Writer>, index: &Index) -> Result<()> {
         self.sync_to(lsn, writer, index)?;
+        // The active segment is the one the current table names: another store may have
+        // grown the index since this one last looked, and appended to a segment this one's
+        // old table does not name (the simulation found a sync that missed such writes).
+        index.refresh()?;
         if index.active_is_synced() {
             return Ok(());
         }
