@@ -134,6 +134,12 @@ pub(crate) fn background_pass(shared: &Shared) {
             return;
         }
     };
+    // Another store may have grown the index since this one looked: the rows to hint are
+    // those of the current table (no row is freed meanwhile: that takes the maintenance lock).
+    if shared.index.refresh().is_err() {
+        shared.count_maintenance_error();
+        return;
+    }
     write_missing_hints(shared);
     if shared.options.auto_compaction && !shared.is_closing() {
         let inputs = select_auto(shared);

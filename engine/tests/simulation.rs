@@ -143,3 +143,33 @@ fn a_sync_covers_writes_another_store_made_after_growing_the_index() {
         assert_eq!(store.len(), 201);
     }
 }
+
+/// `len`, `keys` and `stats` see what another store on the directory wrote after growing the
+/// index (they read the table this store had mapped before).
+#[test]
+fn counts_and_listings_see_writes_made_after_another_store_grew_the_index() {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use logcache_engine::simdisk::{SimDisk, SimFaults};
+    use logcache_engine::{Options, Store};
+
+    let disk = SimDisk::new(1, SimFaults::default());
+    let opts = Options::default()
+        .vfs(Arc::clone(&disk) as Arc<dyn logcache_engine::vfs::Vfs>)
+        .auto_compaction(false)
+        .background(false)
+        .max_segment_size(256);
+    let dir = Path::new("/sim/store");
+    let reading = Store::open(dir, opts.clone()).unwrap();
+    assert_eq!(reading.len(), 0);
+    let growing = Store::open(dir, opts).unwrap();
+    // More segments than the smallest table has rows: the index grows into a new file.
+    for i in 0..200u32 {
+        growing.put(&i.to_le_bytes(), &[7; 100]).unwrap();
+    }
+    assert_eq!(reading.len(), 200);
+    assert_eq!(reading.keys().count(), 200);
+    assert_eq!(reading.stats().keys, 200);
+    assert_eq!(reading.stats().segments, growing.stats().segments);
+}
