@@ -3,9 +3,13 @@
 //! faults; after every cut the store must hold a prefix of the acknowledged writes that keeps
 //! every durable one. A failing seed is printed and replays exactly.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use logcache_engine::simdisk::{SimDisk, SimFaults};
 use logcache_engine::simulation::{self, SimReport};
+use logcache_engine::{Durability, Options, Store};
 
 /// Runs seeds from `first` for about `budget`; the totals.
 fn run_for(first: u64, budget: Duration, faults: bool) -> (u64, SimReport) {
@@ -99,34 +103,42 @@ fn replay_one() {
     simulation::run(seed, 2, std::env::var("FAULTS").is_ok());
 }
 
+/// Options for stores on `disk`: no background work, and segments of 256 bytes, so that a
+/// few hundred writes fill more segments than the smallest index has rows.
+fn small_segments_on(disk: &Arc<SimDisk>) -> Options {
+    Options::default()
+        .vfs(Arc::clone(disk) as Arc<dyn logcache_engine::vfs::Vfs>)
+        .auto_compaction(false)
+        .background(false)
+        .max_segment_size(256)
+}
+
+/// The store directory on a simulated disk.
+const SIM_DIR: &str = "/sim/store";
+
+/// Writes 200 keys through `store` (opened with [`small_segments_on`]): more segments than
+/// the smallest table has rows, so the index grows into a new table file.
+fn grow_the_index(store: &Store) {
+    for i in 0..200u32 {
+        store.put(&i.to_le_bytes(), &[7; 100]).unwrap();
+    }
+}
+
 /// A `sync()` makes durable what another store on the directory appended after growing the
 /// index: it looks at the active segment in the current table, not in the table this store
 /// mapped before the growth, where every write it knew of was synced (the simulation found a
 /// sync that missed such a write).
 #[test]
 fn a_sync_covers_writes_another_store_made_after_growing_the_index() {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use logcache_engine::simdisk::{SimDisk, SimFaults};
-    use logcache_engine::{Durability, Options, Store};
-
     // A cut keeps an unsynced sector or not with even odds: several disks.
     for seed in 0..16 {
         let disk = SimDisk::new(seed, SimFaults::default());
-        let opts = Options::default()
-            .vfs(Arc::clone(&disk) as Arc<dyn logcache_engine::vfs::Vfs>)
-            .auto_compaction(false)
-            .background(false)
-            .max_segment_size(256);
-        let dir = Path::new("/sim/store");
+        let opts = small_segments_on(&disk);
+        let dir = Path::new(SIM_DIR);
         let syncing = Store::open(dir, opts.clone()).unwrap();
         // Every write synced: in the table `syncing` mapped, the active segment is synced.
         let growing = Store::open(dir, opts.clone().durability(Durability::Sync)).unwrap();
-        // More segments than the smallest table has rows: the index grows into a new file.
-        for i in 0..200u32 {
-            growing.put(&i.to_le_bytes(), &[7; 100]).unwrap();
-        }
+        grow_the_index(&growing);
         let writing = Store::open(dir, opts.clone()).unwrap();
         writing.put(b"after the growth", b"kept").unwrap();
         syncing.sync().unwrap();
@@ -148,26 +160,13 @@ fn a_sync_covers_writes_another_store_made_after_growing_the_index() {
 /// index (they read the table this store had mapped before).
 #[test]
 fn counts_and_listings_see_writes_made_after_another_store_grew_the_index() {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use logcache_engine::simdisk::{SimDisk, SimFaults};
-    use logcache_engine::{Options, Store};
-
     let disk = SimDisk::new(1, SimFaults::default());
-    let opts = Options::default()
-        .vfs(Arc::clone(&disk) as Arc<dyn logcache_engine::vfs::Vfs>)
-        .auto_compaction(false)
-        .background(false)
-        .max_segment_size(256);
-    let dir = Path::new("/sim/store");
+    let opts = small_segments_on(&disk);
+    let dir = Path::new(SIM_DIR);
     let reading = Store::open(dir, opts.clone()).unwrap();
     assert_eq!(reading.len(), 0);
     let growing = Store::open(dir, opts).unwrap();
-    // More segments than the smallest table has rows: the index grows into a new file.
-    for i in 0..200u32 {
-        growing.put(&i.to_le_bytes(), &[7; 100]).unwrap();
-    }
+    grow_the_index(&growing);
     assert_eq!(reading.len(), 200);
     assert_eq!(reading.keys().count(), 200);
     assert_eq!(reading.stats().keys, 200);
