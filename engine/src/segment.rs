@@ -82,20 +82,35 @@ pub(crate) fn next_writer_id(id: u64) -> u64 {
         .saturating_mul(WRITER_ID_STRIDE)
 }
 
+/// `before`, `id` in sixteen lowercase hex digits, then `after`: the names of segment,
+/// hint and table files. Built by hand, in one allocation: a name is made at every open,
+/// creation and removal of a segment, and the formatting machinery costs far more.
+pub(crate) fn hex_name(before: &[&str], id: u64, after: &[&str]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let len = 16 + before.iter().chain(after).map(|s| s.len()).sum::<usize>();
+    let mut name = String::with_capacity(len);
+    before.iter().for_each(|s| name.push_str(s));
+    for shift in (0..16).rev() {
+        name.push(char::from(DIGITS[(id >> (shift * 4)) as usize & 15]));
+    }
+    after.iter().for_each(|s| name.push_str(s));
+    name
+}
+
 /// File name of segment `id`'s file of `kind`: the id in sixteen lowercase hex digits.
 pub(crate) fn file_name(id: u64, kind: FileKind) -> String {
-    format!("{id:016x}{}", kind.suffix())
+    hex_name(&[], id, &[kind.suffix()])
 }
 
 /// Path of segment `id`'s data file inside `dir`.
 pub(crate) fn path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(file_name(id, FileKind::Data))
+    crate::vfs::join(dir, file_name(id, FileKind::Data))
 }
 
 /// Path of segment `id`'s file of `kind` inside `dir`, under its temporary name (`.tmp`
 /// appended) while it is being written.
 pub(crate) fn temp_path(dir: &Path, id: u64, kind: FileKind) -> PathBuf {
-    dir.join(format!("{}.tmp", file_name(id, kind)))
+    crate::vfs::join(dir, hex_name(&[], id, &[kind.suffix(), ".tmp"]))
 }
 
 /// The segment id and kind of a file name, if it is one of ours; `temp` tells whether it
@@ -658,6 +673,12 @@ mod tests {
                 assert_eq!(
                     parse_file_name(&file_name(id, kind)),
                     Some((id, kind, false))
+                );
+                let formatted = format!("{id:016x}{}", kind.suffix());
+                assert_eq!(file_name(id, kind), formatted);
+                assert_eq!(
+                    path(Path::new("/d"), id),
+                    Path::new("/d").join(format!("{id:016x}.data"))
                 );
                 let temp = temp_path(Path::new(""), id, kind);
                 let temp = temp.to_str().unwrap();

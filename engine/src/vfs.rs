@@ -557,6 +557,16 @@ impl VfsFile for FaultyFile {
     }
 }
 
+/// `dir.join(name)` in one allocation (`Path::join` copies `dir`, then grows it for `name`):
+/// paths of segment files are made at every open, creation and removal of one.
+pub(crate) fn join(dir: &Path, name: impl AsRef<Path>) -> PathBuf {
+    let name = name.as_ref();
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.as_os_str().len());
+    path.push(dir);
+    path.push(name);
+    path
+}
+
 /// A store directory on its file system: derefs to its path.
 #[derive(Clone)]
 pub(crate) struct Dir {
@@ -593,6 +603,11 @@ impl Dir {
     /// The directory of the real file system at `path`.
     pub fn real(path: &Path) -> Dir {
         Dir::new(real(), path.to_path_buf())
+    }
+
+    /// [`join`] on its path; shadows the `Path` method the deref offers.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        join(&self.path, name)
     }
 
     /// Its file system.

@@ -28,7 +28,7 @@ const TABLE_MAGIC: &[u8; 5] = b"LCTAB";
 
 /// File name of table generation `generation`.
 pub(crate) fn table_name(generation: u64) -> String {
-    format!("{POINTER_FILE}.{generation:016x}")
+    segment::hex_name(&[POINTER_FILE, "."], generation, &[])
 }
 
 /// The generation a file name belongs to, if it is a table file's.
