@@ -13,8 +13,7 @@ use crate::compaction::CompactionStats;
 use crate::error::{Error, IoContext, Result};
 use crate::eviction;
 use crate::group_commit::GroupCommit;
-use crate::index::Index;
-use crate::index::file::{TableFile, header, row};
+use crate::index::file::{header, row};
 use crate::index::slot;
 use crate::lock::{Role, StoreLocks};
 use crate::maintenance;
@@ -238,7 +237,7 @@ impl Store {
     /// every record that can expire is looked at.
     pub fn len(&self) -> usize {
         let index = &self.shared.index;
-        let table = current_table(index);
+        let table = index.current_table_or_mapped();
         if table.word(header::EXPIRING).load(Ordering::Acquire) == 0 {
             return table.word(header::KEYS).load(Ordering::Acquire) as usize;
         }
@@ -263,7 +262,7 @@ impl Store {
     /// Calls `f` with the key of every live (unexpired) record the index points at.
     fn for_each_live(&self, mut f: impl FnMut(&[u8])) {
         let index = &self.shared.index;
-        let table = current_table(index);
+        let table = index.current_table_or_mapped();
         let now = now_ms();
         index.for_each_slot(&table, |value| {
             let at = slot::location_of(value);
@@ -454,7 +453,7 @@ impl Store {
     /// Key counts and space use.
     pub fn stats(&self) -> StoreStats {
         let index = &self.shared.index;
-        let table = current_table(index);
+        let table = index.current_table_or_mapped();
         let start = data_start(FORMAT_VERSION) as u64;
         let rows = index.rows();
         let (mut records, mut live) = (0u64, 0u64);
@@ -506,13 +505,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.stop_background();
     }
-}
-
-/// The table `INDEX` names now, for the reads that cannot fail (`len`, `keys`, `stats`): another
-/// store may have grown the index since this one looked. If the new table cannot be mapped,
-/// the one this store has (the state before the growth).
-fn current_table(index: &Index) -> arc_swap::Guard<Arc<TableFile>> {
-    index.current_table().unwrap_or_else(|_| index.table())
 }
 
 #[cfg(test)]

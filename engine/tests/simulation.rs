@@ -172,3 +172,36 @@ fn counts_and_listings_see_writes_made_after_another_store_grew_the_index() {
     assert_eq!(reading.stats().keys, 200);
     assert_eq!(reading.stats().segments, growing.stats().segments);
 }
+
+/// A sync records how far it made the active segment durable in the current table, also
+/// when another store grew the index since this one last wrote: recorded in the table this
+/// store had mapped before, it was lost to every other reader; the sync then fsynced the
+/// same bytes a second time, and a rebuild after a cut would know less of the segment
+/// durable (damage there would pass for a torn tail).
+#[test]
+fn a_sync_records_the_durable_length_in_the_current_table() {
+    let disk = SimDisk::new(1, SimFaults::default());
+    // One segment for everything: the growth must come from the keys, not from rotation.
+    let opts = small_segments_on(&disk).max_segment_size(4 << 20);
+    let dir = Path::new(SIM_DIR);
+    let syncing = Store::open(dir, opts.clone()).unwrap();
+    let growing = Store::open(dir, opts).unwrap();
+    syncing.put(b"first", b"x").unwrap();
+    let (segments, index_bytes) = (growing.stats().segments, growing.stats().index_bytes);
+    // More keys than the smallest table holds: the index grows into a new table file.
+    for i in 0..20_000u32 {
+        growing.put(&i.to_le_bytes(), b"v").unwrap();
+    }
+    assert_eq!(growing.stats().segments, segments, "no rotation");
+    assert!(growing.stats().index_bytes > index_bytes, "the index grew");
+    let before = disk.stats().syncs;
+    syncing.sync().unwrap();
+    assert_eq!(
+        disk.stats().syncs - before,
+        1,
+        "one fsync of the active segment, recorded where the next sync looks"
+    );
+    let before = disk.stats().syncs;
+    syncing.sync().unwrap();
+    assert_eq!(disk.stats().syncs, before, "nothing left to sync");
+}

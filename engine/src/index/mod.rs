@@ -125,6 +125,13 @@ impl Index {
         Ok(self.table())
     }
 
+    /// [`Index::current_table`] for what cannot fail (`len`, `keys`, `stats`, recording a
+    /// synced length): another store may have grown the index since this one looked. If the
+    /// new table cannot be mapped, the one this store has (the state before the growth).
+    pub fn current_table_or_mapped(&self) -> arc_swap::Guard<Arc<TableFile>> {
+        self.current_table().unwrap_or_else(|_| self.table())
+    }
+
     /// The mapped segment `number`, mapping it if this process has not yet, or if the row
     /// now names another segment (rows are reused once a segment is deleted).
     pub fn segment(&self, number: u32) -> Result<Arc<Segment>> {
@@ -203,7 +210,10 @@ impl Index {
     /// fdatasyncs segment `number` (`seg`) and records how far its records are now durable
     /// ([`row::SYNCED`]): as far as they reached before the fdatasync began.
     pub fn sync_segment(&self, number: u32, seg: &Segment) -> std::io::Result<()> {
-        let table = self.table();
+        // The current table: another store may have grown the index since this one last
+        // looked, and a length recorded in the old table is lost to everyone (rows keep their
+        // numbers in a grown table; the id check below covers a row reused meanwhile).
+        let table = self.current_table_or_mapped();
         let end = table.row(number, row::END).load(Ordering::Acquire);
         seg.sync_data()?;
         if table.row(number, row::ID).load(Ordering::Acquire) == seg.id() {
