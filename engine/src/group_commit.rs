@@ -83,6 +83,11 @@ impl GroupCommit {
 
     /// Flushes and fsyncs the active segment; returns the log position now durable.
     fn sync_log(&self, writer: &Mutex<Writer>, index: &Index) -> Result<u64> {
+        // The active segment and its synced length are the current table's: another store may
+        // have grown the index since this one last wrote, and a length recorded in the old
+        // table is lost to everyone (this store's own writes are in the active segment or in
+        // one sealed, so synced, since).
+        index.refresh()?;
         let (segment, target) = writer.lock().sync_target(index)?;
         let Some((number, segment)) = segment else {
             return Ok(target);

@@ -125,9 +125,9 @@ impl Index {
         Ok(self.table())
     }
 
-    /// [`Index::current_table`] for what cannot fail (`len`, `keys`, `stats`, recording a
-    /// synced length): another store may have grown the index since this one looked. If the
-    /// new table cannot be mapped, the one this store has (the state before the growth).
+    /// [`Index::current_table`] for the reads that cannot fail (`len`, `keys`, `stats`): another
+    /// store may have grown the index since this one looked. If the new table cannot be
+    /// mapped, the one this store has (the state before the growth).
     pub fn current_table_or_mapped(&self) -> arc_swap::Guard<Arc<TableFile>> {
         self.current_table().unwrap_or_else(|_| self.table())
     }
@@ -210,10 +210,7 @@ impl Index {
     /// fdatasyncs segment `number` (`seg`) and records how far its records are now durable
     /// ([`row::SYNCED`]): as far as they reached before the fdatasync began.
     pub fn sync_segment(&self, number: u32, seg: &Segment) -> std::io::Result<()> {
-        // The current table: another store may have grown the index since this one last
-        // looked, and a length recorded in the old table is lost to everyone (rows keep their
-        // numbers in a grown table; the id check below covers a row reused meanwhile).
-        let table = self.current_table_or_mapped();
+        let table = self.table();
         let end = table.row(number, row::END).load(Ordering::Acquire);
         seg.sync_data()?;
         if table.row(number, row::ID).load(Ordering::Acquire) == seg.id() {
