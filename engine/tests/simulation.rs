@@ -205,3 +205,50 @@ fn a_sync_records_the_durable_length_in_the_current_table() {
     syncing.sync().unwrap();
     assert_eq!(disk.stats().syncs, before, "nothing left to sync");
 }
+
+/// A sync that another store's sync covered already makes no fsync of its own: every store
+/// on the directory learns from the index how far the active segment is durable. A write
+/// after it is synced again, and everything synced survives a power cut.
+#[test]
+fn a_sync_another_store_covered_makes_no_fsync_of_its_own() {
+    let disk = SimDisk::new(1, SimFaults::default());
+    let opts = small_segments_on(&disk).max_segment_size(1 << 20);
+    let dir = Path::new(SIM_DIR);
+    let first = Store::open(dir, opts.clone()).unwrap();
+    let second = Store::open(dir, opts.clone()).unwrap();
+    first.put(b"first", b"1").unwrap();
+    second.put(b"second", b"2").unwrap();
+    let fsyncs = |f: &dyn Fn()| {
+        let before = disk.stats().syncs;
+        f();
+        disk.stats().syncs - before
+    };
+    assert_eq!(
+        fsyncs(&|| second.sync().unwrap()),
+        1,
+        "both writes in one fsync"
+    );
+    assert_eq!(
+        fsyncs(&|| first.sync().unwrap()),
+        0,
+        "covered by the other's"
+    );
+    first.put(b"third", b"3").unwrap();
+    assert_eq!(
+        fsyncs(&|| first.sync().unwrap()),
+        1,
+        "a new write is synced"
+    );
+    for store in [first, second] {
+        store.simulate_crash();
+    }
+    disk.power_cut();
+    let store = Store::open(dir, opts).unwrap();
+    for (k, v) in [
+        (&b"first"[..], &b"1"[..]),
+        (b"second", b"2"),
+        (b"third", b"3"),
+    ] {
+        assert_eq!(store.get(k).unwrap().as_deref(), Some(v));
+    }
+}

@@ -202,9 +202,15 @@ impl Index {
     pub fn active_is_synced(&self) -> bool {
         let table = self.table();
         let number = table.word(header::ACTIVE).load(Ordering::Acquire) as u32;
-        number == 0
-            || table.row(number, row::SYNCED).load(Ordering::Acquire)
-                >= table.row(number, row::END).load(Ordering::Acquire)
+        number == 0 || synced_to_end(&table, number)
+    }
+
+    /// Whether segment `number` is still `seg` and an fdatasync has made all its records
+    /// durable (its synced length has reached its end).
+    pub fn is_synced(&self, number: u32, seg: &Segment) -> bool {
+        let table = self.table();
+        table.row(number, row::ID).load(Ordering::Acquire) == seg.id()
+            && synced_to_end(&table, number)
     }
 
     /// fdatasyncs segment `number` (`seg`) and records how far its records are now durable
@@ -385,6 +391,12 @@ impl Index {
             op_entries: op_entries.max(256).next_power_of_two(),
         }
     }
+}
+
+/// Whether row `number`'s synced length has reached the end of its records.
+fn synced_to_end(table: &TableFile, number: u32) -> bool {
+    table.row(number, row::SYNCED).load(Ordering::Acquire)
+        >= table.row(number, row::END).load(Ordering::Acquire)
 }
 
 fn bad_slot(number: u32) -> Error {
