@@ -116,6 +116,24 @@ fn small_segments_on(disk: &Arc<SimDisk>) -> Options {
 /// The store directory on a simulated disk.
 const SIM_DIR: &str = "/sim/store";
 
+/// A simulated disk and two stores on one directory of it, whose segments hold
+/// `segment_size` bytes (room for every write of a test), with their options.
+fn two_stores_with_one_segment(segment_size: u64) -> (Arc<SimDisk>, Options, Store, Store) {
+    let disk = SimDisk::new(1, SimFaults::default());
+    let opts = small_segments_on(&disk).max_segment_size(segment_size);
+    let dir = Path::new(SIM_DIR);
+    let first = Store::open(dir, opts.clone()).unwrap();
+    let second = Store::open(dir, opts.clone()).unwrap();
+    (disk, opts, first, second)
+}
+
+/// How many syncs `disk` counted while `f` ran.
+fn fsyncs(disk: &SimDisk, f: impl FnOnce()) -> u64 {
+    let before = disk.stats().syncs;
+    f();
+    disk.stats().syncs - before
+}
+
 /// Writes 200 keys through `store` (opened with [`small_segments_on`]): more segments than
 /// the smallest table has rows, so the index grows into a new table file.
 fn grow_the_index(store: &Store) {
@@ -180,12 +198,8 @@ fn counts_and_listings_see_writes_made_after_another_store_grew_the_index() {
 /// durable (damage there would pass for a torn tail).
 #[test]
 fn a_sync_records_the_durable_length_in_the_current_table() {
-    let disk = SimDisk::new(1, SimFaults::default());
     // One segment for everything: the growth must come from the keys, not from rotation.
-    let opts = small_segments_on(&disk).max_segment_size(4 << 20);
-    let dir = Path::new(SIM_DIR);
-    let syncing = Store::open(dir, opts.clone()).unwrap();
-    let growing = Store::open(dir, opts).unwrap();
+    let (disk, _, syncing, growing) = two_stores_with_one_segment(4 << 20);
     syncing.put(b"first", b"x").unwrap();
     let (segments, index_bytes) = (growing.stats().segments, growing.stats().index_bytes);
     // More keys than the smallest table holds: the index grows into a new table file.
@@ -194,16 +208,9 @@ fn a_sync_records_the_durable_length_in_the_current_table() {
     }
     assert_eq!(growing.stats().segments, segments, "no rotation");
     assert!(growing.stats().index_bytes > index_bytes, "the index grew");
-    let before = disk.stats().syncs;
-    syncing.sync().unwrap();
-    assert_eq!(
-        disk.stats().syncs - before,
-        1,
-        "one fsync of the active segment, recorded where the next sync looks"
-    );
-    let before = disk.stats().syncs;
-    syncing.sync().unwrap();
-    assert_eq!(disk.stats().syncs, before, "nothing left to sync");
+    let sync = || fsyncs(&disk, || syncing.sync().unwrap());
+    assert_eq!(sync(), 1, "one fsync, recorded where the next sync looks");
+    assert_eq!(sync(), 0, "nothing left to sync");
 }
 
 /// A sync that another store's sync covered already makes no fsync of its own: every store
@@ -211,44 +218,23 @@ fn a_sync_records_the_durable_length_in_the_current_table() {
 /// after it is synced again, and everything synced survives a power cut.
 #[test]
 fn a_sync_another_store_covered_makes_no_fsync_of_its_own() {
-    let disk = SimDisk::new(1, SimFaults::default());
-    let opts = small_segments_on(&disk).max_segment_size(1 << 20);
-    let dir = Path::new(SIM_DIR);
-    let first = Store::open(dir, opts.clone()).unwrap();
-    let second = Store::open(dir, opts.clone()).unwrap();
+    let (disk, opts, first, second) = two_stores_with_one_segment(1 << 20);
     first.put(b"first", b"1").unwrap();
     second.put(b"second", b"2").unwrap();
-    let fsyncs = |f: &dyn Fn()| {
-        let before = disk.stats().syncs;
-        f();
-        disk.stats().syncs - before
-    };
-    assert_eq!(
-        fsyncs(&|| second.sync().unwrap()),
-        1,
-        "both writes in one fsync"
-    );
-    assert_eq!(
-        fsyncs(&|| first.sync().unwrap()),
-        0,
-        "covered by the other's"
-    );
+    let sync = |store: &Store| fsyncs(&disk, || store.sync().unwrap());
+    assert_eq!(sync(&second), 1, "both writes in one fsync");
+    assert_eq!(sync(&first), 0, "covered by the other's");
     first.put(b"third", b"3").unwrap();
-    assert_eq!(
-        fsyncs(&|| first.sync().unwrap()),
-        1,
-        "a new write is synced"
-    );
+    assert_eq!(sync(&first), 1, "a new write is synced");
     for store in [first, second] {
         store.simulate_crash();
     }
     disk.power_cut();
-    let store = Store::open(dir, opts).unwrap();
-    for (k, v) in [
-        (&b"first"[..], &b"1"[..]),
-        (b"second", b"2"),
-        (b"third", b"3"),
-    ] {
-        assert_eq!(store.get(k).unwrap().as_deref(), Some(v));
+    let store = Store::open(Path::new(SIM_DIR), opts).unwrap();
+    for (k, v) in [("first", "1"), ("second", "2"), ("third", "3")] {
+        assert_eq!(
+            store.get(k.as_bytes()).unwrap().as_deref(),
+            Some(v.as_bytes())
+        );
     }
 }
